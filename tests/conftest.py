@@ -1,0 +1,28 @@
+"""Session fixtures: real servers started once, isolated per test by names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from devhost.azurite import Azurite
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """One in-memory Azurite on free ports for the whole session."""
+    with Azurite() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def storage_connection_string(azurite: Azurite) -> str:
+    return azurite.connection_string
+
+
+@pytest.fixture
+def name_prefix() -> str:
+    """A table/queue name prefix unique to one test (letters and digits only, as tables need)."""
+    return "t" + uuid.uuid4().hex[:10]
