@@ -9,6 +9,7 @@
     ├── MarketoError           a call-level failure Marketo reported (`code` is its string code)
     ├── DataverseError         a request Dataverse refused (`code` is the 0x… code, `status` HTTP)
     │   └── ConcurrencyConflict  HTTP 412: someone wrote the record first; re-read and re-apply
+    ├── StateConflict          retriable: a state row changed under us (ETag); re-read and retry
     ├── CursorExpired          a stored paging token / delta link is too old: re-baseline
     ├── ValidationFailed       record-level: log to the activity log and park; never retry
     └── BadMessage             a queue message or HTTP body we cannot parse: poison / 4xx
@@ -77,6 +78,10 @@ class DataverseTransient(DataverseError, TransientError):
 
 class ConcurrencyConflict(DataverseError):
     """HTTP 412: the record changed since it was read (or already exists)."""
+
+
+class StateConflict(TransientError):
+    """A Table Storage row changed since we read it (ETag mismatch) or already exists."""
 
 
 class CursorExpired(LeadSyncError):

@@ -9,6 +9,8 @@ import pytest
 
 from devhost.azurite import Azurite
 
+pytest_plugins = ["tests.dataverse_fixtures", "tests.marketo_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:

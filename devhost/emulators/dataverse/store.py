@@ -1,0 +1,350 @@
+"""In-memory tables with row versions, change tracking, transactions and write validation.
+
+- Row versions: one org-wide counter; `versionnumber` is the etag (`W/"<n>"`) (spec §4, §11).
+- `createdon`/`modifiedon`: UTC, second precision, `Z` (spec "Core columns").
+- Deletions leave tombstones so a delta reports them, even for rows created and deleted
+  between polls (spec §5).
+- Validation (spec §9 and §7 table): MaxLength → 0x80044331 (two spaces after "occurred."),
+  unknown property → 0x80048d19, read-only columns → 400, option values, Email format,
+  SystemRequired. ApplicationRequired is NOT enforced (spec §9).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STRING_TYPES, Attr, EntityDef, build_entities
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_BIND = re.compile(r"^/?(?:.*/api/data/v9\.\d/)?(\w+)\(([0-9a-fA-F-]{36})\)$")
+SYSTEM_USER = "a1b2c3d4-0000-4000-8000-000000000001"
+
+
+class ApiError(Exception):
+    """Becomes `{"error":{"code","message"}}` with `status` (spec §7)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def now_z() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_guid(text: str) -> bool:
+    return bool(_GUID.match(text))
+
+
+def payload_error(entity: EntityDef, detail: str) -> ApiError:
+    """Unknown/ill-typed property (spec §11: code 0x80048d19 seen in client repos)."""
+    return ApiError(
+        400,
+        "0x80048d19",
+        f"Error identified in Payload provided by the user for Entity :'{entity.entity_set}', For more information on "
+        "this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ----> "
+        f"InnerException : Microsoft.OData.ODataException: {detail}",
+    )
+
+
+@dataclass
+class Tombstone:
+    version: int
+    id: str
+
+
+class Store:
+    """All tables. Every public method takes the lock; transactions journal undo steps."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.entities: dict[str, EntityDef] = build_entities()
+        self.by_set = {e.entity_set: e for e in self.entities.values()}
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in self.by_set}
+        self.tombstones: dict[str, dict[str, int]] = {s: {} for s in self.by_set}
+        self.keys: dict[str, list[tuple[str, ...]]] = {}  # logical name → alternate keys
+        self.version = 1_000_000
+        self.min_delta_version = self.version
+        self._journal: list[tuple[str, str, dict[str, Any] | None, int | None]] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self) -> None:
+        with self.lock:
+            version, lock = self.version, self.lock
+            self.__init__()  # type: ignore[misc]
+            self.lock = lock
+            # Versions keep growing so delta tokens issued before the reset are refused.
+            self.version = version + 1
+            self.min_delta_version = self.version
+
+    def expire_delta_tokens(self) -> None:
+        with self.lock:
+            self.version += 1
+            self.min_delta_version = self.version
+
+    def next_version(self) -> int:
+        self.version += 1
+        return self.version
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing writes (change sets, *Multiple actions, QualifyLead); nests as a savepoint."""
+        with self.lock:
+            outer = self._journal is not None
+            if self._journal is None:
+                self._journal = []
+            mark = len(self._journal)
+            try:
+                yield
+            except BaseException:
+                journal = self._journal
+                for set_name, rid, row, tomb in reversed(journal[mark:]):
+                    if row is None:
+                        self.rows[set_name].pop(rid, None)
+                    else:
+                        self.rows[set_name][rid] = row
+                    if tomb is None:
+                        self.tombstones[set_name].pop(rid, None)
+                    else:
+                        self.tombstones[set_name][rid] = tomb
+                del journal[mark:]
+                raise
+            finally:
+                if not outer:
+                    self._journal = None
+
+    def _remember(self, set_name: str, rid: str) -> None:
+        if self._journal is not None:
+            old = self.rows[set_name].get(rid)
+            self._journal.append(
+                (set_name, rid, dict(old) if old is not None else None, self.tombstones[set_name].get(rid))
+            )
+
+    # -- reads -------------------------------------------------------------------------------
+    def entity(self, set_name: str) -> EntityDef:
+        return self.by_set[set_name]
+
+    def get(self, set_name: str, rid: str) -> dict[str, Any] | None:
+        return self.rows[set_name].get(rid.lower())
+
+    def find_by_key(self, set_name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        for row in self.rows[set_name].values():
+            if all(_fold(row.get(k)) == _fold(v) for k, v in key.items()):
+                return row
+        return None
+
+    def check_key_defined(self, entity: EntityDef, columns: tuple[str, ...]) -> None:
+        """Alternate keys must be defined first; leads/contacts ship with none (spec §4) [message unverified]."""
+        if tuple(sorted(columns)) not in [tuple(sorted(k)) for k in self.keys.get(entity.logical_name, [])]:
+            raise ApiError(
+                400,
+                "0x80060888",
+                f"The specified key attributes are not a defined key for the {entity.logical_name} entity",
+            )
+
+    # -- writes ------------------------------------------------------------------------------
+    def create(self, set_name: str, body: dict[str, Any], *, validate: bool = True) -> dict[str, Any]:
+        entity = self.entity(set_name)
+        values = self.prepare(entity, body, creating=True) if validate else self.admin_values(entity, body)
+        rid = str(values.pop(entity.primary_id, None) or uuid.uuid4()).lower()
+        if rid in self.rows[set_name]:
+            raise ApiError(412, "0x80040237", "A record with matching key values already exists.")
+        now = now_z()
+        row: dict[str, Any] = {a.read_name: None for a in entity.attrs.values()}
+        row.update({"statecode": 0, "statuscode": 1, "_ownerid_value": SYSTEM_USER})
+        row.update(values)
+        row.update({entity.primary_id: rid, "createdon": now, "modifiedon": now})
+        self._finish(entity, row)
+        self._check_unique(entity, row)
+        self._remember(set_name, rid)
+        row["versionnumber"] = self.next_version()
+        self.rows[set_name][rid] = row
+        self.tombstones[set_name].pop(rid, None)
+        return row
+
+    def update(self, set_name: str, rid: str, body: dict[str, Any], *, validate: bool = True) -> dict[str, Any]:
+        entity = self.entity(set_name)
+        row = self.rows[set_name].get(rid.lower())
+        if row is None:
+            raise not_found(entity, rid)
+        values = self.prepare(entity, body, creating=False) if validate else self.admin_values(entity, body)
+        values.pop(entity.primary_id, None)
+        new = dict(row)
+        new.update(values)
+        self._finish(entity, new)
+        self._check_unique(entity, new)
+        self._remember(set_name, row[entity.primary_id])
+        new["modifiedon"] = now_z()
+        new["versionnumber"] = self.next_version()
+        self.rows[set_name][row[entity.primary_id]] = new
+        return new
+
+    def delete(self, set_name: str, rid: str) -> None:
+        entity = self.entity(set_name)
+        rid = rid.lower()
+        if rid not in self.rows[set_name]:
+            raise not_found(entity, rid)
+        self._remember(set_name, rid)
+        del self.rows[set_name][rid]
+        self.tombstones[set_name][rid] = self.next_version()
+
+    def _finish(self, entity: EntityDef, row: dict[str, Any]) -> None:
+        """Computed columns: fullname = "first last" (spec "Core columns": read-only computed)."""
+        parts = [p for p in (row.get("firstname"), row.get("lastname")) if p]
+        row["fullname"] = " ".join(parts) if parts else None
+
+    def _check_unique(self, entity: EntityDef, row: dict[str, Any]) -> None:
+        """Alternate keys are unique: 0x80060892 DuplicateRecordEntityKey → 412 (spec §7)."""
+        for key in self.keys.get(entity.logical_name, []):
+            if any(row.get(c) is None for c in key):
+                continue
+            for other in self.rows[entity.entity_set].values():
+                if other[entity.primary_id] != row[entity.primary_id] and all(
+                    _fold(other.get(c)) == _fold(row.get(c)) for c in key
+                ):
+                    raise ApiError(
+                        412,
+                        "0x80060892",
+                        f"A record that has the attribute values {', '.join(key)} already exists. The entity key "
+                        "requires that this set of attributes contains unique values.",
+                    )
+
+    def admin_values(self, entity: EntityDef, body: dict[str, Any]) -> dict[str, Any]:
+        """Admin writes ("as a salesperson would") skip Web API rules but still know only real columns."""
+        readable = entity.readable()
+        out = {}
+        for k, v in body.items():
+            if k in readable and k not in {"fullname", "createdon", "modifiedon", "versionnumber"}:
+                out[k] = v.lower() if isinstance(v, str) and readable[k].attribute_type in GUID_TYPES else v
+            elif k in entity.attrs and entity.attrs[k].read_name in readable:
+                out[entity.attrs[k].read_name] = v
+            else:
+                raise ApiError(400, "0x80048d19", f"unknown column {k!r} for {entity.logical_name}")
+        return out
+
+    def prepare(self, entity: EntityDef, body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        """Validate a Web API body and return stored column values (spec §9, §11)."""
+        out: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in {"@odata.type", "@odata.id"}:
+                continue
+            if key.endswith("@odata.bind"):
+                nav = key[: -len("@odata.bind")]
+                attr = next((a for a in entity.attrs.values() if nav in a.binds), None)
+                if attr is None:
+                    raise payload_error(
+                        entity, f"An undeclared property '{nav}' which only has property annotations in the payload "
+                        "but no property value was found in the payload."
+                    )
+                if value is None:
+                    out[attr.read_name] = None
+                    continue
+                m = _BIND.match(str(value))
+                if not m or m.group(1) != attr.binds[nav]:
+                    raise ApiError(400, "0x8004431a", f"Invalid reference '{value}' for navigation property '{nav}'.")
+                out[attr.read_name] = m.group(2).lower()
+                continue
+            attr = entity.attrs.get(key)
+            if attr is None or key != attr.read_name:
+                raise payload_error(
+                    entity,
+                    f"The property '{key}' does not exist on type '{entity.type_name}'. Make sure to only use property "
+                    "names that are defined by the type or mark the type as open type.",
+                )
+            if not (attr.valid_for_create if creating else attr.valid_for_update):
+                if key == entity.primary_id and not creating:
+                    continue  # the key in an update body must match the URL; ignored here
+                raise ApiError(400, "0x80040203", f"The '{key}' attribute of the '{entity.logical_name}' entity is "
+                               f"read-only and cannot be set on {'create' if creating else 'update'}.")
+            out[key] = self._check_value(entity, attr, value)
+        for attr in entity.attrs.values():
+            if attr.required_level != "SystemRequired" or attr.logical_name == entity.primary_id:
+                continue
+            if attr.read_name in {"_ownerid_value", "statecode"}:
+                continue  # defaulted by the platform
+            missing = (creating and out.get(attr.read_name) is None) or (
+                attr.read_name in out and out[attr.read_name] is None
+            )
+            if missing:
+                raise ApiError(
+                    400,
+                    "0x80040203",  # [unverified] spec §9: "code varies"
+                    f"A validation error occurred.  The value for the '{attr.logical_name}' attribute of the "
+                    f"'{entity.logical_name}' entity is required (RequiredLevel SystemRequired).",
+                )
+        return out
+
+    def _check_value(self, entity: EntityDef, attr: Attr, value: Any) -> Any:
+        if value is None:
+            return None
+        t = attr.attribute_type
+        if t in STRING_TYPES:
+            if not isinstance(value, str):
+                raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.String'.")
+            if attr.max_length is not None and len(value) > attr.max_length:
+                raise ApiError(
+                    400,
+                    "0x80044331",
+                    f"A validation error occurred.  The length of the '{attr.logical_name}' attribute of the "
+                    f"'{entity.logical_name}' entity exceeded the maximum allowed length of '{attr.max_length}'.",
+                )
+            if attr.format_name == "Email" and value and not _EMAIL.match(value):
+                # [unverified code] spec §9: the server validates e-mail syntax on Email-format columns → 400.
+                raise ApiError(400, "0x80040203", f"Invalid e-mail address '{value}' for '{attr.logical_name}'.")
+            return value
+        if t in INT_TYPES:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise payload_error(
+                    entity, f"Cannot convert the literal '{value}' to the expected type '{attr.edm_type}'."
+                )
+            if t in OPTION_TYPES and attr.options is not None and value not in attr.options:
+                # [code from memory] 0x8004431A: value outside the valid range.
+                raise ApiError(
+                    400,
+                    "0x8004431a",
+                    f"A validation error occurred.  The value {value} of '{attr.logical_name}' on record of type "
+                    f"'{entity.logical_name}' is outside the valid range. Accepted Values: "
+                    f"{','.join(str(v) for v in attr.options)}",
+                )
+            return value
+        if t == "Boolean":
+            if not isinstance(value, bool):
+                raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Boolean'.")
+            return value
+        if t in GUID_TYPES:
+            if not isinstance(value, str) or not is_guid(value):
+                raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")
+            return value.lower()
+        return value
+
+    # -- change tracking ---------------------------------------------------------------------
+    def changes_since(self, set_name: str, since: int, upto: int) -> tuple[list[dict[str, Any]], list[Tombstone]]:
+        """Rows created/updated and tombstones with version in (since, upto], each by version (spec §5)."""
+        rows = sorted(
+            (r for r in self.rows[set_name].values() if since < r["versionnumber"] <= upto),
+            key=lambda r: r["versionnumber"],
+        )
+        tombs = sorted(
+            (Tombstone(v, rid) for rid, v in self.tombstones[set_name].items() if since < v <= upto),
+            key=lambda t: t.version,
+        )
+        return rows, tombs
+
+
+def not_found(entity: EntityDef, rid: str) -> ApiError:
+    return ApiError(404, "0x80040217", f"{entity.logical_name} With Id = {rid} Does Not Exist")
+
+
+def _fold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value

@@ -1,0 +1,177 @@
+"""The emulator's admin API under /_admin/: no auth, never counted, never faulted.
+
+It stands in for people working in the Marketo UI (create / edit / delete a person, which
+log the same activities the real UI does) and for the test harness (faults, clock, stats,
+limits, reset). Errors are HTTP 4xx with `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from devhost.emulators.marketo.store import SOURCE_UI, RecordSkip, fmt_date
+
+if TYPE_CHECKING:
+    from devhost.emulators.marketo.app import Emulator
+
+FAULT_KINDS = {"http500", "http502", "http503", "http504", "606", "615", "602", "604", "608", "611", "713",
+               "slow", "drop"}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+def admin_routes(emu: Emulator) -> list[Route]:
+    # emu.store is replaced on reset: always read it through `emu`, never keep a reference.
+
+    def _skip(exc: RecordSkip) -> JSONResponse:
+        return JSONResponse({"error": exc.message, "code": exc.code}, status_code=400)
+
+    def _create(fields: dict[str, Any]) -> int:
+        values = emu.store.validate({k: v for k, v in fields.items() if k != "id"})
+        return emu.store.create(values, SOURCE_UI)
+
+    def _update(lead_id: int, fields: dict[str, Any]) -> list[str]:
+        if lead_id not in emu.store.leads:
+            raise KeyError(lead_id)
+        values = emu.store.validate({k: v for k, v in fields.items() if k != "id"})
+        return emu.store.update(lead_id, values, SOURCE_UI)
+
+    async def leads(request: Request) -> Response:
+        if request.method == "GET":
+            email = request.query_params.get("email")
+            ids = emu.store.find("email", email) if email is not None else sorted(emu.store.leads)
+            return JSONResponse({"leads": [emu.store.leads[i] for i in ids]})
+        try:
+            return JSONResponse({"id": _create(await _body(request))}, status_code=201)
+        except RecordSkip as exc:
+            return _skip(exc)
+
+    async def bulk(request: Request) -> Response:
+        """{"leads": [...]}: items without "id" are created, items with one are updated. All or nothing."""
+        items = (await _body(request)).get("leads") or []
+        with emu.store.lock:
+            try:
+                checked = [emu.store.validate({k: v for k, v in item.items() if k != "id"}) for item in items]
+            except RecordSkip as exc:
+                return _skip(exc)
+            missing = [item["id"] for item in items if "id" in item and item["id"] not in emu.store.leads]
+            if missing:
+                return _error(404, f"no such leads: {missing[:10]}")
+            ids = []
+            for item, values in zip(items, checked, strict=True):
+                if "id" in item:
+                    emu.store.update(int(item["id"]), values, SOURCE_UI)
+                    ids.append(int(item["id"]))
+                else:
+                    ids.append(emu.store.create(values, SOURCE_UI))
+        return JSONResponse({"ids": ids})
+
+    async def lead(request: Request) -> Response:
+        lead_id = int(request.path_params["lead_id"])
+        if lead_id not in emu.store.leads:
+            return _error(404, f"no lead {lead_id}")
+        if request.method == "GET":
+            return JSONResponse(emu.store.leads[lead_id])
+        if request.method == "DELETE":
+            emu.store.delete(lead_id)
+            return Response(status_code=204)
+        try:
+            changed = _update(lead_id, await _body(request))
+        except RecordSkip as exc:
+            return _skip(exc)
+        return JSONResponse({"id": lead_id, "changed": changed})
+
+    async def activities(request: Request) -> Response:
+        lead_id = int(request.path_params["lead_id"])
+        all_types = request.query_params.get("all", "").lower() in {"1", "true", "yes"}
+        return JSONResponse({"activities": emu.store.custom_entries(lead_id, all_types=all_types)})
+
+    async def faults(request: Request) -> Response:
+        from devhost.emulators.marketo.app import Fault
+
+        if request.method == "DELETE":
+            emu.faults.clear()
+            return Response(status_code=204)
+        if request.method == "GET":
+            return JSONResponse({"faults": [asdict(f) for f in emu.faults]})
+        body = await _body(request)
+        kind = str(body.get("kind", ""))
+        if kind not in FAULT_KINDS:
+            return _error(400, f"kind must be one of {sorted(FAULT_KINDS)}")
+        count = body.get("count")
+        rate = body.get("rate")
+        fault = Fault(
+            kind=kind,
+            count=int(count) if count is not None else (None if rate is not None else 1),
+            rate=float(rate) if rate is not None else None,
+            delay_s=float(body.get("delay_s", 0.0)),
+            path_prefix=str(body.get("path_prefix") or "/rest"),
+        )
+        emu.faults.append(fault)
+        return JSONResponse(asdict(fault), status_code=201)
+
+    async def stats(request: Request) -> Response:
+        s = emu.stats
+        return JSONResponse({
+            "calls_by_endpoint": dict(s.calls_by_endpoint),
+            "responses_by_code": dict(s.responses_by_code),
+            "faults_injected": dict(s.faults_injected),
+            "total_calls": s.total_calls,
+            "counted_calls": s.counted_calls,
+            "identity_calls": s.identity_calls,
+            "in_flight": emu.in_flight,
+        })
+
+    async def reset(request: Request) -> Response:
+        emu.reset()
+        return Response(status_code=204)
+
+    async def clock(request: Request) -> Response:
+        if request.method == "POST":
+            advance = float((await _body(request)).get("advance_s", 0))
+            if advance < 0:
+                return _error(400, "the clock only moves forward")
+            emu.clock.offset_s += advance
+        return JSONResponse({"now": fmt_date(emu.clock.now()), "offset_s": emu.clock.offset_s})
+
+    async def limits(request: Request) -> Response:
+        if request.method == "PATCH":
+            try:
+                emu.limits = emu.limits.update(await _body(request))
+            except (TypeError, ValueError) as exc:
+                return _error(400, str(exc))
+        return JSONResponse(asdict(emu.limits))
+
+    async def activity_log(request: Request) -> Response:
+        return JSONResponse({"size": len(emu.store.log)})
+
+    return [
+        Route("/_admin/leads", leads, methods=["GET", "POST"]),
+        Route("/_admin/leads/bulk", bulk, methods=["POST"]),
+        Route("/_admin/leads/{lead_id:int}", lead, methods=["GET", "PATCH", "DELETE"]),
+        Route("/_admin/leads/{lead_id:int}/activities", activities, methods=["GET"]),
+        Route("/_admin/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_admin/stats", stats, methods=["GET"]),
+        Route("/_admin/reset", reset, methods=["POST"]),
+        Route("/_admin/clock", clock, methods=["GET", "POST"]),
+        Route("/_admin/limits", limits, methods=["GET", "PATCH"]),
+        Route("/_admin/log", activity_log, methods=["GET"]),
+    ]

@@ -1,0 +1,292 @@
+"""FunctionHost: runs a Python v2 `func.FunctionApp` locally with the Azure Functions
+host's trigger semantics, since the Core Tools (`func`) are not available here.
+
+It indexes the app the way the host does (`app.get_functions()`), then drives:
+
+- timer triggers (devhost.timers; Azure docs "Timer trigger for Azure Functions"),
+- queue triggers (devhost.queues; "Azure Queue storage trigger for Azure Functions" and
+  the host.json `extensions.queues` reference),
+- HTTP triggers (devhost.http; "Azure Functions HTTP trigger").
+
+Settings: the app reads its settings from `os.environ`, as on Azure where app settings
+are environment variables. start() sets `AzureWebJobsStorage` to `connection_string`
+and then every `env` entry (env wins) in `os.environ`; stop() restores the previous
+values. So two hosts with different `env` must not run in one process at once.
+
+`%Name%` in a queue name or timer schedule is replaced by that setting, as the host's
+binding expressions do. A queue trigger's `connection` names the setting that holds
+the connection string (default `AzureWebJobsStorage`; `AzureWebJobs<name>` also found).
+
+Not reproduced: output and input bindings (start() refuses a function that declares
+one), `func.Context` arguments, functionTimeout enforcement (a Python thread cannot be
+stopped; a run that exceeds it is only reported), timer schedule status kept in storage,
+and identity-based connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import azure.functions as func
+
+from devhost.hostjson import HostSettings, read_host_json
+from devhost.http import HttpFunction, HttpServer
+from devhost.queues import QueueListener
+from devhost.timers import TimerRunner, parse_schedule
+
+__all__ = ["FunctionHost", "HostSettings", "read_host_json"]
+
+DEFAULT_CONNECTION = "AzureWebJobsStorage"
+logger = logging.getLogger("devhost.host")
+_SETTING_REF = re.compile(r"%([^%]+)%")
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class FunctionHost:
+    """Runs one FunctionApp: `with FunctionHost(app, ...) as host: ... host.http_url`.
+
+    `host_json` is a path to host.json or its parsed content. `function_key` is the key
+    that FUNCTION- and ADMIN-level HTTP functions require. `http_port=0` picks a free
+    port. `log` receives one line per invocation (default: stderr), prefixed with the
+    local time. start() raises ValueError naming the function or setting when the app
+    cannot be hosted; nothing is left running then. A stopped host can be started again.
+    azure-functions allows `app.get_functions()` only once per app object, so give each
+    FunctionHost its own FunctionApp.
+    """
+
+    def __init__(
+        self,
+        app: func.FunctionApp,
+        *,
+        connection_string: str,
+        host_json: Path | str | Mapping[str, Any],
+        function_key: str,
+        http_port: int = 0,
+        env: Mapping[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        if not function_key:
+            raise ValueError("function_key must not be empty")
+        self.app = app
+        self.settings = read_host_json(host_json)
+        self.connection_string = connection_string
+        self.function_key = function_key
+        self.http_port = http_port
+        self.env = dict(env or {})
+        self.shutdown_timeout = shutdown_timeout
+        self._sink = log or _print_line
+        self._log_lock = threading.Lock()
+        self._saved_env: dict[str, str | None] | None = None
+        self._timers: list[TimerRunner] = []
+        self._queues: list[QueueListener] = []
+        self._http: HttpServer | None = None
+        self._functions: list[Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> FunctionHost:
+        """Apply the settings, index the app and start every trigger."""
+        if self._saved_env is not None:
+            raise RuntimeError("host already started")
+        self._apply_env()
+        try:
+            self._index()
+            for listener in self._queues:
+                listener.start()
+            for timer in self._timers:
+                timer.start()
+            if self._http is not None:
+                self._http.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop triggers, wait (up to shutdown_timeout) for runs in flight, stop the HTTP
+        server, restore os.environ. Safe to call twice."""
+        deadline = time.monotonic() + self.shutdown_timeout
+        for timer in self._timers:
+            timer.stop()
+        for listener in self._queues:
+            listener.stop()
+        unfinished = []
+        for timer in self._timers:
+            if not timer.join(max(0.0, deadline - time.monotonic())):
+                unfinished.append(timer.name)
+        for listener in self._queues:
+            if not listener.join(max(0.0, deadline - time.monotonic())):
+                unfinished.append(listener.name)
+        if unfinished:
+            self._log(f"host  stopped while still running: {', '.join(unfinished)}")
+        if self._http is not None:
+            self._http.stop(max(1.0, deadline - time.monotonic()))
+        self._timers, self._queues, self._http = [], [], None
+        self._restore_env()
+
+    def __enter__(self) -> FunctionHost:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def http_url(self) -> str:
+        """http://127.0.0.1:<port> once started (routes are under /<routePrefix>/)."""
+        if self._http is None:
+            raise RuntimeError("the host has no HTTP functions or is not started")
+        return self._http.url
+
+    # -- indexing ----------------------------------------------------------------------
+
+    def _index(self) -> None:
+        http_functions: list[HttpFunction] = []
+        if self._functions is None:
+            # azure-functions lets an app be indexed once: a second get_functions() call
+            # raises "does not have a unique function name". Keep the list for restarts.
+            self._functions = list(self.app.get_functions())
+        for fn in self._functions:
+            name = fn.get_function_name()
+            trigger = fn.get_trigger().get_dict_repr()
+            kind = trigger["type"]
+            self._check_bindings(name, fn, kind)
+            user_function = fn.get_user_function()
+            arg = trigger["name"]
+            if kind == "timerTrigger":
+                schedule_text = self._resolve(str(trigger["schedule"]), name)
+                try:
+                    schedule = parse_schedule(schedule_text)
+                except ValueError as exc:
+                    raise ValueError(f"function {name}: {exc}") from exc
+                self._timers.append(TimerRunner(
+                    name,
+                    schedule,
+                    run_on_startup=bool(trigger.get("runOnStartup", False)),
+                    invoke=self._sync_invoker(name, user_function, arg),
+                    log=self._log,
+                ))
+            elif kind == "queueTrigger":
+                self._queues.append(QueueListener(
+                    name,
+                    connection_string=self._connection(trigger.get("connection"), name),
+                    queue_name=self._resolve(str(trigger["queueName"]), name),
+                    settings=self.settings.queues,
+                    invoke=self._sync_invoker(name, user_function, arg),
+                    log=self._log,
+                ))
+            elif kind == "httpTrigger":
+                methods = trigger.get("methods")
+                level = trigger.get("authLevel", func.AuthLevel.FUNCTION)
+                http_functions.append(HttpFunction(
+                    name=name,
+                    route=str(trigger.get("route") or name),
+                    methods=frozenset(str(getattr(m, "value", m)).upper() for m in methods) if methods else None,
+                    auth_level=str(getattr(level, "value", level)).lower(),
+                    arg_name=arg,
+                    user_function=user_function,
+                ))
+            else:
+                raise ValueError(f"function {name}: devhost does not support {kind} triggers")
+        if http_functions:
+            self._http = HttpServer(
+                http_functions,
+                route_prefix=self.settings.route_prefix,
+                function_key=self.function_key,
+                port=self.http_port,
+                log=self._log,
+            )
+
+    @staticmethod
+    def _check_bindings(name: str, fn: Any, kind: str) -> None:
+        for binding in fn.get_bindings():
+            info = binding.get_dict_repr()
+            if info["type"] == kind or (kind == "httpTrigger" and info["type"] == "http"):
+                continue
+            raise ValueError(f"function {name}: devhost does not support {info['type']} bindings")
+
+    def _sync_invoker(self, name: str, user_function: Callable[..., Any], arg: str) -> Callable[[Any], Any]:
+        """A plain callable running the user function (an `async def` on its own loop);
+        it logs the traceback and re-raises, so the trigger decides what failure means."""
+        timeout = self.settings.function_timeout
+
+        def invoke(value: Any) -> Any:
+            started = time.monotonic()
+            try:
+                result = user_function(**{arg: value})
+                if inspect.isawaitable(result):
+                    result = asyncio.run(_await(result))
+                return result
+            except Exception:
+                logger.exception("function %s failed", name)
+                raise
+            finally:
+                if timeout is not None and time.monotonic() - started > timeout.total_seconds():
+                    self._log(f"host  {name}  ran longer than functionTimeout {timeout} "
+                              "(the real host would have stopped it)")
+
+        return invoke
+
+    # -- settings ------------------------------------------------------------------------
+
+    def _apply_env(self) -> None:
+        values = {DEFAULT_CONNECTION: self.connection_string, **self.env}
+        self._saved_env = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+
+    def _restore_env(self) -> None:
+        if self._saved_env is None:
+            return
+        for key, old in self._saved_env.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        self._saved_env = None
+
+    @staticmethod
+    def _resolve(text: str, function: str) -> str:
+        def setting(m: re.Match[str]) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                raise ValueError(f"function {function}: setting {m.group(1)!r} (used as %{m.group(1)}%) is not set")
+            return value
+
+        return _SETTING_REF.sub(setting, text)
+
+    @staticmethod
+    def _connection(name: str | None, function: str) -> str:
+        name = name or DEFAULT_CONNECTION
+        for key in (name, "AzureWebJobs" + name):
+            value = os.environ.get(key)
+            if value:
+                return value
+        raise ValueError(f"function {function}: connection setting {name!r} is not set")
+
+    def _log(self, line: str) -> None:
+        with self._log_lock:
+            self._sink(f"{datetime.now():%H:%M:%S} {line}")
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

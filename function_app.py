@@ -1,0 +1,16 @@
+"""LeadSync: the Azure Functions app (Python v2 programming model).
+
+Only creates the app and registers the blueprints; everything else lives in `functions/`
+(trigger adapters) and `shared/` (the sync core).
+"""
+
+import azure.functions as func
+
+from functions.http import bp as http_bp
+from functions.queues import bp as queues_bp
+from functions.timers import bp as timers_bp
+
+app = func.FunctionApp()
+app.register_functions(timers_bp)
+app.register_functions(queues_bp)
+app.register_functions(http_bp)

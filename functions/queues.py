@@ -1,0 +1,43 @@
+"""Queue triggers: apply one work message (up to 300 people) to the other side.
+
+A message that cannot be parsed is moved to the poison queue at once, with its reason in
+the log and the activity table: retrying it would only fail the same way. Anything else
+that raises is retried by the host and poisoned after maxDequeueCount tries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.apply import apply_work
+from shared.errors import BadMessage
+from shared.poison import park_bad_message
+from shared.runtime import services
+from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
+
+bp = func.Blueprint()
+log = logging.getLogger("leadsync")
+
+
+def _handle(queue: str, msg: func.QueueMessage) -> None:
+    svc = services()
+    body = msg.get_body()
+    try:
+        work = Work.from_json(body)
+    except BadMessage as exc:
+        park_bad_message(svc, queue, body, exc.reason, message_id=msg.id)
+        return
+    out = apply_work(svc, work)
+    log.info("op=%s %s %s x%d: %s", work.operation_id, work.source, work.kind, len(work.ids), dict(out.counts))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=FROM_MARKETO, connection="AzureWebJobsStorage")
+def apply_from_marketo(msg: func.QueueMessage) -> None:
+    _handle(FROM_MARKETO, msg)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=FROM_DYNAMICS, connection="AzureWebJobsStorage")
+def apply_from_dynamics(msg: func.QueueMessage) -> None:
+    _handle(FROM_DYNAMICS, msg)

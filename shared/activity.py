@@ -1,0 +1,117 @@
+"""The activity log: every record outcome, keyed by person, and the same by hour.
+
+Table `<prefix>activity` holds each entry twice:
+
+    by person  PK "<person>" (e.g. "m1042", or "lead:<guid>" before a Marketo id exists)
+               RK "<inverted ticks>-<random>"   newest first: `leadsync explain` reads one partition
+    by hour    PK "h<yyyymmddhh>"  RK "<inverted ticks>-<random>"
+               what the health page and "failures in the last hour/day" read
+
+The by-person copies spread over as many partitions as there are people; the by-hour
+copies of one batch share a partition, so they go in entity-group transactions of up to
+100 (one request each). Entries are immutable: written once, never updated.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from shared.storage import Storage
+
+# Outcome kinds. Failures are the ones a person must look at.
+SYNCED = "synced"
+UNCHANGED = "unchanged"
+COLLISION = "collision"
+CREATED = "created"
+LINKED = "linked"
+VALIDATION_FAILED = "validation_failed"
+REJECTED = "rejected"  # the target refused a record we thought valid
+PARKED = "parked"
+MOVED = "moved"  # lead qualified into a contact
+DELETED = "deleted"
+SKIPPED = "skipped"
+FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED})
+
+_MAX_TICKS = 10**19
+
+
+@dataclass(frozen=True)
+class Entry:
+    person: str
+    kind: str
+    message: str
+    direction: str = ""  # "marketo->dynamics" | "dynamics->marketo" | ""
+    details: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    operation_id: str = ""
+
+
+def _row_key(at: datetime) -> str:
+    ticks = int(at.timestamp() * 1_000_000)
+    return f"{_MAX_TICKS - ticks:019d}-{uuid.uuid4().hex[:8]}"
+
+
+def _hour(at: datetime) -> str:
+    return "h" + at.astimezone(UTC).strftime("%Y%m%d%H")
+
+
+def _to_entity(entry: Entry, pk: str, rk: str) -> dict[str, Any]:
+    return {
+        "PartitionKey": pk, "RowKey": rk, "person": entry.person, "kind": entry.kind,
+        "message": entry.message[:8000], "direction": entry.direction,
+        "details": json.dumps(entry.details, default=str)[:30000], "at": entry.at,
+        "operation_id": entry.operation_id,
+    }
+
+
+def _from_entity(e: Any) -> Entry:
+    return Entry(person=e["person"], kind=e["kind"], message=e["message"], direction=e.get("direction", ""),
+                 details=json.loads(e.get("details") or "{}"), at=e["at"], operation_id=e.get("operation_id", ""))
+
+
+class ActivityLog:
+    def __init__(self, storage: Storage, *, workers: int = 16) -> None:
+        self._table = storage.table("activity")
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="activity")
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        rows = [(e, _row_key(e.at)) for e in entries]
+        person_rows = [_to_entity(e, e.person, rk) for e, rk in rows]
+        list(self._pool.map(self._table.upsert_entity, person_rows))
+        hourly = sorted((_to_entity(e, _hour(e.at), rk) for e, rk in rows), key=lambda r: r["PartitionKey"])
+        batches: list[list[dict[str, Any]]] = []
+        for _, group in groupby(hourly, key=lambda r: r["PartitionKey"]):
+            items = list(group)
+            batches += [items[i:i + 100] for i in range(0, len(items), 100)]
+        list(self._pool.map(lambda b: self._table.submit_transaction([("upsert", r) for r in b]), batches))
+
+    def for_person(self, person: str, limit: int = 100) -> list[Entry]:
+        escaped = person.replace("'", "''")
+        found = self._table.query_entities(f"PartitionKey eq '{escaped}'", results_per_page=limit)
+        out: list[Entry] = []
+        for e in found:
+            out.append(_from_entity(e))
+            if len(out) >= limit:
+                break
+        return out
+
+    def since(self, start: datetime, kinds: Iterable[str] | None = None) -> Iterator[Entry]:
+        """Entries from `start` to now, newest first, optionally of some kinds only."""
+        wanted = set(kinds) if kinds is not None else None
+        now = datetime.now(UTC)
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        while hour >= start.replace(minute=0, second=0, microsecond=0):
+            for e in self._table.query_entities(f"PartitionKey eq '{_hour(hour)}'"):
+                entry = _from_entity(e)
+                if entry.at >= start and (wanted is None or entry.kind in wanted):
+                    yield entry
+            hour -= timedelta(hours=1)

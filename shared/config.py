@@ -1,0 +1,170 @@
+"""Settings, read once from environment variables (Function App settings / local.settings.json).
+
+`Settings.from_env()` validates everything at once and fails with one line naming the
+setting, so a misconfigured app stops at start, not with a KeyError deep in a request.
+Secrets are kept in `Secret`, whose repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+
+DEFAULT_POLL_SCHEDULE = "*/30 * * * * *"
+_NCRONTAB = re.compile(r"^\s*(\S+\s+){5}\S+\s*$")
+_TIMESPAN = re.compile(r"^\d{1,2}:\d{2}:\d{2}$")
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _secret() -> Secret:
+    return Secret("")
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: Secret
+    marketo_base_url: str
+    marketo_client_id: str
+    marketo_client_secret: Secret
+    dataverse_url: str
+    dataverse_tenant_id: str
+    dataverse_client_id: str
+    dataverse_client_secret: Secret = field(default_factory=_secret)
+    dataverse_certificate_path: str | None = None
+    dataverse_certificate_thumbprint: str | None = None
+    dataverse_authority_host: str = "https://login.microsoftonline.com"
+    dataverse_ca_bundle: str | None = None
+    marketo_calls_per_20s: int = 90
+    marketo_max_concurrency: int = 8
+    marketo_activity_type: str = "leadsyncEvent"
+    marketo_deleted_field: str = "msftIsDeleted"
+    sync_filter_field: str = "new_synctomkto"
+    field_map: str | None = None
+    table_prefix: str = "leadsync"
+    batch_size: int = 300
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting; raise ConfigError naming the first bad one."""
+        e = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = e.get(name, "").strip()
+            if not value:
+                raise ConfigError(name, "is required but not set")
+            return value
+
+        def optional(name: str) -> str | None:
+            value = e.get(name, "").strip()
+            return value or None
+
+        def url(name: str, *, https_only: bool) -> str:
+            value = required(name).rstrip("/")
+            parts = urlsplit(value)
+            allowed = ("https",) if https_only else ("https", "http")
+            if parts.scheme not in allowed or not parts.netloc:
+                want = "an https:// URL" if https_only else "an http(s):// URL"
+                raise ConfigError(name, f"must be {want}, got {value!r}")
+            return value
+
+        def integer(name: str, default: int, low: int, high: int) -> int:
+            raw = optional(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+            if not low <= value <= high:
+                raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+            return value
+
+        storage = optional("AzureWebJobsStorage")
+        if storage is None and optional("AzureWebJobsStorage__accountName") is None:
+            raise ConfigError("AzureWebJobsStorage", "is required (or AzureWebJobsStorage__accountName)")
+        secret = optional("DATAVERSE_CLIENT_SECRET")
+        cert = optional("DATAVERSE_CERTIFICATE_PATH")
+        if secret is None and cert is None:
+            raise ConfigError("DATAVERSE_CLIENT_SECRET", "is required (or DATAVERSE_CERTIFICATE_PATH)")
+        thumbprint = optional("DATAVERSE_CERTIFICATE_THUMBPRINT")
+        if cert is not None and thumbprint is None:
+            raise ConfigError("DATAVERSE_CERTIFICATE_THUMBPRINT", "is required with DATAVERSE_CERTIFICATE_PATH")
+        ca_bundle = optional("DATAVERSE_CA_BUNDLE")
+        if ca_bundle is not None and not os.path.isfile(ca_bundle):
+            raise ConfigError("DATAVERSE_CA_BUNDLE", f"file {ca_bundle!r} does not exist")
+        for name in ("MARKETO_POLL_SCHEDULE", "DATAVERSE_POLL_SCHEDULE"):
+            poll_schedule(name, e)
+        prefix = optional("LEADSYNC_TABLE_PREFIX") or "leadsync"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,40}", prefix):
+            raise ConfigError("LEADSYNC_TABLE_PREFIX", "must be letters and digits, starting with a letter")
+        return cls(
+            storage_connection=Secret(storage or ""),
+            marketo_base_url=url("MARKETO_BASE_URL", https_only=False),
+            marketo_client_id=required("MARKETO_CLIENT_ID"),
+            marketo_client_secret=Secret(required("MARKETO_CLIENT_SECRET")),
+            dataverse_url=url("DATAVERSE_URL", https_only=True),
+            dataverse_tenant_id=required("DATAVERSE_TENANT_ID"),
+            dataverse_client_id=required("DATAVERSE_CLIENT_ID"),
+            dataverse_client_secret=Secret(secret or ""),
+            dataverse_certificate_path=cert,
+            dataverse_certificate_thumbprint=thumbprint,
+            dataverse_authority_host=(
+                url("DATAVERSE_AUTHORITY_HOST", https_only=True)
+                if optional("DATAVERSE_AUTHORITY_HOST")
+                else "https://login.microsoftonline.com"
+            ),
+            dataverse_ca_bundle=ca_bundle,
+            marketo_calls_per_20s=integer("MARKETO_CALLS_PER_20S", 90, 1, 100),
+            marketo_max_concurrency=integer("MARKETO_MAX_CONCURRENCY", 8, 1, 10),
+            marketo_activity_type=optional("MARKETO_ACTIVITY_TYPE") or "leadsyncEvent",
+            marketo_deleted_field=optional("MARKETO_DELETED_FIELD") or "msftIsDeleted",
+            sync_filter_field=optional("DATAVERSE_SYNC_FILTER_FIELD") or "new_synctomkto",
+            field_map=optional("LEADSYNC_FIELD_MAP"),
+            table_prefix=prefix,
+            batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
+        )
+
+    def __repr__(self) -> str:
+        # Secret already masks itself; listing fields keeps the repr useful in logs.
+        inner = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({inner})"
+
+
+def poll_schedule(name: str, env: Mapping[str, str] | None = None) -> str:
+    """A timer schedule setting (six-field NCRONTAB or hh:mm:ss), with the 30 s default.
+
+    Read at import time by the timer blueprint, since the host needs schedules when it
+    indexes the functions.
+    """
+    e = os.environ if env is None else env
+    value = e.get(name, "").strip() or DEFAULT_POLL_SCHEDULE
+    if not (_NCRONTAB.match(value) or _TIMESPAN.match(value)):
+        raise ConfigError(name, f"must be a six-field NCRONTAB expression or hh:mm:ss, got {value!r}")
+    return value

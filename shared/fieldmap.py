@@ -1,0 +1,228 @@
+"""Which fields sync and how their values convert: the field map.
+
+The map is configuration (LEADSYNC_FIELD_MAP: a path to a JSON file, or the JSON itself;
+default `fieldmap_default.json`). Each entry names a Marketo REST field and the Dataverse
+column it maps to on `lead` and/or `contact`. The sync compares and stores values in a
+*canonical* form keyed by the Marketo name, so merge rules never see wire formats:
+
+    string / phone   stripped text; "" and None are both None (blank)
+    email            stripped text (compared case-insensitively via `comparable`)
+    choice           the Marketo label; Dataverse holds the option value (int)
+    boolean          True / False / None
+    integer          int / None
+
+A field may carry a per-field merge `rule` (see `merge.Rule`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+ENTITIES = ("lead", "contact")
+TYPES = ("string", "email", "phone", "choice", "boolean", "integer")
+RULES = ("default", "marketo-wins", "dynamics-wins", "prefer-non-blank", "marketo-to-dynamics-only",
+         "dynamics-to-marketo-only")
+DEFAULT_PATH = Path(__file__).with_name("fieldmap_default.json")
+
+Value = str | int | bool | None
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    marketo: str
+    columns: Mapping[str, str]  # entity -> Dataverse logical name
+    type: str = "string"
+    rule: str = "default"
+    choices: Mapping[str, int] = field(default_factory=dict)
+
+    def column(self, entity: str) -> str | None:
+        return self.columns.get(entity)
+
+    # -- conversions -------------------------------------------------------------------
+    def canonical(self, raw: Any) -> Value:
+        """A value from either side (after `from_dynamics` for choices) in canonical form."""
+        if raw is None:
+            return None
+        if self.type == "boolean":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("true", "1", "yes"):
+                return True
+            if text in ("false", "0", "no"):
+                return False
+            return None if text == "" else raw  # an odd value survives so validation can name it
+        if self.type == "integer":
+            if isinstance(raw, bool):
+                return int(raw)
+            if isinstance(raw, int):
+                return raw
+            text = str(raw).strip()
+            if text == "":
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                return text
+        text = str(raw).strip()
+        return text or None
+
+    def from_dynamics(self, raw: Any) -> Value:
+        if self.type == "choice" and raw is not None:
+            for label, number in self.choices.items():
+                if number == raw:
+                    return label
+            return f"#{raw}"  # an option the map doesn't know: kept visible, never silently blank
+        return self.canonical(raw)
+
+    def to_dynamics(self, value: Value) -> Any:
+        if self.type == "choice" and value is not None:
+            if isinstance(value, str) and value.startswith("#") and value[1:].isdigit():
+                return int(value[1:])
+            lowered = {k.lower(): v for k, v in self.choices.items()}
+            return lowered.get(str(value).lower(), value)  # unknown label: validation reports it
+        return value
+
+    def comparable(self, value: Value) -> Value:
+        """The form two values are compared in: emails and choices ignore case."""
+        if isinstance(value, str) and self.type in ("email", "choice"):
+            return value.lower()
+        return value
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    fields: tuple[FieldSpec, ...]
+    create_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_entity(self, entity: str) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.column(entity))
+
+    def marketo_fields(self) -> list[str]:
+        return [f.marketo for f in self.fields]
+
+    def columns(self, entity: str) -> list[str]:
+        return [c for f in self.fields if (c := f.column(entity))]
+
+    def spec(self, marketo_name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.marketo == marketo_name:
+                return f
+        raise KeyError(marketo_name)
+
+    @property
+    def email(self) -> FieldSpec:
+        for f in self.fields:
+            if f.type == "email":
+                return f
+        raise ConfigError("LEADSYNC_FIELD_MAP", "no field of type 'email' (people are matched on email)")
+
+    # -- whole-record conversions ------------------------------------------------------
+    def from_marketo(self, record: Mapping[str, Any]) -> dict[str, Value]:
+        return {f.marketo: f.canonical(record.get(f.marketo)) for f in self.fields}
+
+    def from_dynamics(self, entity: str, record: Mapping[str, Any]) -> dict[str, Value]:
+        return {f.marketo: f.from_dynamics(record.get(c)) for f in self.fields if (c := f.column(entity))}
+
+    def to_marketo(self, values: Mapping[str, Value]) -> dict[str, Any]:
+        return {name: value for name, value in values.items()}
+
+    def to_dynamics(self, entity: str, values: Mapping[str, Value]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            spec = self.spec(name)
+            column = spec.column(entity)
+            if column:
+                out[column] = spec.to_dynamics(value)
+        return out
+
+
+def parse(document: Mapping[str, Any], *, source: str = "LEADSYNC_FIELD_MAP") -> FieldMap:
+    """Check a field-map document and build the map; every problem names the entry."""
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(source, problem)
+
+    if document.get("version") != 1:
+        raise bad("'version' must be 1")
+    entries = document.get("fields")
+    if not isinstance(entries, list) or not entries:
+        raise bad("'fields' must be a non-empty list")
+    specs: list[FieldSpec] = []
+    seen_marketo: set[str] = set()
+    seen_columns: set[tuple[str, str]] = set()
+    for i, entry in enumerate(entries):
+        where = f"fields[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(f"{where} must be an object")
+        unknown = set(entry) - {"marketo", "lead", "contact", "type", "rule", "choices"}
+        if unknown:
+            raise bad(f"{where} has unknown keys {sorted(unknown)}")
+        name = entry.get("marketo")
+        if not isinstance(name, str) or not name:
+            raise bad(f"{where}.marketo must be a Marketo REST field name")
+        if name in seen_marketo:
+            raise bad(f"{where}: Marketo field {name!r} is mapped twice")
+        seen_marketo.add(name)
+        columns = {e: entry[e] for e in ENTITIES if entry.get(e)}
+        if not columns:
+            raise bad(f"{where} ({name}) maps to neither 'lead' nor 'contact'")
+        for entity, column in columns.items():
+            if not isinstance(column, str):
+                raise bad(f"{where}.{entity} must be a column name")
+            if (entity, column) in seen_columns:
+                raise bad(f"{where}: {entity} column {column!r} is mapped twice")
+            seen_columns.add((entity, column))
+        kind = entry.get("type", "string")
+        if kind not in TYPES:
+            raise bad(f"{where}.type {kind!r} is not one of {list(TYPES)}")
+        rule = entry.get("rule", "default")
+        if rule not in RULES:
+            raise bad(f"{where}.rule {rule!r} is not one of {list(RULES)}")
+        choices = entry.get("choices", {})
+        if kind == "choice" and (not isinstance(choices, dict) or not choices
+                                 or not all(isinstance(v, int) for v in choices.values())):
+            raise bad(f"{where}.choices must map labels to option values (integers)")
+        specs.append(FieldSpec(marketo=name, columns=columns, type=kind, rule=rule, choices=dict(choices)))
+    defaults = document.get("create_defaults", {})
+    if not isinstance(defaults, dict) or set(defaults) - set(ENTITIES):
+        raise bad("'create_defaults' must map 'lead'/'contact' to column values")
+    fmap = FieldMap(fields=tuple(specs), create_defaults=defaults)
+    fmap.email  # noqa: B018 - raises when the map has no email field
+    return fmap
+
+
+def load(setting: str | None) -> FieldMap:
+    """The field map from a setting value: None (default), a JSON text, or a file path."""
+    if setting is None:
+        text, source = DEFAULT_PATH.read_text(), str(DEFAULT_PATH)
+    elif setting.lstrip().startswith("{"):
+        text, source = setting, "LEADSYNC_FIELD_MAP"
+    else:
+        path = Path(setting)
+        if not path.is_file():
+            raise ConfigError("LEADSYNC_FIELD_MAP", f"file {setting!r} does not exist")
+        text, source = path.read_text(), f"LEADSYNC_FIELD_MAP ({setting})"
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(source, f"is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(source, "must be a JSON object")
+    return parse(document, source=source)
+
+
+def check_against(fmap: FieldMap, marketo_fields: set[str], dynamics_columns: Mapping[str, set[str]]) -> None:
+    """Reject a map naming fields the services don't have (run at start-up, once)."""
+    for spec in fmap.fields:
+        if spec.marketo not in marketo_fields:
+            raise ConfigError("LEADSYNC_FIELD_MAP", f"Marketo has no field {spec.marketo!r}")
+        for entity, column in spec.columns.items():
+            if column not in dynamics_columns.get(entity, set()):
+                raise ConfigError("LEADSYNC_FIELD_MAP", f"Dataverse {entity} has no column {column!r}")

@@ -1,0 +1,157 @@
+"""Real-time lead creation, called by a Marketo campaign's webhook ("Sync Person to Microsoft").
+
+The webhook sends only `{"leadId": {{lead.Id}}}`; the person's fields are read from
+Marketo, so a forged body cannot inject values. Outcomes:
+
+    linked already, or a Dynamics lead/contact has the email  -> "exists" (link if needed;
+                                                                  nothing is written to either side)
+    otherwise, valid                                          -> the lead is created now ("created")
+    otherwise, invalid                                        -> "invalid" with the reasons, also
+                                                                  written to the person's activity logs
+It never forces an update sync: an existing lead is left to the background sync.
+
+Concurrent calls for one person: the first claims the person's link row (an atomic
+insert); the others wait briefly for it and then report what it did, so exactly one lead
+is created.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import activity
+from shared.errors import BadMessage, DataverseError, Problem, TransientError
+from shared.links import CREATING, Link
+from shared.report import Outcomes, flush
+from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
+from shared.validation import validate
+
+MAX_BODY = 4096
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # "created" | "exists" | "invalid" | "not_found" | "busy"
+    http_status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_body(raw: bytes) -> int:
+    """The Marketo lead id from a webhook body; BadMessage says what is wrong."""
+    if len(raw) > MAX_BODY:
+        raise BadMessage(f"body is larger than {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadMessage('body must be JSON like {"leadId": 1234}') from None
+    if not isinstance(body, dict) or "leadId" not in body:
+        raise BadMessage('body must be a JSON object with "leadId"')
+    lead_id = body["leadId"]
+    if isinstance(lead_id, str) and lead_id.strip().isdigit():
+        lead_id = int(lead_id.strip())
+    if isinstance(lead_id, bool) or not isinstance(lead_id, int) or not 0 < lead_id < 2**31:
+        raise BadMessage('"leadId" must be a positive whole number (the webhook token {{lead.Id}})')
+    return lead_id
+
+
+def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float = 20.0) -> Result:
+    out = Outcomes(operation_id)
+    try:
+        return _sync_person(svc, lead_id, out, wait_s)
+    finally:
+        flush(svc, out)
+
+
+def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> Result:
+    existing = svc.links.get(lead_id)
+    if existing is not None:
+        return _wait_for(svc, existing, wait_s)
+    leads = svc.marketo.get_leads([lead_id], svc.marketo_fields())
+    if not leads:
+        return Result("not_found", 404, {"status": "not_found", "error": f"Marketo has no person {lead_id}"})
+    values = svc.fields.from_marketo(leads[0])
+    email_spec = svc.fields.email
+    email = values.get(email_spec.marketo)
+    if email is not None:
+        for entity in ("lead", "contact"):
+            column = email_spec.column(entity)
+            if column is None:
+                continue
+            matches = svc.dataverse.find_by(ENTITY_SETS[entity], column, [str(email)], [PRIMARY_KEYS[entity]])
+            if matches:
+                return _link_existing(svc, out, lead_id, entity, matches[0][PRIMARY_KEYS[entity]].lower(), wait_s)
+    claim = svc.links.claim(lead_id)
+    if claim is None:
+        current = svc.links.get(lead_id)
+        return _wait_for(svc, current, wait_s) if current else Result("busy", 409, {"status": "busy"})
+    try:
+        return _create_lead(svc, out, claim, values)
+    except BaseException:
+        svc.links.delete(claim)  # let a retry of the webhook try again
+        raise
+
+
+def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, Any]) -> Result:
+    specs = svc.fields.for_entity("lead")
+    body = {k: v for k, v in svc.fields.to_dynamics("lead", values).items() if v is not None}
+    for column, default in svc.fields.create_defaults.get("lead", {}).items():
+        body.setdefault(column, default)
+    problems = validate(svc.rules("lead"), body, creating=True)
+    if not problems:
+        try:
+            lead_id = svc.dataverse.create(ENTITY_SETS["lead"], body)
+        except DataverseError as exc:
+            if isinstance(exc, TransientError) or exc.status not in (400, 412):
+                raise
+            problems = [Problem("", "rejected", f"Dynamics {exc.code}: {exc.message}")]
+    if problems:
+        svc.links.delete(claim)
+        out.failed(claim.person, activity.VALIDATION_FAILED, problems, direction="marketo->dynamics",
+                   marketo_id=claim.marketo_id, what="creating the Dynamics lead")
+        return Result("invalid", 422, {"status": "invalid", "leadId": claim.marketo_id,
+                                       "problems": [{"field": p.field, "rule": p.rule, "message": p.message}
+                                                    for p in problems]})
+    base = {s.marketo: values.get(s.marketo) for s in specs}
+    svc.links.save(Link(claim.marketo_id, "lead", lead_id.lower(), base=base, etag=claim.etag))
+    out.add(claim.person, activity.CREATED, f"created Dynamics lead {lead_id} (real-time)",
+            direction="marketo->dynamics")
+    return Result("created", 201, {"status": "created", "leadId": claim.marketo_id, "dynamicsId": lead_id.lower(),
+                                   "entity": "lead"})
+
+
+def _link_existing(svc: Services, out: Outcomes, lead_id: int, entity: str, dynamics_id: str,
+                   wait_s: float) -> Result:
+    other = svc.links.by_dynamics(entity, dynamics_id)
+    if other is not None and other.marketo_id != lead_id:
+        return Result("exists", 200, {"status": "exists", "leadId": lead_id, "entity": entity,
+                                      "dynamicsId": dynamics_id, "linked": False,
+                                      "note": f"that record is linked to Marketo person {other.marketo_id}"})
+    claim = svc.links.claim(lead_id)
+    if claim is None:
+        current = svc.links.get(lead_id)
+        return _wait_for(svc, current, wait_s) if current else Result("busy", 409, {"status": "busy"})
+    # No base: the first background merge treats every differing field as an initial
+    # difference (reported, never blank-over-value). Nothing is written now.
+    svc.links.save(Link(lead_id, entity, dynamics_id, base={}, etag=claim.etag))
+    out.add(f"m{lead_id}", activity.LINKED, f"linked to existing Dynamics {entity} {dynamics_id} by email (real-time)")
+    return Result("exists", 200, {"status": "exists", "leadId": lead_id, "entity": entity,
+                                  "dynamicsId": dynamics_id, "linked": True})
+
+
+def _wait_for(svc: Services, link: Link, wait_s: float) -> Result:
+    deadline = time.monotonic() + wait_s
+    while link.state == CREATING and time.monotonic() < deadline:
+        time.sleep(0.1)
+        current = svc.links.get(link.marketo_id)
+        if current is None:
+            return Result("busy", 409, {"status": "busy", "leadId": link.marketo_id,
+                                        "error": "another call for this person failed; try again"})
+        link = current
+    if link.state == CREATING:
+        return Result("busy", 409, {"status": "busy", "leadId": link.marketo_id,
+                                    "error": "another call for this person is still creating its lead"})
+    return Result("exists", 200, {"status": "exists", "leadId": link.marketo_id, "entity": link.entity,
+                                  "dynamicsId": link.dynamics_id, "linked": True})

@@ -1,0 +1,146 @@
+"""The process-wide services the functions use, built once from Settings.
+
+Functions call `services()`; the first call reads and checks the settings (failing with
+one line naming a bad setting), loads the field map, and creates the clients. Later calls
+return the same object, so tokens, connection pools and the Marketo call budget are
+shared by every invocation in the worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import fieldmap as fieldmap_mod
+from shared.activity import ActivityLog
+from shared.config import Settings
+from shared.cursors import CursorStore
+from shared.dataverse import DataverseClient
+from shared.errors import StateConflict
+from shared.fieldmap import FieldMap
+from shared.links import LinkStore
+from shared.marketo import CallBudget, MarketoClient
+from shared.storage import Storage
+from shared.validation import ColumnRule, EntityRules, labelled
+from shared.workqueue import WorkQueues
+
+log = logging.getLogger("leadsync")
+
+ENTITY_SETS = {"lead": "leads", "contact": "contacts"}
+PRIMARY_KEYS = {"lead": "leadid", "contact": "contactid"}
+ACTIVITY_TYPE_CURSOR = "marketo-activity-type-id"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    fields: FieldMap
+    storage: Storage
+    links: LinkStore
+    cursors: CursorStore
+    activity: ActivityLog
+    queues: WorkQueues
+    marketo: MarketoClient
+    dataverse: DataverseClient
+    _rules: dict[str, EntityRules] = field(default_factory=dict)
+    _activity_type_id: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, marketo: MarketoClient | None = None,
+                      dataverse: DataverseClient | None = None) -> Services:
+        fmap = fieldmap_mod.load(settings.field_map)
+        storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix)
+        if marketo is None:
+            marketo = MarketoClient(
+                settings.marketo_base_url, settings.marketo_client_id, settings.marketo_client_secret.reveal(),
+                budget=CallBudget(calls=settings.marketo_calls_per_20s, window_s=20,
+                                  concurrency=settings.marketo_max_concurrency),
+            )
+        if dataverse is None:
+            certificate: dict[str, Any] | None = None
+            if settings.dataverse_certificate_path:
+                with open(settings.dataverse_certificate_path) as fh:
+                    certificate = {"private_key": fh.read(),
+                                   "thumbprint": settings.dataverse_certificate_thumbprint}
+            dataverse = DataverseClient(
+                settings.dataverse_url, settings.dataverse_tenant_id, settings.dataverse_client_id,
+                client_secret=settings.dataverse_client_secret.reveal() or None,
+                client_certificate=certificate,
+                authority_host=settings.dataverse_authority_host,
+                ca_bundle=settings.dataverse_ca_bundle,
+            )
+        return cls(settings, fmap, storage, LinkStore(storage), CursorStore(storage), ActivityLog(storage),
+                   WorkQueues(storage), marketo, dataverse)
+
+    # -- derived, cached ---------------------------------------------------------------
+    def select(self, entity: str) -> list[str]:
+        """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
+        cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode"]
+        if entity == "contact":
+            cols.append("_originatingleadid_value")
+        return cols
+
+    def marketo_fields(self) -> list[str]:
+        return ["id", *self.fields.marketo_fields()]
+
+    def rules(self, entity: str) -> EntityRules:
+        """Dynamics' validation rules for `entity`, read once per process from its metadata."""
+        with self._lock:
+            cached = self._rules.get(entity)
+        if cached is not None:
+            return cached
+        meta = self.dataverse.attributes(entity)
+        columns = {
+            a.logical_name: ColumnRule(a.logical_name, a.attribute_type, a.required_level, a.max_length, a.format,
+                                       frozenset(a.options) if a.options is not None else None)
+            for a in meta.attributes.values()
+        }
+        labels = {c: spec.marketo for spec in self.fields.for_entity(entity) if (c := spec.column(entity))}
+        rules = labelled(EntityRules(entity, columns), labels)
+        with self._lock:
+            self._rules[entity] = rules
+        return rules
+
+    def activity_type_id(self) -> int:
+        """The Marketo custom activity type LeadSync writes to person Activity Logs."""
+        with self._lock:
+            if self._activity_type_id is not None:
+                return self._activity_type_id
+        stored = self.cursors.get(ACTIVITY_TYPE_CURSOR)
+        if stored is not None:
+            type_id = int(stored.value)
+        else:
+            type_id = self.marketo.ensure_activity_type(
+                self.settings.marketo_activity_type, "LeadSync Dynamics Sync", "reason",
+                [("detail", "Detail", "text"), ("operation", "Operation", "string")],
+            )
+            try:
+                self.cursors.save(ACTIVITY_TYPE_CURSOR, str(type_id), previous=None)
+            except StateConflict:
+                pass  # another worker stored the same type id first
+        with self._lock:
+            self._activity_type_id = type_id
+        return type_id
+
+
+_services: Services | None = None
+_services_lock = threading.Lock()
+
+
+def services() -> Services:
+    global _services
+    with _services_lock:
+        if _services is None:
+            _services = Services.from_settings(Settings.from_env())
+            log.info("LeadSync services ready: %d mapped fields", len(_services.fields.fields))
+        return _services
+
+
+def reset_services() -> None:
+    """Forget the cached services (tests and devhost change settings between runs)."""
+    global _services
+    with _services_lock:
+        _services = None

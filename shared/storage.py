@@ -1,0 +1,57 @@
+"""Clients for the storage account that holds LeadSync's state (tables) and work (queues).
+
+One `Storage` per process; table and queue clients are created once and reused. Queue
+messages are base64-encoded JSON, matching `extensions.queues.messageEncoding: base64`
+in host.json, so the Functions queue trigger decodes exactly what we send.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+
+class Storage:
+    def __init__(self, connection_string: str, *, table_prefix: str = "leadsync") -> None:
+        self.connection_string = connection_string
+        self.table_prefix = table_prefix
+        self._tables = TableServiceClient.from_connection_string(connection_string)
+        self._queues = QueueServiceClient.from_connection_string(connection_string)
+        self._table_clients: dict[str, TableClient] = {}
+        self._queue_clients: dict[str, QueueClient] = {}
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> TableClient:
+        """The table `<prefix><name>`, created on first use."""
+        full = f"{self.table_prefix}{name}"
+        with self._lock:
+            client = self._table_clients.get(full)
+            if client is None:
+                self._tables.create_table_if_not_exists(full)
+                client = self._tables.get_table_client(full)
+                self._table_clients[full] = client
+            return client
+
+    def queue(self, name: str) -> QueueClient:
+        """The queue `name` (base64 message encoding), created on first use."""
+        with self._lock:
+            client = self._queue_clients.get(name)
+            if client is None:
+                client = QueueClient.from_connection_string(
+                    self.connection_string,
+                    name,
+                    message_encode_policy=TextBase64EncodePolicy(),
+                    message_decode_policy=TextBase64DecodePolicy(),
+                )
+                try:
+                    client.create_queue()
+                except Exception as exc:  # noqa: BLE001 - only "already exists" is expected here
+                    if getattr(exc, "error_code", None) != "QueueAlreadyExists":
+                        raise
+                self._queue_clients[name] = client
+            return client
+
+    def queue_names(self) -> list[str]:
+        return [q.name for q in self._queues.list_queues()]

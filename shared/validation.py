@@ -1,0 +1,140 @@
+"""Dynamics' rules for a record, checked before we send it: required, length, format, options.
+
+`EntityRules` is built from the entity metadata Dataverse serves
+(`EntityDefinitions(LogicalName=…)/Attributes`); `validate` is pure. A record that fails
+is never sent: the caller logs the problems to the person's activity logs and parks it.
+
+Required levels: `SystemRequired` is enforced by the platform; `ApplicationRequired`
+("business required") is enforced by Dynamics forms, not the Web API. A sync that
+creates records without business-required values produces records sales cannot save
+in the UI, so we enforce both (configurable per call).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import Problem
+
+# Columns the platform fills itself on create; required in metadata but never ours to send.
+SERVER_DEFAULTED = frozenset({
+    "ownerid", "owningbusinessunit", "owninguser", "owningteam", "statecode", "statuscode",
+    "createdon", "modifiedon", "createdby", "modifiedby", "versionnumber", "leadid", "contactid",
+    "transactioncurrencyid", "exchangerate", "fullname", "yomifullname",
+})
+STRING_TYPES = frozenset({"String", "Memo"})
+REQUIRED_LEVELS = frozenset({"SystemRequired", "ApplicationRequired"})
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\\\]]+@" + _LABEL + r"(?:\." + _LABEL + r")+$")
+_PHONE = re.compile(r"^[0-9+()\-./ xXextEXT#*]{1,}$")
+_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    name: str
+    attribute_type: str = "String"
+    required: str = "None"
+    max_length: int | None = None
+    format: str | None = None  # "Email" | "Phone" | "Url" | "Text" | "TextArea" | …
+    options: frozenset[int] | None = None
+    label: str | None = None  # the Marketo field it is mapped from, for messages
+
+
+@dataclass(frozen=True)
+class EntityRules:
+    entity: str
+    columns: Mapping[str, ColumnRule] = field(default_factory=dict)
+
+    def required_columns(self, *, business_required: bool) -> Iterable[ColumnRule]:
+        levels = REQUIRED_LEVELS if business_required else frozenset({"SystemRequired"})
+        for rule in self.columns.values():
+            if rule.required in levels and rule.name not in SERVER_DEFAULTED:
+                yield rule
+
+
+def _name(entity: str, rule: ColumnRule) -> str:
+    return f"{rule.label} ({entity}.{rule.name})" if rule.label else f"{entity}.{rule.name}"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def validate(
+    rules: EntityRules,
+    record: Mapping[str, Any],
+    *,
+    creating: bool,
+    business_required: bool = True,
+) -> list[Problem]:
+    """Every problem that would make Dynamics reject (or sales unable to save) `record`.
+
+    `record` holds Dataverse column names and values; on update, only the columns being
+    written. An empty list means it may be sent.
+    """
+    problems: list[Problem] = []
+    entity = rules.entity
+    for rule in rules.required_columns(business_required=business_required):
+        present = rule.name in record
+        if (creating and not present) or (present and _blank(record[rule.name])):
+            problems.append(Problem(rule.name, "required",
+                                    f"{_name(entity, rule)} is required by Dynamics but is blank"))
+    for column, value in record.items():
+        column_rule = rules.columns.get(column)
+        if column_rule is None:
+            problems.append(Problem(column, "unknown", f"{entity}.{column} is not a column Dynamics knows"))
+            continue
+        if _blank(value):
+            continue
+        problems.extend(_check_value(entity, column_rule, value))
+    return problems
+
+
+def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
+    name = _name(entity, rule)
+    kind = rule.attribute_type
+    if kind in STRING_TYPES:
+        if not isinstance(value, str):
+            return [Problem(rule.name, "type", f"{name} must be text, got {type(value).__name__}")]
+        if _CONTROL.search(value):
+            return [Problem(rule.name, "format", f"{name} contains control characters")]
+        if rule.max_length is not None and len(value) > rule.max_length:
+            return [Problem(rule.name, "max_length",
+                            f"{name} is too long: {len(value)} characters, Dynamics allows {rule.max_length}")]
+        fmt = (rule.format or "").lower()
+        if fmt == "email" and not _EMAIL.match(value):
+            return [Problem(rule.name, "format", f"{name} is not a valid email address: {value[:80]!r}")]
+        if fmt == "phone" and not _PHONE.match(value):
+            return [Problem(rule.name, "format", f"{name} is not a valid phone number: {value[:80]!r}")]
+        if fmt == "url" and not _URL.match(value):
+            return [Problem(rule.name, "format", f"{name} is not a valid URL: {value[:80]!r}")]
+        return []
+    if kind in ("Picklist", "State", "Status"):
+        if isinstance(value, bool) or not isinstance(value, int) or (rule.options is not None
+                                                                     and value not in rule.options):
+            allowed = sorted(rule.options) if rule.options is not None else "an option value"
+            return [Problem(rule.name, "option", f"{name} has no option {value!r} (allowed: {allowed})")]
+        return []
+    if kind == "Boolean":
+        if not isinstance(value, bool):
+            return [Problem(rule.name, "type", f"{name} must be true or false, got {value!r}")]
+        return []
+    if kind in ("Integer", "BigInt"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [Problem(rule.name, "type", f"{name} must be a whole number, got {value!r}")]
+        return []
+    return []
+
+
+def labelled(rules: EntityRules, labels: Mapping[str, str]) -> EntityRules:
+    """The same rules with Marketo field names attached, so messages speak both languages."""
+    cols = {name: ColumnRule(r.name, r.attribute_type, r.required, r.max_length, r.format, r.options,
+                             labels.get(name, r.label))
+            for name, r in rules.columns.items()}
+    return EntityRules(rules.entity, cols)

@@ -1,0 +1,100 @@
+"""Work messages: which records changed on which side, as JSON on the work queues.
+
+    leadsync-from-marketo    {"v": 1, "source": "marketo",  "kind": "changed"|"deleted", "ids": [1042, …]}
+    leadsync-from-dynamics   {"v": 1, "source": "dynamics", "kind": "changed"|"deleted",
+                              "entity": "lead"|"contact", "ids": ["<guid>", …]}
+
+A message names records, never values: the applier reads both sides fresh, so a
+duplicated, late or reordered message cannot carry stale data into a write. `v` is the
+schema version; anything else is a BadMessage (the host moves it to the poison queue).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import BadMessage
+from shared.storage import Storage
+
+SCHEMA_VERSION = 1
+FROM_MARKETO = "leadsync-from-marketo"
+FROM_DYNAMICS = "leadsync-from-dynamics"
+MAX_IDS = 300  # one Marketo read (300 ids) per message
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class Work:
+    source: str  # "marketo" | "dynamics"
+    kind: str  # "changed" | "deleted"
+    ids: tuple[Any, ...]
+    entity: str | None = None  # dynamics only
+    reason: str = "poll"
+    operation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def queue(self) -> str:
+        return FROM_MARKETO if self.source == "marketo" else FROM_DYNAMICS
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = {"v": SCHEMA_VERSION, "source": self.source, "kind": self.kind,
+                                "ids": list(self.ids), "reason": self.reason, "op": self.operation_id}
+        if self.entity:
+            body["entity"] = self.entity
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Work:
+        """Parse and check a message; BadMessage says exactly what is wrong."""
+        try:
+            body = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadMessage(f"not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadMessage("not a JSON object")
+        if body.get("v") != SCHEMA_VERSION:
+            raise BadMessage(f"schema version {body.get('v')!r} is not {SCHEMA_VERSION}")
+        source, kind, ids = body.get("source"), body.get("kind"), body.get("ids")
+        if source not in ("marketo", "dynamics"):
+            raise BadMessage(f"source {source!r} is not 'marketo' or 'dynamics'")
+        if kind not in ("changed", "deleted"):
+            raise BadMessage(f"kind {kind!r} is not 'changed' or 'deleted'")
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
+            raise BadMessage(f"ids must be a list of 1 to {MAX_IDS} record ids")
+        entity = body.get("entity")
+        if source == "marketo":
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+                raise BadMessage("Marketo ids must be positive integers")
+            entity = None
+        else:
+            if entity not in ("lead", "contact"):
+                raise BadMessage(f"entity {entity!r} is not 'lead' or 'contact'")
+            if not all(isinstance(i, str) and _GUID.match(i) for i in ids):
+                raise BadMessage("Dynamics ids must be GUIDs")
+        reason = body.get("reason", "poll")
+        op = body.get("op") or uuid.uuid4().hex[:12]
+        return cls(source, kind, tuple(ids), entity, str(reason), str(op))
+
+
+def chunked(source: str, kind: str, ids: Sequence[Any], *, entity: str | None = None,
+            reason: str = "poll", size: int = MAX_IDS) -> list[Work]:
+    unique = list(dict.fromkeys(ids))
+    return [Work(source, kind, tuple(unique[i:i + size]), entity, reason) for i in range(0, len(unique), size)]
+
+
+class WorkQueues:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def send(self, items: Sequence[Work]) -> None:
+        for item in items:
+            self._storage.queue(item.queue).send_message(item.to_json())
+
+    def depth(self, name: str) -> int:
+        props = self._storage.queue(name).get_queue_properties()
+        return int(props.approximate_message_count or 0)
