@@ -151,6 +151,23 @@ class FunctionHost:
     ) -> None:
         self.stop()
 
+    def run_timer(self, name: str, *, wait: float | None = 60.0) -> bool:
+        """Run a timer function now, as the real host's `POST /admin/functions/{name}` does.
+
+        The run is queued to the timer's own thread (never overlapping a scheduled run);
+        with `wait`, returns once it finished (True) or the wait ran out (False).
+        """
+        for timer in self._timers:
+            if timer.name == name:
+                return timer.run_now(wait)
+        raise KeyError(f"no timer function named {name!r}")
+
+    def _run_by_name(self, name: str) -> bool:
+        try:
+            return self.run_timer(name, wait=None)
+        except KeyError:
+            return False
+
     @property
     def http_url(self) -> str:
         """http://127.0.0.1:<port> once started (routes are under /<routePrefix>/)."""
@@ -215,6 +232,7 @@ class FunctionHost:
                 function_key=self.function_key,
                 port=self.http_port,
                 log=self._log,
+                run_function=self._run_by_name,
             )
 
     @staticmethod

@@ -23,6 +23,7 @@ What a caller can rely on:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import json
@@ -105,6 +106,9 @@ def compile_route(template: str, prefix: str) -> tuple[re.Pattern[str], tuple[st
     return re.compile("^" + "".join(parts) + "/?$", re.IGNORECASE), tuple(names)
 
 
+_ADMIN_RUN = re.compile(r"^/admin/functions/([A-Za-z0-9_]+)$")
+
+
 class HttpServer:
     """Serves the HTTP functions on 127.0.0.1:`port` (0: a free port) until stop()."""
 
@@ -117,7 +121,9 @@ class HttpServer:
         port: int,
         log: Callable[[str], None],
         startup_timeout: float = 10.0,
+        run_function: Callable[[str], bool] | None = None,
     ) -> None:
+        self._run_function = run_function
         routes = []
         for fn in functions:
             pattern, names = compile_route(fn.route, route_prefix)
@@ -183,6 +189,15 @@ class HttpServer:
 
     async def _respond(self, request: Request) -> tuple[str, Response]:
         path = request.url.path
+        admin = _ADMIN_RUN.match(path)
+        if admin and self._run_function is not None:
+            # The real host's "run a non-HTTP function" endpoint (master key there; our one key here).
+            if request.method.upper() != "POST":
+                return "-", Response(status_code=405, headers={"Allow": "POST"})
+            if not self._authorized(request):
+                return "-", Response(status_code=401)
+            started = await asyncio.to_thread(self._run_function, admin.group(1))
+            return admin.group(1), Response(status_code=202 if started else 404)
         allowed: set[str] = set()
         for route in self._routes:
             m = route.pattern.match(path)

@@ -114,6 +114,11 @@ class TimerRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last: datetime | None = None
+        # Manual runs (the host's POST /admin/functions/{name}) are queued to this thread,
+        # so they never overlap a scheduled run either.
+        self._wake = threading.Condition()
+        self._requested = 0
+        self._served = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=f"timer-{self.name}", daemon=True)
@@ -122,6 +127,22 @@ class TimerRunner:
     def stop(self) -> None:
         """Stop scheduling new runs; a run in progress finishes (see join)."""
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def run_now(self, wait: float | None = None) -> bool:
+        """Ask for one extra run as soon as the current one (if any) ends.
+
+        With `wait`, block up to that many seconds for the run to finish; True if it did.
+        """
+        with self._wake:
+            self._requested += 1
+            mine = self._requested
+            self._wake.notify_all()
+            if wait is None:
+                return True
+            return self._wake.wait_for(lambda: self._served >= mine or self._stop.is_set(), wait) and \
+                self._served >= mine
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread (and so any run in progress); True if it ended."""
@@ -135,10 +156,20 @@ class TimerRunner:
         if self.run_on_startup and not self._stop.is_set():
             self._run(scheduled=_utcnow(), past_due=False, next_due=next_due)
         while not self._stop.is_set():
+            with self._wake:
+                wanted = self._requested
+            if wanted > self._served:
+                self._run(scheduled=_utcnow(), past_due=False, next_due=next_due)
+                with self._wake:
+                    self._served = wanted
+                    self._wake.notify_all()
+                continue
             now = _utcnow()
             if next_due > now:
                 # Wake at most every second so a changed wall clock is noticed.
-                self._stop.wait(min((next_due - now).total_seconds(), 1.0))
+                with self._wake:
+                    if self._requested == self._served and not self._stop.is_set():
+                        self._wake.wait(min((next_due - now).total_seconds(), 1.0))
                 continue
             late = now - next_due
             latest = next_due

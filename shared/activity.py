@@ -66,9 +66,17 @@ def _to_entity(entry: Entry, pk: str, rk: str) -> dict[str, Any]:
     return {
         "PartitionKey": pk, "RowKey": rk, "person": entry.person, "kind": entry.kind,
         "message": entry.message[:8000], "direction": entry.direction,
-        "details": json.dumps(entry.details, default=str)[:30000], "at": entry.at,
+        "details": _details_json(entry.details), "at": entry.at,
         "operation_id": entry.operation_id,
     }
+
+
+def _details_json(details: dict[str, Any]) -> str:
+    """JSON that fits a Table property (64 KiB) and always parses back."""
+    text = json.dumps(details, default=str)
+    if len(text) > 30000:
+        text = json.dumps({"truncated": True, "preview": text[:29000]})
+    return text
 
 
 def _from_entity(e: Any) -> Entry:

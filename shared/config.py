@@ -87,7 +87,10 @@ class Settings:
 
         def url(name: str, *, https_only: bool) -> str:
             value = required(name).rstrip("/")
-            parts = urlsplit(value)
+            try:
+                parts = urlsplit(value)
+            except ValueError:
+                parts = urlsplit("")
             allowed = ("https",) if https_only else ("https", "http")
             if parts.scheme not in allowed or not parts.netloc:
                 want = "an https:// URL" if https_only else "an http(s):// URL"

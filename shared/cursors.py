@@ -54,7 +54,7 @@ class CursorStore:
             else:
                 meta = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=previous.etag,
                                                  match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError) as exc:
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise StateConflict(f"cursor {name} was moved by another poller") from exc
         return Cursor(name, value, now, meta.get("etag"))
 

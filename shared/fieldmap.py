@@ -17,6 +17,7 @@ A field may carry a per-field merge `rule` (see `merge.Rule`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,7 @@ class FieldSpec:
 
     def to_dynamics(self, value: Value) -> Any:
         if self.type == "choice" and value is not None:
-            if isinstance(value, str) and value.startswith("#") and value[1:].isdigit():
+            if isinstance(value, str) and re.fullmatch(r"#-?\d+", value):
                 return int(value[1:])
             lowered = {k.lower(): v for k, v in self.choices.items()}
             return lowered.get(str(value).lower(), value)  # unknown label: validation reports it
@@ -151,6 +152,9 @@ def parse(document: Mapping[str, Any], *, source: str = "LEADSYNC_FIELD_MAP") ->
 
     if document.get("version") != 1:
         raise bad("'version' must be 1")
+    unknown_top = set(document) - {"version", "fields", "create_defaults", "$comment"}
+    if unknown_top:
+        raise bad(f"unknown keys {sorted(unknown_top)}")
     entries = document.get("fields")
     if not isinstance(entries, list) or not entries:
         raise bad("'fields' must be a non-empty list")

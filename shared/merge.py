@@ -128,10 +128,12 @@ def merge(
 
 
 def _resolve(rule: str, entity: str, m: Value, d: Value, initial: bool) -> Side:
+    if initial and _blank(m) != _blank(d):
+        return Side.DYNAMICS if _blank(m) else Side.MARKETO
     if rule == "marketo-wins":
         return Side.MARKETO
     if rule == "dynamics-wins":
         return Side.DYNAMICS
-    if (rule == "prefer-non-blank" or initial) and _blank(m) != _blank(d):
+    if rule == "prefer-non-blank" and _blank(m) != _blank(d):
         return Side.DYNAMICS if _blank(m) else Side.MARKETO
     return default_winner(entity)

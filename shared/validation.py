@@ -104,32 +104,39 @@ def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
             return [Problem(rule.name, "type", f"{name} must be text, got {type(value).__name__}")]
         if _CONTROL.search(value):
             return [Problem(rule.name, "format", f"{name} contains control characters")]
-        if rule.max_length is not None and len(value) > rule.max_length:
+        # Dataverse counts MaxLength in UTF-16 code units (.NET string length), not code points.
+        length = len(value.encode("utf-16-le")) // 2
+        if rule.max_length is not None and length > rule.max_length:
             return [Problem(rule.name, "max_length",
-                            f"{name} is too long: {len(value)} characters, Dynamics allows {rule.max_length}")]
+                            f"{name} is too long: {length} characters, Dynamics allows {rule.max_length}")]
         fmt = (rule.format or "").lower()
-        if fmt == "email" and not _EMAIL.match(value):
+        if fmt == "email" and not _EMAIL.fullmatch(value):
             return [Problem(rule.name, "format", f"{name} is not a valid email address: {value[:80]!r}")]
-        if fmt == "phone" and not _PHONE.match(value):
+        if fmt == "phone" and not _PHONE.fullmatch(value):
             return [Problem(rule.name, "format", f"{name} is not a valid phone number: {value[:80]!r}")]
-        if fmt == "url" and not _URL.match(value):
+        if fmt == "url" and not _URL.fullmatch(value):
             return [Problem(rule.name, "format", f"{name} is not a valid URL: {value[:80]!r}")]
         return []
     if kind in ("Picklist", "State", "Status"):
         if isinstance(value, bool) or not isinstance(value, int) or (rule.options is not None
                                                                      and value not in rule.options):
             allowed = sorted(rule.options) if rule.options is not None else "an option value"
-            return [Problem(rule.name, "option", f"{name} has no option {value!r} (allowed: {allowed})")]
+            return [Problem(rule.name, "option", f"{name} has no option {_short(value)} (allowed: {allowed})")]
         return []
     if kind == "Boolean":
         if not isinstance(value, bool):
-            return [Problem(rule.name, "type", f"{name} must be true or false, got {value!r}")]
+            return [Problem(rule.name, "type", f"{name} must be true or false, got {_short(value)}")]
         return []
     if kind in ("Integer", "BigInt"):
         if isinstance(value, bool) or not isinstance(value, int):
-            return [Problem(rule.name, "type", f"{name} must be a whole number, got {value!r}")]
+            return [Problem(rule.name, "type", f"{name} must be a whole number, got {_short(value)}")]
         return []
     return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def labelled(rules: EntityRules, labels: Mapping[str, str]) -> EntityRules:

@@ -53,12 +53,13 @@ class Work:
         """Parse and check a message; BadMessage says exactly what is wrong."""
         try:
             body = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise BadMessage(f"not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadMessage("not a JSON object")
-        if body.get("v") != SCHEMA_VERSION:
-            raise BadMessage(f"schema version {body.get('v')!r} is not {SCHEMA_VERSION}")
+        version = body.get("v")
+        if type(version) is not int or version != SCHEMA_VERSION:
+            raise BadMessage(f"schema version {version!r} is not {SCHEMA_VERSION}")
         source, kind, ids = body.get("source"), body.get("kind"), body.get("ids")
         if source not in ("marketo", "dynamics"):
             raise BadMessage(f"source {source!r} is not 'marketo' or 'dynamics'")
@@ -74,7 +75,7 @@ class Work:
         else:
             if entity not in ("lead", "contact"):
                 raise BadMessage(f"entity {entity!r} is not 'lead' or 'contact'")
-            if not all(isinstance(i, str) and _GUID.match(i) for i in ids):
+            if not all(isinstance(i, str) and _GUID.fullmatch(i) for i in ids):
                 raise BadMessage("Dynamics ids must be GUIDs")
         reason = body.get("reason", "poll")
         op = body.get("op") or uuid.uuid4().hex[:12]

@@ -154,11 +154,6 @@ def test_missing_ca_bundle_file_is_named(tmp_path: Path) -> None:
     assert str(missing) in str(error)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/config.py Settings.from_env.url() calls urlsplit() outside any try; urlsplit raises "
-    "ValueError for an unbalanced '[' or ']' ('Invalid IPv6 URL') or a host with characters that change "
-    "under NFKC normalization, which escapes as a ValueError traceback instead of a one-line ConfigError "
-    "naming the setting"))
 @pytest.mark.parametrize("name", ["DATAVERSE_URL", "MARKETO_BASE_URL", "DATAVERSE_AUTHORITY_HOST"])
 @pytest.mark.parametrize("value", ["https://[contoso.crm.dynamics.com", "https://contoso]",
                                    "https://contoso\uff0fcrm.dynamics.com"])

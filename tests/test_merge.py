@@ -75,19 +75,13 @@ EXPECTED = {  # dflt@L dflt@C mw@C  dw@L  pnb@L pnb@C m2d   d2m
     "initial, both blank":            ".    .    .    .    .    .    .    .",
 }
 
-BLANK_OVERWRITES = (
-    "BUG: shared/merge.py _resolve checks 'marketo-wins'/'dynamics-wins' before the initial blank "
-    "check, so on an initial link a blank value overwrites a non-blank one (docstring: 'a blank value "
-    "never overwrites a non-blank one, then the rule decides')"
-)
 
 
 def _table() -> list[object]:
     params = []
     for case, row in EXPECTED.items():
         for (rule, entity), cell in zip(COLUMNS, row.split(), strict=True):
-            marks = [pytest.mark.xfail(strict=True, reason=BLANK_OVERWRITES)] if cell.endswith("x") else []
-            params.append(pytest.param(case, rule, entity, cell.rstrip("x"), marks=marks,
+            params.append(pytest.param(case, rule, entity, cell.rstrip("x"),
                                        id=f"{rule}@{entity}: {case}"))
     return params
 
@@ -320,7 +314,6 @@ def test_every_collision_goes_to_the_configured_winner(
             assert name in collided
 
 
-@pytest.mark.xfail(strict=True, reason=BLANK_OVERWRITES)
 @settings(max_examples=300)
 @given(specs=specs_st, entity=entity_st, m=person_st, d=person_st)
 def test_initial_link_never_blanks_a_filled_value(

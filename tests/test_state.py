@@ -278,10 +278,6 @@ def test_concurrent_saves_from_one_cursor_have_one_winner(storage: Storage) -> N
     assert got is not None and got.value == winners[0].value
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/cursors.py CursorStore.save catches only ResourceExistsError/ResourceModifiedError; "
-    "updating (If-Match) a cursor another poller deleted (re-baseline) raises azure ResourceNotFoundError "
-    "instead of StateConflict (links.save does include ResourceNotFoundError)"))
 def test_saving_over_a_cursor_deleted_meanwhile_conflicts(storage: Storage) -> None:
     cursors = CursorStore(storage)
     start = cursors.save("marketo-leadchanges", "token-1", previous=None)
@@ -345,10 +341,6 @@ def test_a_batch_larger_than_one_transaction_is_written_whole(storage: Storage) 
     assert [e.message for e in log.for_person("m249")] == ["n249"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/activity.py _to_entity truncates json.dumps(details) to 30000 characters, which leaves "
-    "invalid JSON for larger details; _from_entity then json.loads it and for_person()/since() raise "
-    "JSONDecodeError for that person (or hour) from then on"))
 def test_large_details_do_not_break_reading_the_log(storage: Storage) -> None:
     log = ActivityLog(storage)
     log.write([Entry("m1", VALIDATION_FAILED, "huge record", details={"record": "x" * 40_000})])

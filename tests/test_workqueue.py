@@ -111,9 +111,6 @@ def test_marketo_message_ignores_an_entity() -> None:
     assert Work.from_json(body(source="marketo", ids=[5], entity="lead")).entity is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/workqueue.py _GUID is used with re.match and ends in '$', which also matches before a "
-    "final newline, so a GUID followed by '\\n' is accepted and passed on to Dataverse; use fullmatch or \\Z"))
 def test_a_guid_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(BadMessage, match="Dynamics ids must be GUIDs"):
         Work.from_json(body(ids=[GUID + "\n"]))
@@ -178,18 +175,11 @@ def test_chunks_cover_each_id_once_and_parse_back(ids: list[int], size: int) -> 
     assert all(Work.from_json(w.to_json()) == w for w in works)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/workqueue.py Work.from_json catches only ValueError/UnicodeDecodeError around json.loads; "
-    "deeply nested JSON (fits easily in a 64 KB queue message) raises RecursionError, so the message is "
-    "retried and dead-lettered by the host instead of parked with a reason"))
 def test_deeply_nested_json_is_a_bad_message() -> None:
     with pytest.raises(BadMessage, match="not JSON"):
         Work.from_json("[" * 20_000 + "]" * 20_000)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shared/workqueue.py Work.from_json compares body.get('v') != 1, and True == 1 in Python, so "
-    "\"v\": true passes the schema check; compare type too (type(v) is int and v == 1)"))
 def test_a_boolean_schema_version_is_refused() -> None:
     with pytest.raises(BadMessage, match="schema version"):
         Work.from_json(body(v=True))
