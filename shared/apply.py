@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared import activity
@@ -113,6 +114,7 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
     email_col = email_spec.column(entity)
     candidates: list[Mapping[str, Any]] = []
     to_merge: list[Link] = []
+    buried = svc.links.buried(entity, [r[key].lower() for r in records])
     for record in records:
         rid = record[key].lower()
         who = f"{entity}:{rid}"
@@ -126,6 +128,8 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
                 continue
         if entity == "lead" and record.get("statecode", OPEN) != OPEN:
             continue  # qualified or disqualified leads are never new Marketo people
+        if rid in buried and not _modified_after(record, buried[rid]):
+            continue  # deleted in Marketo; only a later Dynamics edit brings the person back
         email = email_spec.canonical(record.get(email_col or ""))
         if email is None:
             out.failed(who, activity.VALIDATION_FAILED,
@@ -165,6 +169,14 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
     if to_create:
         _create_marketo_people(batch, entity, to_create)
     return to_merge
+
+
+def _modified_after(record: Mapping[str, Any], moment: datetime) -> bool:
+    raw = record.get("modifiedon")
+    if not raw:
+        return True
+    # modifiedon has whole seconds: an edit in the same second as the delete counts as after it.
+    return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) + timedelta(seconds=1) > moment
 
 
 def _save_new(batch: Batch, entity: str, links: Iterable[Link]) -> list[Link]:
@@ -398,6 +410,9 @@ def _direction(result: MergeResult) -> str:
 # -- deletes ---------------------------------------------------------------------------
 def _marketo_deleted(batch: Batch, ids: list[int]) -> None:
     links = list(batch.svc.links.get_many(ids).values())
+    for link in links:
+        if link.entity and link.dynamics_id:
+            batch.svc.links.bury(link.entity, link.dynamics_id)
     _end_links(batch, links, "the person was deleted in Marketo; the Dynamics record is kept")
 
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import msal
@@ -336,7 +336,7 @@ class DataverseClient:
         chunk: list[Any] = []
         size = 0
         for value in values:
-            cost = 3 * len(json.dumps(str(value))) + 3
+            cost = len(quote(json.dumps(str(value)), safe="")) + 3  # its encoded bytes plus the comma
             if chunk and size + cost > self.url_budget:
                 yield chunk
                 chunk, size = [], 0

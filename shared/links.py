@@ -6,6 +6,9 @@ Table `<prefix>links` holds two kinds of rows:
                entity, dynamics_id, base (JSON of canonical values), state, parked_*
     index row  PK "d<first 2 hex digits of the GUID>"  RK "<entity>:<guid>"
                marketo_id
+    tombstone  PK "t<first 2 hex digits of the GUID>"  RK "<entity>:<guid>"
+               ended_at: the Marketo person was deleted then; the record is not
+               re-created in Marketo until Dynamics changes it after that moment
 
 Why these keys: a sync batch touches hundreds of unrelated people at once; hashing the
 lead id into 100 partitions and the GUID into 256 spreads those writes over many
@@ -206,6 +209,25 @@ class LinkStore:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
         if link.entity and link.dynamics_id:
             self._delete_index(link.entity, link.dynamics_id)
+
+    def bury(self, entity: str, dynamics_id: str) -> None:
+        """Remember that this record's Marketo person was deleted in Marketo."""
+        _, rk = index_key(entity, dynamics_id)
+        self._table.upsert_entity({"PartitionKey": "t" + rk.split(":")[1][:2], "RowKey": rk,
+                                   "ended_at": datetime.now(UTC)})
+
+    def buried(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, datetime]:
+        """When each of these records' Marketo person was deleted, for those that were."""
+
+        def one(dynamics_id: str) -> datetime | None:
+            _, rk = index_key(entity, dynamics_id)
+            try:
+                return self._table.get_entity("t" + rk.split(":")[1][:2], rk)["ended_at"]  # type: ignore[no-any-return]
+            except ResourceNotFoundError:
+                return None
+
+        ids = list(dict.fromkeys(dynamics_ids))
+        return {i: at for i, at in zip(ids, self._pool.map(one, ids), strict=True) if at is not None}
 
     def _delete_index(self, entity: str, dynamics_id: str) -> None:
         try:

@@ -116,8 +116,7 @@ def merge(
             winner = Side.DYNAMICS
         else:
             winner = _resolve(rule, entity, m, d, initial)
-            collisions.append(Collision(name, m, d, b, winner, rule if rule != "default" else
-                                        f"default ({default_winner(entity).value} wins on {entity}s)", initial))
+            collisions.append(Collision(name, m, d, b, winner, rule, initial))
         if winner is Side.MARKETO:
             to_dynamics[name] = m
             new_base[name] = m

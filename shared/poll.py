@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
+from shared.echo import dataverse_news, marketo_news
 from shared.errors import CursorExpired
-from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
+from shared.runtime import ENTITY_SETS, Services
 from shared.workqueue import chunked
 
 log = logging.getLogger("leadsync")
@@ -74,7 +75,7 @@ def _drain_marketo(svc: Services, name: str, cursor: Cursor, deleted: bool, repo
     if deleted:
         pages = ((page.lead_ids, page.next_token) for page in svc.marketo.deleted_leads(cursor.value))
     else:
-        pages = (([c.lead_id for c in page.changes], page.next_token)
+        pages = ((marketo_news(svc, page.changes), page.next_token)
                  for page in svc.marketo.lead_changes(cursor.value, svc.fields.marketo_fields()))
     for count, (page_ids, token) in enumerate(pages, start=1):
         ids += page_ids
@@ -122,11 +123,10 @@ def _dataverse_feed(svc: Services, entity: str) -> PollReport:
 def _drain_dataverse(svc: Services, entity: str, cursor: Cursor | None, report: PollReport, *,
                      from_scratch: bool = False) -> None:
     name = dataverse_feed(entity)
-    key = PRIMARY_KEYS[entity]
     link = None if (cursor is None or from_scratch) else cursor.value
     size = svc.settings.batch_size
     for page in svc.dataverse.changes(ENTITY_SETS[entity], svc.select(entity), link):
-        changed = [str(r[key]).lower() for r in page.records]
+        changed = dataverse_news(svc, entity, page.records)
         deleted = [i.lower() for i in page.deleted_ids]
         work = chunked("dynamics", "changed", changed, entity=entity, size=size)
         work += chunked("dynamics", "deleted", deleted, entity=entity, size=size)

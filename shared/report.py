@@ -49,7 +49,7 @@ class Outcomes:
     def collision(self, person: str, entity: str, c: Collision) -> None:
         what = "initial link: values differed" if c.initial else "changed on both sides"
         self.add(person, activity.COLLISION,
-                 f"{c.field} {what}; {c.winner.value} wins on this {entity} ({c.rule}): "
+                 f"{c.field} {what}; {c.winner.value.capitalize()} wins ({c.rule} rule for {entity}s): "
                  f"Marketo {c.marketo_value!r}, Dynamics {c.dynamics_value!r}",
                  details={"field": c.field, "marketo": c.marketo_value, "dynamics": c.dynamics_value,
                           "base": c.base_value, "winner": c.winner.value, "rule": c.rule, "initial": c.initial})

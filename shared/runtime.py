@@ -45,6 +45,7 @@ class Services:
     marketo: MarketoClient
     dataverse: DataverseClient
     _rules: dict[str, EntityRules] = field(default_factory=dict)
+    _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _activity_type_id: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,7 +79,7 @@ class Services:
     # -- derived, cached ---------------------------------------------------------------
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
-        cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode"]
+        cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "modifiedon"]
         if entity == "contact":
             cols.append("_originatingleadid_value")
         return cols
@@ -89,9 +90,14 @@ class Services:
     def rules(self, entity: str) -> EntityRules:
         """Dynamics' validation rules for `entity`, read once per process from its metadata."""
         with self._lock:
+            entity_lock = self._rule_locks.setdefault(entity, threading.Lock())
+        with entity_lock:  # one fetch per entity, however many batches start at once
             cached = self._rules.get(entity)
-        if cached is not None:
+            if cached is None:
+                cached = self._rules[entity] = self._fetch_rules(entity)
             return cached
+
+    def _fetch_rules(self, entity: str) -> EntityRules:
         meta = self.dataverse.attributes(entity)
         columns = {
             a.logical_name: ColumnRule(a.logical_name, a.attribute_type, a.required_level, a.max_length, a.format,
@@ -99,10 +105,7 @@ class Services:
             for a in meta.attributes.values()
         }
         labels = {c: spec.marketo for spec in self.fields.for_entity(entity) if (c := spec.column(entity))}
-        rules = labelled(EntityRules(entity, columns), labels)
-        with self._lock:
-            self._rules[entity] = rules
-        return rules
+        return labelled(EntityRules(entity, columns), labels)
 
     def activity_type_id(self) -> int:
         """The Marketo custom activity type LeadSync writes to person Activity Logs."""

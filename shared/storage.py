@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 
+import requests
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -17,7 +19,10 @@ class Storage:
     def __init__(self, connection_string: str, *, table_prefix: str = "leadsync") -> None:
         self.connection_string = connection_string
         self.table_prefix = table_prefix
-        self._tables = TableServiceClient.from_connection_string(connection_string)
+        # Link and activity reads fan out over a thread pool; a pool of 10 connections
+        # (requests' default) would make most of those threads open a fresh connection.
+        self._transport = RequestsTransport(session=_pooled_session(32), session_owner=False)
+        self._tables = TableServiceClient.from_connection_string(connection_string, transport=self._transport)
         self._queues = QueueServiceClient.from_connection_string(connection_string)
         self._table_clients: dict[str, TableClient] = {}
         self._queue_clients: dict[str, QueueClient] = {}
@@ -30,7 +35,8 @@ class Storage:
             client = self._table_clients.get(full)
             if client is None:
                 self._tables.create_table_if_not_exists(full)
-                client = self._tables.get_table_client(full)
+                client = TableClient.from_connection_string(self.connection_string, full,
+                                                            transport=self._transport)
                 self._table_clients[full] = client
             return client
 
@@ -55,3 +61,11 @@ class Storage:
 
     def queue_names(self) -> list[str]:
         return [q.name for q in self._queues.list_queues()]
+
+
+def _pooled_session(size: int) -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

@@ -169,6 +169,28 @@ def test_overrunning_timer_never_overlaps_and_is_past_due(run_host: Callable[...
     assert all(c.data["past_due"] for c in calls[1:])
 
 
+def test_a_timer_runs_on_demand_without_overlapping(run_host: Callable[..., FunctionHost]) -> None:
+    rec = Recorder()
+    app = timer_app(rec, schedule="0 0 0 1 1 *", sleep=0.3)  # next scheduled run: next new year
+
+    @app.route(route="ping", auth_level=func.AuthLevel.ANONYMOUS)
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    host = run_host(app)
+    assert host.run_timer("tick", wait=5) is True
+    assert len(rec.of("tick")) == 1
+    # The real host's admin endpoint: needs the key, answers 202, and queues the run.
+    assert httpx.post(f"{host.http_url}/admin/functions/tick").status_code == 401
+    assert httpx.post(f"{host.http_url}/admin/functions/tick", headers={"x-functions-key": KEY}).status_code == 202
+    assert httpx.post(f"{host.http_url}/admin/functions/tick", headers={"x-functions-key": KEY}).status_code == 202
+    assert httpx.post(f"{host.http_url}/admin/functions/nope", headers={"x-functions-key": KEY}).status_code == 404
+    rec.wait_for("tick", 3, timeout=5)
+    assert rec.peak["tick"] == 1
+    with pytest.raises(KeyError):
+        host.run_timer("nope")
+
+
 # -- queues ------------------------------------------------------------------------------
 
 

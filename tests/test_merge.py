@@ -132,8 +132,8 @@ def test_merge_rule_table(case: str, rule: str, entity: str, outcome: str) -> No
 def test_default_rule_names_who_wins_on_which_entity() -> None:
     (on_lead,) = run(title(), "lead", A, B, C).collisions
     (on_contact,) = run(title(), "contact", A, B, C).collisions
-    assert on_lead.rule == "default (marketo wins on leads)"
-    assert on_contact.rule == "default (dynamics wins on contacts)"
+    assert (on_lead.rule, on_lead.winner) == ("default", Side.MARKETO)
+    assert (on_contact.rule, on_contact.winner) == ("default", Side.DYNAMICS)
     (explicit,) = run(title("dynamics-wins"), "lead", A, B, C).collisions
     assert explicit.rule == "dynamics-wins"
 

@@ -1,0 +1,196 @@
+"""`python -m devhost demo` (what `make demo` runs): the sync end to end, narrated and checked.
+
+Starts Azurite, both emulators (real limits on) and the app in devhost, then plays a
+scenario. The pollers are run on cue (as the host's admin endpoint would) so that edits
+on both sides land in the same sync cycle when the scenario wants a collision; queue
+triggers run live. Every step prints what each side holds and whether it is what the
+rules promise; the exit code is 0 only if every expectation held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from devhost.harness import Harness
+from devhost.stack import Stack, StackConfig
+from shared import activity
+from shared.runtime import services
+
+NEVER = "0 0 0 1 1 *"
+
+
+class Demo:
+    def __init__(self, h: Harness, out: Callable[[str], None]) -> None:
+        self.h = h
+        self.out = out
+        self.failed: list[str] = []
+        self.step_no = 0
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        self.out(f"\n{self.step_no}. {title}")
+
+    def say(self, text: str) -> None:
+        self.out(f"   {text}")
+
+    def expect(self, what: str, ok: bool, seen: Any = None) -> None:
+        mark = "ok  " if ok else "FAIL"
+        self.out(f"   [{mark}] {what}" + (f"  (saw {seen!r})" if not ok and seen is not None else ""))
+        if not ok:
+            self.failed.append(what)
+
+    def sync(self) -> None:
+        started = time.monotonic()
+        self.h.sync()
+        self.say(f"sync cycle: both pollers ran, work applied ({time.monotonic() - started:.1f} s)")
+
+
+def play(h: Harness, out: Callable[[str], None]) -> list[str]:
+    d = Demo(h, out)
+    mk, dv = h.marketo, h.dataverse
+
+    d.step("Sales has two leads and a contact in Dynamics; Marketo has one person of its own")
+    ada = dv.create("leads", {"firstname": "Ada", "lastname": "Lovelace", "emailaddress1": "ada@example.com",
+                              "companyname": "Analytical Engines", "jobtitle": "Analyst", "subject": "Webinar",
+                              "leadsourcecode": 6})
+    grace = dv.create("leads", {"firstname": "Grace", "lastname": "Hopper", "emailaddress1": "grace@example.com",
+                                "companyname": "Navy", "subject": "Trade show"})
+    alan = dv.create("contacts", {"firstname": "Alan", "lastname": "Turing", "emailaddress1": "alan@example.com",
+                                  "jobtitle": "Fellow"})
+    kat = mk.create_lead(email="katherine@example.com", firstName="Katherine", lastName="Johnson", company="NASA")
+    d.say("Dynamics: lead Ada Lovelace, lead Grace Hopper, contact Alan Turing; Marketo: Katherine Johnson")
+
+    d.step("The first sync brings every Dynamics person into Marketo (and nothing the other way)")
+    d.sync()
+    ada_m = _one(mk.find_leads("ada@example.com"))
+    grace_m = _one(mk.find_leads("grace@example.com"))
+    alan_m = _one(mk.find_leads("alan@example.com"))
+    for name, person in (("Ada", ada_m), ("Grace", grace_m), ("Alan", alan_m)):
+        d.expect(f"{name} exists once in Marketo", person is not None)
+    if not (ada_m and grace_m and alan_m):
+        return d.failed
+    d.say(f"Marketo: Ada #{ada_m['id']} {ada_m['company']!r} source {ada_m['leadSource']!r}; "
+          f"Grace #{grace_m['id']}; Alan #{alan_m['id']}")
+    d.expect("Ada's lead source maps from choice 6 to 'Seminar'", ada_m["leadSource"] == "Seminar",
+             ada_m["leadSource"])
+    d.expect("Katherine (Marketo only) was not pushed to Dynamics",
+             dv.find("leads", emailaddress1="katherine@example.com") == [])
+
+    d.step("A marketer edits Ada in Marketo; sales edits Grace in Dynamics")
+    mk.update_lead(int(ada_m["id"]), city="London", phone="+44 20 7946 0000")
+    dv.update("leads", grace["leadid"], {"jobtitle": "Rear Admiral"})
+    d.sync()
+    ada_d = dv.get("leads", ada["leadid"]) or {}
+    grace_now = mk.get_lead(int(grace_m["id"])) or {}
+    d.say(f"Dynamics Ada: city {ada_d.get('address1_city')!r}, phone {ada_d.get('telephone1')!r}; "
+          f"Marketo Grace: title {grace_now.get('title')!r}")
+    d.expect("Ada's Marketo edits reached Dynamics",
+             (ada_d.get("address1_city"), ada_d.get("telephone1")) == ("London", "+44 20 7946 0000"))
+    d.expect("Grace's Dynamics edit reached Marketo", grace_now.get("title") == "Rear Admiral")
+
+    d.step("Collision on a lead: both sides change Ada's title before the next sync (Marketo wins)")
+    mk.update_lead(int(ada_m["id"]), title="Head of Marketing Analytics")
+    dv.update("leads", ada["leadid"], {"jobtitle": "Sales Analyst"})
+    d.sync()
+    ada_d = dv.get("leads", ada["leadid"]) or {}
+    ada_now = mk.get_lead(int(ada_m["id"])) or {}
+    d.say(f"Marketo title {ada_now.get('title')!r}; Dynamics jobtitle {ada_d.get('jobtitle')!r}")
+    d.expect("both sides hold Marketo's value", ada_d.get("jobtitle") == ada_now.get("title")
+             == "Head of Marketing Analytics")
+    _show_collision(d, h, int(ada_m["id"]), "marketo")
+
+    d.step("Collision on a contact: both sides change Alan's title (Dynamics wins)")
+    mk.update_lead(int(alan_m["id"]), title="Marketing's guess")
+    dv.update("contacts", alan["contactid"], {"jobtitle": "Principal Scientist"})
+    d.sync()
+    alan_d = dv.get("contacts", alan["contactid"]) or {}
+    alan_now = mk.get_lead(int(alan_m["id"])) or {}
+    d.say(f"Marketo title {alan_now.get('title')!r}; Dynamics jobtitle {alan_d.get('jobtitle')!r}")
+    d.expect("both sides hold Dynamics' value", alan_d.get("jobtitle") == alan_now.get("title")
+             == "Principal Scientist")
+    _show_collision(d, h, int(alan_m["id"]), "dynamics")
+
+    d.step("A trigger campaign's webhook asks for Katherine in Dynamics (real-time), twice")
+    first = h.sync_person(kat)
+    second = h.sync_person(kat)
+    d.say(f"first call: HTTP {first.status_code} {first.json()}")
+    d.say(f"second call: HTTP {second.status_code} {second.json()}")
+    d.expect("first call created the lead (201)", first.status_code == 201)
+    d.expect("second call did nothing (200 exists)",
+             second.status_code == 200 and second.json().get("status") == "exists")
+    d.expect("exactly one Dynamics lead for Katherine",
+             len(dv.find("leads", emailaddress1="katherine@example.com")) == 1)
+
+    d.step("A person Dynamics would reject: no last name and a 60-character first name")
+    bad = mk.create_lead(email="incomplete@example.com", firstName="X" * 60)
+    response = h.sync_person(bad)
+    d.say(f"HTTP {response.status_code}: " + "; ".join(p["message"] for p in response.json().get("problems", [])))
+    d.expect("the webhook got 422 with the reasons", response.status_code == 422)
+    ours = [e for e in h.activity(f"m{bad}") if e.kind == activity.VALIDATION_FAILED]
+    theirs = mk.activities(bad)
+    d.expect("the failure is in LeadSync's activity log", bool(ours))
+    d.expect("and in the person's Marketo Activity Log", bool(theirs))
+    d.expect("no lead was created", dv.find("leads", emailaddress1="incomplete@example.com") == [])
+
+    d.step("Sales qualifies Grace's lead: the person now follows the contact")
+    contact_id = dv.qualify(grace["leadid"])
+    d.sync()
+    link = services().links.get(int(grace_m["id"]))
+    d.say(f"link of Marketo #{grace_m['id']}: {link.entity if link else None} {link.dynamics_id if link else None}")
+    d.expect("the link moved to the new contact", link is not None and link.dynamics_id == contact_id)
+    d.expect("Grace is still one person in Marketo", len(mk.find_leads("grace@example.com")) == 1)
+
+    d.step("Sales deletes Ada's lead in Dynamics")
+    dv.delete("leads", ada["leadid"])
+    d.sync()
+    ada_now = mk.get_lead(int(ada_m["id"])) or {}
+    d.say(f"Marketo Ada: msftIsDeleted {ada_now.get('msftIsDeleted')!r}")
+    d.expect("the Marketo person is kept and flagged 'Microsoft is Deleted'", ada_now.get("msftIsDeleted") is True)
+    d.expect("the link ended", services().links.get(int(ada_m["id"])) is None)
+
+    d.step("API cost of the whole demo")
+    ms, ds = mk.stats(), dv.stats()
+    d.say(f"Marketo: {ms['counted_calls']} REST calls ({ms['responses_by_code']}); "
+          f"Dataverse: {ds['total_requests']} requests ({ds['responses_by_status']})")
+    return d.failed
+
+
+def _show_collision(d: Demo, h: Harness, marketo_id: int, winner: str) -> None:
+    entries = [e for e in h.activity(f"m{marketo_id}") if e.kind == activity.COLLISION]
+    if entries:
+        d.say(f"activity log: {entries[0].message}")
+    d.expect(f"the collision is logged with {winner} as winner",
+             bool(entries) and entries[0].details.get("winner") == winner)
+
+
+def _one(people: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return people[0] if len(people) == 1 else None
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="also print the host's invocation log")
+    args = parser.parse_args(argv)
+    host_lines: list[str] = []
+    log = (lambda line: print(f"      | {line}", flush=True)) if args.verbose else host_lines.append
+    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})
+    print("LeadSync demo: starting Azurite, the Marketo and Dataverse emulators, and the app…", flush=True)
+    with Stack(config, log=log) as stack:
+        h = Harness(stack)
+        print(f"   app {stack.app_url}  marketo {stack.marketo.base_url}  dataverse {stack.dataverse.base_url}")
+        h.sync(1)
+        failed = play(h, lambda line: print(line, flush=True))
+        h.close()
+    if failed:
+        print(f"\nDEMO FAILED: {len(failed)} expectation(s) did not hold:", *failed, sep="\n  - ")
+        return 1
+    print("\nEvery expectation held.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+"""Recognise our own writes coming back through a change feed, before they cost any work.
+
+Every value LeadSync writes to one side shows up in that side's change feed. The merge
+would recognise it anyway (it equals the base), but only after reading both sides; the
+pollers drop it earlier. A change is an echo when, for a linked person in good standing,
+every field it reports already equals the last agreed (base) value; anything else, and
+every person not linked yet, is kept. Dropping is safe because the base only ever holds
+values both sides agreed on: a feed value equal to it is no news for the other side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from shared.links import LINKED, Link
+from shared.marketo import LeadChange
+from shared.runtime import PRIMARY_KEYS, Services
+
+
+def marketo_news(svc: Services, changes: Sequence[LeadChange]) -> list[int]:
+    """Lead ids whose latest reported values differ from their base (echoes dropped).
+
+    Changes for people that are not linked are dropped too: a Marketo person reaches
+    Dynamics only through the real-time endpoint, never the background sync.
+    """
+    latest: dict[int, dict[str, Any]] = {}
+    for change in sorted(changes, key=lambda c: c.activity_date):
+        fields = latest.setdefault(change.lead_id, {})
+        for name, value in change.fields.items():
+            fields[name] = value.new
+    links = svc.links.get_many(latest)
+    return [lead_id for lead_id, fields in latest.items()
+            if (link := links.get(lead_id)) is not None and not _echo(svc, link, fields)]
+
+
+def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Record ids whose mapped values differ from their base, or that need a decision."""
+    key = PRIMARY_KEYS[entity]
+    by_id = {str(r[key]).lower(): r for r in records}
+    links = svc.links.by_dynamics_many(entity, list(by_id))
+    news = []
+    for rid, record in by_id.items():
+        link = links.get(rid)
+        if (link is None or record.get("statecode", 0) != 0 or record.get(svc.settings.sync_filter_field) is False
+                or not _echo(svc, link, svc.fields.from_dynamics(entity, record))):
+            news.append(rid)
+    return news
+
+
+def _echo(svc: Services, link: Link, values: Mapping[str, Any]) -> bool:
+    if link.state != LINKED:
+        return False
+    for name, raw in values.items():
+        try:
+            spec = svc.fields.spec(name)
+        except KeyError:
+            continue  # a field outside the map: nothing to sync
+        if name not in link.base:
+            return False
+        if spec.comparable(spec.canonical(raw)) != spec.comparable(link.base[name]):
+            return False
+    return True
