@@ -9,7 +9,9 @@ import azure.functions as func
 from functions.http import bp as http_bp
 from functions.queues import bp as queues_bp
 from functions.timers import bp as timers_bp
+from shared import telemetry
 
+telemetry.setup()
 app = func.FunctionApp()
 app.register_functions(timers_bp)
 app.register_functions(queues_bp)

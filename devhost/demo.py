@@ -177,7 +177,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     host_lines: list[str] = []
     log = (lambda line: print(f"      | {line}", flush=True)) if args.verbose else host_lines.append
-    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})
+    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                                "MARKETO_DELETES_EVERY_S": "0"})
     print("LeadSync demo: starting Azurite, the Marketo and Dataverse emulators, and the app…", flush=True)
     with Stack(config, log=log) as stack:
         h = Harness(stack)

@@ -8,8 +8,9 @@ import uuid
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.errors import BadMessage
-from shared.realtime import parse_body, sync_person
+from shared.realtime import SECRET_HEADER, parse_body, sync_person, webhook_secret_ok
 from shared.runtime import services
 
 bp = func.Blueprint()
@@ -22,11 +23,15 @@ def _json(status: int, body: dict[str, object]) -> func.HttpResponse:
 
 @bp.route(route="sync-person", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def sync_person_http(req: func.HttpRequest) -> func.HttpResponse:
+    svc = services()
+    if not webhook_secret_ok(svc.settings.webhook_secret, req.headers.get(SECRET_HEADER)):
+        return _json(401, {"status": "unauthorized", "error": f"missing or wrong {SECRET_HEADER} header"})
     try:
         lead_id = parse_body(req.get_body())
     except BadMessage as exc:
         return _json(400, {"status": "bad_request", "error": exc.reason})
     op = uuid.uuid4().hex[:12]
-    result = sync_person(services(), lead_id, operation_id=op)
-    log.info("op=%s sync-person %d -> %s", op, lead_id, result.status)
+    result = sync_person(svc, lead_id, operation_id=op)
+    log.info("op=%s sync-person m%d -> %s", op, lead_id, result.status,
+             extra=telemetry.op(op, person=f"m{lead_id}", status=result.status))
     return _json(result.http_status, {**result.body, "operationId": op})

@@ -8,9 +8,11 @@ that raises is retried by the host and poisoned after maxDequeueCount tries.
 from __future__ import annotations
 
 import logging
+import time
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.apply import apply_work
 from shared.errors import BadMessage
 from shared.poison import park_bad_message
@@ -29,8 +31,13 @@ def _handle(queue: str, msg: func.QueueMessage) -> None:
     except BadMessage as exc:
         park_bad_message(svc, queue, body, exc.reason, message_id=msg.id)
         return
+    started = time.perf_counter()
     out = apply_work(svc, work)
-    log.info("op=%s %s %s x%d: %s", work.operation_id, work.source, work.kind, len(work.ids), dict(out.counts))
+    elapsed = (time.perf_counter() - started) * 1000
+    telemetry.batch_duration.record(elapsed, {"source": work.source, "kind": work.kind})
+    log.info("op=%s %s %s x%d in %.0f ms: %s", work.operation_id, work.source, work.kind, len(work.ids), elapsed,
+             dict(out.counts), extra=telemetry.op(work.operation_id, source=work.source, kind=work.kind,
+                                                  records=len(work.ids), dequeue_count=msg.dequeue_count))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=FROM_MARKETO, connection="AzureWebJobsStorage")

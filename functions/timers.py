@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.config import poll_schedule
-from shared.poll import poll_dataverse, poll_marketo
+from shared.poll import PollReport, poll_dataverse, poll_marketo
 from shared.runtime import services
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")
 
 
+def _report(side: str, reports: list[PollReport], timer: func.TimerRequest, started: float) -> None:
+    op = uuid.uuid4().hex[:12]
+    telemetry.poll_duration.record((time.perf_counter() - started) * 1000, {"side": side})
+    for r in reports:
+        telemetry.changes_seen.add(r.changed + r.deleted, {"feed": r.feed})
+        log.info("op=%s poll %s: %d changed, %d deleted -> %d messages%s%s", op, r.feed, r.changed, r.deleted,
+                 r.messages, " (late)" if timer.past_due else "", "".join(f"; {n}" for n in r.notes),
+                 extra=telemetry.op(op, feed=r.feed, changed=r.changed, deleted=r.deleted, messages=r.messages,
+                                    rebaselined=r.rebaselined, past_due=timer.past_due))
+
+
 @bp.timer_trigger(schedule=poll_schedule("MARKETO_POLL_SCHEDULE"), arg_name="timer", run_on_startup=False,
                   use_monitor=True)
 def poll_marketo_changes(timer: func.TimerRequest) -> None:
-    for report in poll_marketo(services()):
-        log.info("poll %s: %d changed, %d deleted -> %d messages%s%s", report.feed, report.changed, report.deleted,
-                 report.messages, " (late)" if timer.past_due else "", "".join(f"; {n}" for n in report.notes))
+    started = time.perf_counter()
+    _report("marketo", poll_marketo(services()), timer, started)
 
 
 @bp.timer_trigger(schedule=poll_schedule("DATAVERSE_POLL_SCHEDULE"), arg_name="timer", run_on_startup=False,
                   use_monitor=True)
 def poll_dataverse_changes(timer: func.TimerRequest) -> None:
-    for report in poll_dataverse(services()):
-        log.info("poll %s: %d changed, %d deleted -> %d messages%s%s", report.feed, report.changed, report.deleted,
-                 report.messages, " (late)" if timer.past_due else "", "".join(f"; {n}" for n in report.notes))
+    started = time.perf_counter()
+    _report("dataverse", poll_dataverse(services()), timer, started)

@@ -49,7 +49,7 @@ def _secret() -> Secret:
 
 @dataclass(frozen=True)
 class Settings:
-    storage_connection: Secret
+    storage_connection: Secret  # empty when the app uses its managed identity (storage_account)
     marketo_base_url: str
     marketo_client_id: str
     marketo_client_secret: Secret
@@ -68,6 +68,9 @@ class Settings:
     sync_filter_field: str = "new_synctomkto"
     field_map: str | None = None
     table_prefix: str = "leadsync"
+    storage_account: str | None = None  # AzureWebJobsStorage__accountName: managed identity
+    marketo_deletes_every_s: int = 300
+    webhook_secret: Secret = field(default_factory=_secret)
     batch_size: int = 300
 
     @classmethod
@@ -151,6 +154,9 @@ class Settings:
             sync_filter_field=optional("DATAVERSE_SYNC_FILTER_FIELD") or "new_synctomkto",
             field_map=optional("LEADSYNC_FIELD_MAP"),
             table_prefix=prefix,
+            storage_account=optional("AzureWebJobsStorage__accountName") if storage is None else None,
+            marketo_deletes_every_s=integer("MARKETO_DELETES_EVERY_S", 300, 0, 86400),
+            webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
         )
 

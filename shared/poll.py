@@ -40,7 +40,15 @@ class PollReport:
 
 
 def poll_marketo(svc: Services) -> list[PollReport]:
-    return [_marketo_feed(svc, MARKETO_CHANGES), _marketo_feed(svc, MARKETO_DELETES)]
+    """Lead changes every poll; deleted leads at most every MARKETO_DELETES_EVERY_S.
+
+    Deletions only end links, so they can wait a few minutes; skipping that call on most
+    polls halves what polling costs of Marketo's daily quota.
+    """
+    reports = [_marketo_feed(svc, MARKETO_CHANGES)]
+    if svc.deletes_due():
+        reports.append(_marketo_feed(svc, MARKETO_DELETES))
+    return reports
 
 
 def _marketo_feed(svc: Services, name: str) -> PollReport:

@@ -17,12 +17,14 @@ is created.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared import activity
+from shared.config import Secret
 from shared.errors import BadMessage, DataverseError, Problem, TransientError
 from shared.links import CREATING, Link
 from shared.report import Outcomes, flush
@@ -30,6 +32,15 @@ from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.validation import validate
 
 MAX_BODY = 4096
+SECRET_HEADER = "x-leadsync-secret"
+
+
+def webhook_secret_ok(expected: Secret, given: str | None) -> bool:
+    """True when no secret is configured, or the header carries it (constant-time compare)."""
+    secret = expected.reveal()
+    if not secret:
+        return True
+    return hmac.compare_digest((given or "").encode("utf-8"), secret.encode("utf-8"))
 
 
 @dataclass(frozen=True)

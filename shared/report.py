@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared import activity
+from shared import activity, telemetry
 from shared.activity import Entry
 from shared.errors import MarketoError, Problem, TransientError
 from shared.merge import Collision
@@ -48,9 +48,9 @@ class Outcomes:
 
     def collision(self, person: str, entity: str, c: Collision) -> None:
         what = "initial link: values differed" if c.initial else "changed on both sides"
+        # Values stay in `details` (for `leadsync explain`), out of the message the health page shows.
         self.add(person, activity.COLLISION,
-                 f"{c.field} {what}; {c.winner.value.capitalize()} wins ({c.rule} rule for {entity}s): "
-                 f"Marketo {c.marketo_value!r}, Dynamics {c.dynamics_value!r}",
+                 f"{c.field} {what}; {c.winner.value.capitalize()} wins ({c.rule} rule for {entity}s)",
                  details={"field": c.field, "marketo": c.marketo_value, "dynamics": c.dynamics_value,
                           "base": c.base_value, "winner": c.winner.value, "rule": c.rule, "initial": c.initial})
 
@@ -80,6 +80,9 @@ def flush(svc: Services, out: Outcomes) -> None:
             # Our table already holds the failure; losing the Marketo copy must not
             # re-run a batch whose writes are done.
             log.warning("op=%s could not write %d Marketo activity entries: %s", out.operation_id,
-                        len(out.notes), exc)
+                        len(out.notes), exc, extra=telemetry.op(out.operation_id))
+    for entry in out.entries:
+        telemetry.records.add(1, {"kind": entry.kind, "direction": entry.direction or "none"})
     if out.counts:
-        log.info("op=%s outcomes %s", out.operation_id, dict(out.counts))
+        log.info("op=%s outcomes %s", out.operation_id, dict(out.counts),
+                 extra=telemetry.op(out.operation_id, outcomes=dict(out.counts)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +48,15 @@ class Services:
     _rules: dict[str, EntityRules] = field(default_factory=dict)
     _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _activity_type_id: int | None = None
+    _last_deletes_poll: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, marketo: MarketoClient | None = None,
                       dataverse: DataverseClient | None = None) -> Services:
         fmap = fieldmap_mod.load(settings.field_map)
-        storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix)
+        storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix,
+                          account=settings.storage_account)
         if marketo is None:
             marketo = MarketoClient(
                 settings.marketo_base_url, settings.marketo_client_id, settings.marketo_client_secret.reveal(),
@@ -106,6 +109,16 @@ class Services:
         }
         labels = {c: spec.marketo for spec in self.fields.for_entity(entity) if (c := spec.column(entity))}
         return labelled(EntityRules(entity, columns), labels)
+
+    def deletes_due(self) -> bool:
+        """Whether the Marketo deleted-leads feed is due (claims the slot when it is)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._last_deletes_poll is not None and \
+                    now - self._last_deletes_poll < self.settings.marketo_deletes_every_s:
+                return False
+            self._last_deletes_poll = now
+            return True
 
     def activity_type_id(self) -> int:
         """The Marketo custom activity type LeadSync writes to person Activity Logs."""

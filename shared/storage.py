@@ -8,6 +8,7 @@ in host.json, so the Functions queue trigger decodes exactly what we send.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
@@ -16,14 +17,35 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Decod
 
 
 class Storage:
-    def __init__(self, connection_string: str, *, table_prefix: str = "leadsync") -> None:
+    """State and work storage, by connection string or (in Azure) by managed identity.
+
+    `account` (from `AzureWebJobsStorage__accountName`) makes the clients authenticate
+    with DefaultAzureCredential against https://<account>.{table,queue}.core.windows.net,
+    so no account key is ever in the app's settings.
+    """
+
+    def __init__(self, connection_string: str = "", *, table_prefix: str = "leadsync",
+                 account: str | None = None) -> None:
+        if not connection_string and not account:
+            raise ValueError("Storage needs a connection string or an account name")
         self.connection_string = connection_string
         self.table_prefix = table_prefix
+        self._account = account
+        self._credential: Any = None
         # Link and activity reads fan out over a thread pool; a pool of 10 connections
         # (requests' default) would make most of those threads open a fresh connection.
         self._transport = RequestsTransport(session=_pooled_session(32), session_owner=False)
-        self._tables = TableServiceClient.from_connection_string(connection_string, transport=self._transport)
-        self._queues = QueueServiceClient.from_connection_string(connection_string)
+        if connection_string:
+            self._tables = TableServiceClient.from_connection_string(connection_string, transport=self._transport)
+            self._queues = QueueServiceClient.from_connection_string(connection_string)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+            self._tables = TableServiceClient(f"https://{account}.table.core.windows.net",
+                                              credential=self._credential, transport=self._transport)
+            self._queues = QueueServiceClient(f"https://{account}.queue.core.windows.net",
+                                              credential=self._credential)
         self._table_clients: dict[str, TableClient] = {}
         self._queue_clients: dict[str, QueueClient] = {}
         self._lock = threading.Lock()
@@ -35,8 +57,7 @@ class Storage:
             client = self._table_clients.get(full)
             if client is None:
                 self._tables.create_table_if_not_exists(full)
-                client = TableClient.from_connection_string(self.connection_string, full,
-                                                            transport=self._transport)
+                client = self._tables.get_table_client(full)
                 self._table_clients[full] = client
             return client
 
@@ -45,12 +66,13 @@ class Storage:
         with self._lock:
             client = self._queue_clients.get(name)
             if client is None:
-                client = QueueClient.from_connection_string(
-                    self.connection_string,
-                    name,
-                    message_encode_policy=TextBase64EncodePolicy(),
-                    message_decode_policy=TextBase64DecodePolicy(),
-                )
+                policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
+                                            "message_decode_policy": TextBase64DecodePolicy()}
+                if self.connection_string:
+                    client = QueueClient.from_connection_string(self.connection_string, name, **policies)
+                else:
+                    client = QueueClient(f"https://{self._account}.queue.core.windows.net", name,
+                                         credential=self._credential, **policies)
                 try:
                     client.create_queue()
                 except Exception as exc:  # noqa: BLE001 - only "already exists" is expected here

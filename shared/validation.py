@@ -1,7 +1,9 @@
 """Dynamics' rules for a record, checked before we send it: required, length, format, options.
 
 `EntityRules` is built from the entity metadata Dataverse serves
-(`EntityDefinitions(LogicalName=…)/Attributes`); `validate` is pure. A record that fails
+(`EntityDefinitions(LogicalName=…)/Attributes`); `validate` is pure. Messages name the field and the rule, never the value (they reach
+the health page and logs; the value is in the record for whoever looks at the person).
+A record that fails
 is never sent: the caller logs the problems to the person's activity logs and parks it.
 
 Required levels: `SystemRequired` is enforced by the platform; `ApplicationRequired`
@@ -111,11 +113,11 @@ def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
                             f"{name} is too long: {length} characters, Dynamics allows {rule.max_length}")]
         fmt = (rule.format or "").lower()
         if fmt == "email" and not _EMAIL.fullmatch(value):
-            return [Problem(rule.name, "format", f"{name} is not a valid email address: {value[:80]!r}")]
+            return [Problem(rule.name, "format", f"{name} is not a valid email address")]
         if fmt == "phone" and not _PHONE.fullmatch(value):
-            return [Problem(rule.name, "format", f"{name} is not a valid phone number: {value[:80]!r}")]
+            return [Problem(rule.name, "format", f"{name} is not a valid phone number")]
         if fmt == "url" and not _URL.fullmatch(value):
-            return [Problem(rule.name, "format", f"{name} is not a valid URL: {value[:80]!r}")]
+            return [Problem(rule.name, "format", f"{name} is not a valid URL")]
         return []
     if kind in ("Picklist", "State", "Status"):
         if isinstance(value, bool) or not isinstance(value, int) or (rule.options is not None

@@ -30,7 +30,8 @@ NEVER = "0 0 0 1 1 *"
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
     lines: list[str] = []
-    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})
+    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                                "MARKETO_DELETES_EVERY_S": "0"})
     with Stack(config, log=lines.append) as stack:
         harness = Harness(stack)
         harness.sync(1)  # first poll: cursors start now
@@ -423,3 +424,21 @@ def test_a_thousand_changed_people_cost_a_handful_of_calls_each_way(h: Harness) 
     assert h.dataverse.get("leads", ids[0])["jobtitle"].startswith("M")  # type: ignore[index]
     assert d2m[0] <= 10 and d2m[1] <= 10, f"Dynamics->Marketo cost {d2m} (Marketo calls, Dataverse requests)"
     assert m2d[0] <= 10 and m2d[1] <= 10, f"Marketo->Dynamics cost {m2d} (Marketo calls, Dataverse requests)"
+
+
+# -- observability -----------------------------------------------------------------------------
+def test_logs_carry_operation_ids_and_never_emails(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="leadsync")
+    lead_id, marketo_id = new_linked_lead(h)
+    address = h.dataverse.get("leads", lead_id)["emailaddress1"]  # type: ignore[index]
+    h.marketo.update_lead(marketo_id, title="Marketing", lastName="L" * 60)
+    h.dataverse.update("leads", lead_id, {"jobtitle": "Sales", "emailaddress1": address.upper()})
+    h.sync()
+    h.sync_person(marketo_id)
+    ours = [r for r in caplog.records if r.name == "leadsync"]
+    assert ours, "the sync logged nothing"
+    assert any(getattr(r, "operation_id", None) for r in ours)
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        assert address.lower() not in text.lower(), text
+        assert "Lovelace" not in text and "L" * 60 not in text, text
