@@ -19,7 +19,7 @@ from shared.activity import ActivityLog
 from shared.config import Settings
 from shared.cursors import CursorStore
 from shared.dataverse import DataverseClient
-from shared.errors import StateConflict
+from shared.errors import ConfigError, StateConflict
 from shared.fieldmap import FieldMap
 from shared.links import LinkStore
 from shared.marketo import CallBudget, MarketoClient
@@ -110,6 +110,21 @@ class Services:
         labels = {c: spec.marketo for spec in self.fields.for_entity(entity) if (c := spec.column(entity))}
         return labelled(EntityRules(entity, columns), labels)
 
+    def check_field_map(self) -> None:
+        """Refuse a field map naming fields either service doesn't have (ConfigError).
+
+        Run once per process before the first sync: one Marketo describe call and the
+        entity metadata the validator needs anyway.
+        """
+        marketo_fields = {f.name for f in self.marketo.describe()}
+        columns = {entity: set(self.dataverse.attributes(entity).attributes) for entity in ENTITY_SETS}
+        fieldmap_mod.check_against(self.fields, marketo_fields, columns)
+        for entity, column in ((e, self.settings.sync_filter_field) for e in ENTITY_SETS):
+            if column not in columns[entity]:
+                raise ConfigError("DATAVERSE_SYNC_FILTER_FIELD", f"Dataverse {entity} has no column {column!r}")
+        if self.settings.marketo_deleted_field not in marketo_fields:
+            raise ConfigError("MARKETO_DELETED_FIELD", f"Marketo has no field {self.settings.marketo_deleted_field!r}")
+
     def deletes_due(self) -> bool:
         """Whether the Marketo deleted-leads feed is due (claims the slot when it is)."""
         now = time.monotonic()
@@ -150,8 +165,10 @@ def services() -> Services:
     global _services
     with _services_lock:
         if _services is None:
-            _services = Services.from_settings(Settings.from_env())
-            log.info("LeadSync services ready: %d mapped fields", len(_services.fields.fields))
+            svc = Services.from_settings(Settings.from_env())
+            svc.check_field_map()
+            _services = svc
+            log.info("LeadSync services ready: %d mapped fields", len(svc.fields.fields))
         return _services
 
 

@@ -1,10 +1,10 @@
 """Dynamics' rules for a record, checked before we send it: required, length, format, options.
 
 `EntityRules` is built from the entity metadata Dataverse serves
-(`EntityDefinitions(LogicalName=…)/Attributes`); `validate` is pure. Messages name the field and the rule, never the value (they reach
-the health page and logs; the value is in the record for whoever looks at the person).
-A record that fails
-is never sent: the caller logs the problems to the person's activity logs and parks it.
+(`EntityDefinitions(LogicalName=…)/Attributes`); `validate` is pure. Messages name the
+field and the rule, never the value: they reach the health page and logs, and the value is
+in the record for whoever looks at that person. A record that fails is never sent: the
+caller logs the problems to the person's activity logs and parks it.
 
 Required levels: `SystemRequired` is enforced by the platform; `ApplicationRequired`
 ("business required") is enforced by Dynamics forms, not the Web API. A sync that

@@ -21,7 +21,7 @@ from devhost.stack import Stack, StackConfig
 from shared import activity
 from shared.links import Link
 from shared.runtime import services
-from shared.workqueue import FROM_MARKETO
+from shared.workqueue import FROM_MARKETO, Work
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"
@@ -182,6 +182,19 @@ def test_the_same_change_on_both_sides_is_no_collision_and_no_write(h: Harness) 
     h.sync()
     assert writes(before, counters(h)) == {"marketo_lead_writes": 0, "dataverse_writes": 0}
     assert activity.COLLISION not in kinds(h, marketo_id)
+
+
+def test_duplicated_and_late_messages_change_nothing(h: Harness) -> None:
+    lead_id, marketo_id = new_linked_lead(h)
+    h.marketo.update_lead(marketo_id, title="Once")
+    h.sync()
+    before = counters(h)
+    # The same work again, in both directions and out of order, long after it was applied.
+    services().queues.send([Work("dynamics", "changed", (lead_id,), entity="lead"),
+                            Work("marketo", "changed", (marketo_id,)), Work("marketo", "changed", (marketo_id,))])
+    h.drain()
+    assert writes(before, counters(h)) == {"marketo_lead_writes": 0, "dataverse_writes": 0}
+    assert h.dataverse.get("leads", lead_id)["jobtitle"] == "Once"  # type: ignore[index]
 
 
 # -- 5: real-time lead creation -------------------------------------------------------------

@@ -1,0 +1,504 @@
+"""Operations an operator runs against a deployment: typed functions, no UI (`leadsync` is the UI).
+
+    status     cursors, queue depths, outcome counts          storage only
+    failures   parked people and poison messages, with why    storage only
+    retry      un-park and re-enqueue; poison back to queue   storage only
+    explain    one person: link, base values, activity        storage only
+    backfill   link existing pairs by email and enqueue them  storage + Marketo + Dataverse
+
+Storage-only operations take any `State` (an opened `StateStores`, or the app's
+`Services`), so they work with nothing but a connection string. Listings meant for a
+screen (status, failures) never carry email addresses: `redact` masks them. `explain`
+is the operator looking at one person, so it shows values as stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shared import activity
+from shared.activity import ActivityLog, Entry
+from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
+from shared.errors import BadMessage, StateConflict
+from shared.links import PARKED, Link, LinkStore, person_key
+from shared.merge import merge
+from shared.poison import POISON_PERSON
+from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
+from shared.storage import Storage
+from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
+
+FEEDS = (MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed("lead"), dataverse_feed("contact"))
+WORK_QUEUES = (FROM_MARKETO, FROM_DYNAMICS)
+POISON_SUFFIX = "-poison"
+PEEK_MAX = 32  # Azure Queue Storage returns at most 32 messages per peek
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_PERSON = re.compile(rf"^(?:m?(?P<id>\d+)|(?P<entity>lead|contact):(?P<guid>{_GUID}))$")
+Progress = Callable[[str, int], None]  # (stage, records just done)
+
+
+class State(Protocol):
+    """The stores an operation reads and writes; `Services` is one."""
+
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def links(self) -> LinkStore: ...
+    @property
+    def cursors(self) -> CursorStore: ...
+    @property
+    def activity(self) -> ActivityLog: ...
+    @property
+    def queues(self) -> WorkQueues: ...
+
+
+@dataclass(frozen=True)
+class StateStores:
+    storage: Storage
+    links: LinkStore
+    cursors: CursorStore
+    activity: ActivityLog
+    queues: WorkQueues
+
+    @classmethod
+    def open(cls, connection_string: str, *, table_prefix: str = "leadsync") -> StateStores:
+        storage = Storage(connection_string, table_prefix=table_prefix)
+        return cls(storage, LinkStore(storage), CursorStore(storage), ActivityLog(storage), WorkQueues(storage))
+
+
+def redact(text: str) -> str:
+    """`text` with every email address replaced by `<email>`."""
+    return _EMAIL.sub("<email>", text)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, datetimes and tuples as plain JSON values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items() if k != "etag"}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+# -- status ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeedStatus:
+    name: str
+    last_moved: datetime | None  # None: the feed was never polled
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    depth: int  # approximate, as the service reports it
+    poison: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    at: datetime
+    feeds: tuple[FeedStatus, ...]
+    queues: tuple[QueueStatus, ...]
+    links: int
+    parked: int
+    last_hour: dict[str, int]
+    last_day: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_jsonable(self))
+
+
+def _outcome_counts(entries: Iterable[Entry]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for e in entries:
+        counts[e.kind] += 1
+        if e.kind in (activity.VALIDATION_FAILED, activity.REJECTED):
+            counts["failed"] += 1
+    return counts
+
+
+COUNTED = ("synced", "created", "linked", "collision", "failed", "parked", "moved", "deleted")
+
+
+def status(state: State) -> Status:
+    """One look at the whole deployment. Reads every link row once (to count parked ones)."""
+    now = datetime.now(UTC)
+    cursors = {c.name: c for c in state.cursors.all()}
+    feeds = tuple(FeedStatus(name, cursors[name].updated_at if name in cursors else None) for name in FEEDS)
+    queues = tuple(QueueStatus(name + suffix, state.queues.depth(name + suffix), bool(suffix))
+                   for name in WORK_QUEUES for suffix in ("", POISON_SUFFIX))
+    total = parked = 0
+    for link in state.links.all():
+        total += 1
+        parked += link.state == PARKED
+    day = list(state.activity.since(now - timedelta(days=1)))
+    hour = _outcome_counts(e for e in day if e.at >= now - timedelta(hours=1))
+    whole = _outcome_counts(day)
+    return Status(now, feeds, queues, total, parked, {k: hour[k] for k in COUNTED}, {k: whole[k] for k in COUNTED})
+
+
+# -- failures --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParkedRecord:
+    marketo_id: int
+    entity: str | None
+    dynamics_id: str | None
+    since: datetime | None
+    retry_pending: bool  # un-parked by `retry`; the applier has not decided yet
+    kind: str | None  # of the latest failure entry
+    reason: str  # the latest failure's message (emails masked)
+    at: datetime | None  # when that failure was logged
+    operation_id: str | None
+
+
+@dataclass(frozen=True)
+class PoisonMessage:
+    queue: str  # the poison queue
+    source_queue: str
+    message_id: str
+    inserted_on: datetime | None
+    body: str  # emails masked
+    reason: str  # why it was poisoned: the logged reason, or what we can tell
+
+
+@dataclass(frozen=True)
+class Failures:
+    parked: tuple[ParkedRecord, ...]
+    poison: tuple[PoisonMessage, ...]
+    poison_depth: dict[str, int]  # whole queue, when more than PEEK_MAX wait
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_jsonable(self))
+
+
+def _parked_record(state: State, link: Link) -> ParkedRecord:
+    last = next((e for e in state.activity.for_person(link.person, limit=50) if e.kind in activity.FAILURE_KINDS),
+                None)
+    return ParkedRecord(
+        link.marketo_id, link.entity, link.dynamics_id, link.updated_at, link.parked_fingerprint is None,
+        last.kind if last else None, redact(last.message) if last else (link.parked_reason or "parked"),
+        last.at if last else None, (last.operation_id or None) if last else None)
+
+
+def parked_links(state: State, marketo_ids: Iterable[int] | None = None) -> list[Link]:
+    wanted = set(marketo_ids) if marketo_ids is not None else None
+    return [lk for lk in state.links.all() if lk.state == PARKED and (wanted is None or lk.marketo_id in wanted)]
+
+
+def poison_reasons(state: State) -> dict[tuple[str, str], str]:
+    """(work queue, body) -> the reason logged when the message was poisoned as unreadable."""
+    reasons: dict[tuple[str, str], str] = {}
+    for e in reversed(state.activity.for_person(POISON_PERSON, limit=1000)):  # newest wins
+        queue, body = e.details.get("queue"), e.details.get("body")
+        if isinstance(queue, str) and isinstance(body, str):
+            reasons[(queue, body)] = e.message
+    return reasons
+
+
+def _why_poisoned(source: str, body: str, logged: Mapping[tuple[str, str], str]) -> str:
+    if (source, body[:2000]) in logged:
+        return logged[(source, body[:2000])]
+    try:
+        work = Work.from_json(body)
+    except BadMessage as exc:
+        return f"unreadable: {exc.reason}"
+    return f"failed on every delivery (retries exhausted): see the function logs for op={work.operation_id}"
+
+
+def failures(state: State) -> Failures:
+    parked = tuple(_parked_record(state, lk) for lk in parked_links(state))
+    logged = poison_reasons(state)
+    poison: list[PoisonMessage] = []
+    depths: dict[str, int] = {}
+    for source in WORK_QUEUES:
+        name = source + POISON_SUFFIX
+        depths[name] = state.queues.depth(name)
+        for m in state.storage.queue(name).peek_messages(max_messages=PEEK_MAX):
+            body = str(m.content)
+            poison.append(PoisonMessage(name, source, m.id, m.inserted_on, redact(body[:2000]),
+                                        redact(_why_poisoned(source, body, logged))))
+    return Failures(parked, tuple(poison), depths)
+
+
+# -- retry -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoisonRetry:
+    queue: str
+    message_id: str
+    moved: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    dry_run: bool
+    parked: tuple[int, ...] = ()  # Marketo ids un-parked and re-enqueued (or that would be)
+    parked_conflicts: tuple[int, ...] = ()  # changed while we worked; run retry again
+    poison: tuple[PoisonRetry, ...] = ()
+    operation_ids: tuple[str, ...] = ()  # of the work messages sent for parked people
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_jsonable(self))
+
+
+def retry_parked(state: State, *, marketo_ids: Iterable[int] | None = None, dry_run: bool = False) -> RetryResult:
+    """Un-park parked people (clear the fingerprint, ETag-checked) and enqueue them, reason "retry".
+
+    The link keeps state "parked" until the applier merges the person again: it then
+    stores the agreed base, or parks the person again with the new failure.
+    """
+    links = parked_links(state, marketo_ids)
+    if dry_run:
+        return RetryResult(True, tuple(lk.marketo_id for lk in links))
+    done: list[int] = []
+    conflicts: list[int] = []
+    for link in links:
+        current: Link | None = link
+        for _ in range(3):  # an applier may be saving this very row
+            if current is None or current.state != PARKED:
+                break
+            try:
+                state.links.save(replace(current, parked_fingerprint=None))
+            except StateConflict:
+                current = state.links.get(link.marketo_id)
+                continue
+            done.append(link.marketo_id)
+            break
+        else:
+            conflicts.append(link.marketo_id)
+    work = chunked("marketo", "changed", done, reason="retry")
+    state.queues.send(work)  # after the un-park, so the applier cannot skip the person
+    return RetryResult(False, tuple(done), tuple(conflicts), operation_ids=tuple(w.operation_id for w in work))
+
+
+def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> RetryResult:
+    """Move readable poison messages back to their work queue; unreadable ones stay.
+
+    Each message is deleted from the poison queue only after its re-send succeeded, so a
+    crash in between duplicates a message (harmless: messages carry ids) but never loses
+    one. A dry run peeks (at most 32 per queue) and changes nothing.
+    """
+    out: list[PoisonRetry] = []
+    for source in WORK_QUEUES:
+        poison = state.storage.queue(source + POISON_SUFFIX)
+        if dry_run:
+            for m in poison.peek_messages(max_messages=PEEK_MAX):
+                out.append(_poison_verdict(source, m.id, str(m.content), moved=False))
+            continue
+        held = []
+        while True:
+            batch = list(poison.receive_messages(messages_per_page=PEEK_MAX, max_messages=PEEK_MAX,
+                                                 visibility_timeout=hold_s))
+            if not batch:
+                break
+            for m in batch:
+                verdict = _poison_verdict(source, m.id, str(m.content), moved=True)
+                if verdict.moved:
+                    state.storage.queue(source).send_message(str(m.content))
+                    poison.delete_message(m)
+                else:
+                    held.append(m)
+                out.append(verdict)
+        for m in held:  # visible again at once, for the next look
+            poison.update_message(m, visibility_timeout=0)
+    return RetryResult(dry_run, poison=tuple(out))
+
+
+def _poison_verdict(source: str, message_id: str, body: str, *, moved: bool) -> PoisonRetry:
+    try:
+        work = Work.from_json(body)
+    except BadMessage as exc:
+        return PoisonRetry(source + POISON_SUFFIX, message_id, False, f"left in place, unreadable: {exc.reason}")
+    return PoisonRetry(source + POISON_SUFFIX, message_id, moved,
+                       f"{'moved' if moved else 'would move'} to {source} (op={work.operation_id})")
+
+
+# -- explain ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Explanation:
+    person: str  # as asked
+    link: Link | None
+    activity: tuple[Entry, ...]  # newest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_jsonable(self))
+
+
+def parse_person(text: str) -> tuple[int | None, tuple[str, str] | None]:
+    """A Marketo id ("1042", "m1042") or a Dynamics record ("lead:<guid>", "contact:<guid>")."""
+    m = _PERSON.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a Marketo lead id, lead:<guid> or contact:<guid>")
+    if m["id"]:
+        return int(m["id"]), None
+    return None, (m["entity"], m["guid"].lower())
+
+
+def explain(state: State, person: str, *, limit: int = 50) -> Explanation:
+    marketo_id, record = parse_person(person)
+    if marketo_id is not None:
+        link = state.links.get(marketo_id)
+    else:
+        assert record is not None
+        link = state.links.by_dynamics(*record)
+    if link is not None:
+        marketo_id = link.marketo_id
+        if record is None and link.entity and link.dynamics_id:
+            record = (link.entity, link.dynamics_id.lower())
+    keys = [person_key(marketo_id)] if marketo_id is not None else []
+    if record is not None:
+        keys.append(f"{record[0]}:{record[1]}")  # outcomes logged before a Marketo id existed
+    entries = [e for key in keys for e in state.activity.for_person(key, limit=limit)]
+    entries.sort(key=lambda e: e.at, reverse=True)
+    return Explanation(person, link, tuple(entries[:limit]))
+
+
+# -- backfill --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    marketo: Any
+    dynamics: Any
+    winner: str  # "marketo" | "dynamics": per shared.merge, for a link with no base yet
+    rule: str
+
+
+@dataclass(frozen=True)
+class NewLink:
+    marketo_id: int
+    entity: str
+    dynamics_id: str
+    differences: tuple[Difference, ...]
+
+
+@dataclass(frozen=True)
+class Skip:
+    entity: str
+    dynamics_id: str
+    reason: str
+
+
+@dataclass
+class BackfillReport:
+    dry_run: bool
+    scanned: dict[str, int] = field(default_factory=dict)
+    already_linked: int = 0
+    linked: list[NewLink] = field(default_factory=list)
+    unmatched: list[Skip] = field(default_factory=list)  # no Marketo person has the email
+    skipped: list[Skip] = field(default_factory=list)
+    operation_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_jsonable(self))
+
+
+LOOKUP = 300  # people per Marketo lookup (one call)
+
+
+def backfill(svc: Services, *, entities: Sequence[str] = ("lead", "contact"), dry_run: bool = False,
+             create_missing: bool = False, progress: Progress | None = None) -> BackfillReport:
+    """Link every unlinked Dynamics record to the Marketo person with its email, and enqueue it.
+
+    A new link has an empty base, so the applier's first merge treats every differing
+    field as an initial collision (a blank never overwrites a value; the rule decides the
+    rest) and logs it. Records no Marketo person matches are listed; with
+    `create_missing` they are enqueued as Dynamics changes, so the applier creates the
+    Marketo person as it does for a new record. A dry run reads both sides and writes
+    nothing.
+    """
+    report = BackfillReport(dry_run)
+    seen_emails: set[str] = set()
+    seen_people: set[int] = set()
+    for entity in entities:
+        report.scanned[entity] = 0
+        for page in svc.dataverse.changes(ENTITY_SETS[entity], svc.select(entity), None):
+            for start in range(0, len(page.records), LOOKUP):
+                chunk = page.records[start:start + LOOKUP]
+                _backfill_chunk(svc, report, entity, chunk, seen_emails, seen_people, create_missing)
+                report.scanned[entity] += len(chunk)
+                if progress is not None:
+                    progress(entity, len(chunk))
+    return report
+
+
+def _backfill_chunk(svc: Services, report: BackfillReport, entity: str, records: Sequence[Mapping[str, Any]],
+                    seen_emails: set[str], seen_people: set[int], create_missing: bool) -> None:
+    key = PRIMARY_KEYS[entity]
+    email_spec = svc.fields.email
+    email_col = email_spec.column(entity) or ""
+    linked = svc.links.by_dynamics_many(entity, [str(r[key]).lower() for r in records])
+    report.already_linked += len(linked)
+    candidates: dict[str, tuple[str, Mapping[str, Any]]] = {}  # id -> (email, record)
+    for r in records:
+        rid = str(r[key]).lower()
+        email = email_spec.canonical(r.get(email_col))
+        if rid in linked or r.get(svc.settings.sync_filter_field) is False:
+            continue
+        if entity == "lead" and r.get("statecode", 0) != 0:
+            continue  # a qualified or disqualified lead is not a person to link
+        if not isinstance(email, str):
+            report.skipped.append(Skip(entity, rid, "email is blank"))
+        elif email.lower() in seen_emails:
+            report.skipped.append(Skip(entity, rid, "another Dynamics record with this email came first"))
+        else:
+            seen_emails.add(email.lower())
+            candidates[rid] = (email.lower(), r)
+    if not candidates:
+        return
+    emails = list(dict.fromkeys(e for e, _ in candidates.values()))
+    people: dict[str, dict[str, Any]] = {}
+    for p in sorted(svc.marketo.find_leads("email", emails, svc.marketo_fields()), key=lambda p: int(p["id"])):
+        people.setdefault(str(p.get("email", "")).lower(), p)  # the oldest person, as the applier picks
+    taken = svc.links.get_many(int(p["id"]) for p in people.values())
+    new: list[NewLink] = []
+    missing: list[str] = []
+    specs = svc.fields.for_entity(entity)
+    for rid, (email, record) in candidates.items():
+        person = people.get(email)
+        if person is None:
+            missing.append(rid)
+            report.unmatched.append(Skip(entity, rid, "no Marketo person has this email"))
+            continue
+        mid = int(person["id"])
+        if mid in taken or mid in seen_people:
+            other = taken.get(mid)
+            where = f"{other.entity} {other.dynamics_id}" if other else "another record in this run"
+            report.skipped.append(Skip(entity, rid, f"Marketo person {mid} is already linked to {where}"))
+            continue
+        seen_people.add(mid)
+        result = merge(specs, entity, {}, svc.fields.from_marketo(person), svc.fields.from_dynamics(entity, record))
+        diffs = tuple(Difference(c.field, c.marketo_value, c.dynamics_value, c.winner.value, c.rule)
+                      for c in result.collisions)
+        new.append(NewLink(mid, entity, rid, diffs))
+    if report.dry_run:
+        report.linked += new
+        return
+    _link_and_enqueue(svc, report, entity, new, missing if create_missing else [])
+
+
+def _link_and_enqueue(svc: Services, report: BackfillReport, entity: str, new: list[NewLink],
+                      missing: list[str]) -> None:
+    links = [Link(n.marketo_id, entity, n.dynamics_id, base={}) for n in new]
+    saved: list[NewLink] = []
+    for n, result in zip(new, svc.links.save_many(links), strict=True):
+        if isinstance(result, StateConflict):
+            report.skipped.append(Skip(entity, n.dynamics_id, f"Marketo person {n.marketo_id} was linked meanwhile"))
+        else:
+            saved.append(n)
+    svc.activity.write([Entry(person_key(n.marketo_id), activity.LINKED,
+                              f"linked to Dynamics {entity} {n.dynamics_id} by email (backfill)",
+                              details={"backfill": True, "differences": len(n.differences)}) for n in saved])
+    work = chunked("marketo", "changed", [n.marketo_id for n in saved], reason="backfill")
+    work += chunked("dynamics", "changed", missing, entity=entity, reason="backfill")
+    svc.queues.send(work)
+    report.linked += saved
+    report.operation_ids += [w.operation_id for w in work]
