@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup lint test demo run bench chaos clean
+.PHONY: setup lint test demo run bench chaos clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared functions function_app.py
 
-test: setup lint
+chromium:
+	sh scripts/ensure-chromium.sh
+
+test: setup lint chromium
 	$(PY) -m pytest
 
 demo: setup

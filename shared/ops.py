@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from shared import activity
+from shared import activity, health
 from shared.activity import ActivityLog, Entry
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
 from shared.errors import BadMessage, StateConflict
+from shared.health import HealthSnapshot
 from shared.links import PARKED, Link, LinkStore, person_key
 from shared.merge import merge
 from shared.poison import POISON_PERSON
@@ -93,7 +94,9 @@ def to_jsonable(value: Any) -> Any:
 @dataclass(frozen=True)
 class FeedStatus:
     name: str
-    last_moved: datetime | None  # None: the feed was never polled
+    last_moved: datetime | None  # the cursor's last save; None: the feed was never polled
+    last_poll: datetime | None = None  # from the health snapshot (a quiet poll moves no cursor)
+    lagging: bool | None = None  # None: unknown (no health snapshot)
 
 
 @dataclass(frozen=True)
@@ -109,41 +112,52 @@ class Status:
     feeds: tuple[FeedStatus, ...]
     queues: tuple[QueueStatus, ...]
     links: int
-    parked: int
+    parked: int  # links parked now
     last_hour: dict[str, int]
     last_day: dict[str, int]
+    health: HealthSnapshot | None = None  # the health page's verdict, when the app settings were there
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(to_jsonable(self))
-
-
-def _outcome_counts(entries: Iterable[Entry]) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for e in entries:
-        counts[e.kind] += 1
-        if e.kind in (activity.VALIDATION_FAILED, activity.REJECTED):
-            counts["failed"] += 1
-    return counts
+        body: dict[str, Any] = to_jsonable(replace(self, health=None))
+        body["health"] = self.health.to_dict() if self.health is not None else None
+        return body
 
 
 COUNTED = ("synced", "created", "linked", "collision", "failed", "parked", "moved", "deleted")
 
 
-def status(state: State) -> Status:
-    """One look at the whole deployment. Reads every link row once (to count parked ones)."""
+def _counted(kinds: Mapping[str, int]) -> dict[str, int]:
+    failed = sum(kinds.get(k, 0) for k in (activity.VALIDATION_FAILED, activity.REJECTED))
+    return {k: failed if k == "failed" else kinds.get(k, 0) for k in COUNTED}
+
+
+def status(state: State, svc: Services | None = None) -> Status:
+    """One look at the whole deployment; reads every link row once (to count parked ones).
+
+    With the app's services, the health snapshot (`shared.health`) supplies the queue
+    depths, outcome counts, last polls and the verdict; without, they come from storage.
+    """
     now = datetime.now(UTC)
     cursors = {c.name: c for c in state.cursors.all()}
-    feeds = tuple(FeedStatus(name, cursors[name].updated_at if name in cursors else None) for name in FEEDS)
-    queues = tuple(QueueStatus(name + suffix, state.queues.depth(name + suffix), bool(suffix))
-                   for name in WORK_QUEUES for suffix in ("", POISON_SUFFIX))
     total = parked = 0
     for link in state.links.all():
         total += 1
         parked += link.state == PARKED
+    if svc is not None:
+        snap = health.snapshot(svc, now=now)
+        polls = {f.feed: f for f in snap.feeds}
+        feeds = tuple(FeedStatus(name, cursors[name].updated_at if name in cursors else None,
+                                 polls[name].last_poll if name in polls else None,
+                                 polls[name].lagging if name in polls else None) for name in FEEDS)
+        queues = tuple(QueueStatus(q.name, q.depth, q.poison) for q in snap.queues)
+        return Status(now, feeds, queues, total, parked, _counted(snap.last_hour.by_kind),
+                      _counted(snap.last_day.by_kind), snap)
+    feeds = tuple(FeedStatus(name, cursors[name].updated_at if name in cursors else None) for name in FEEDS)
+    queues = tuple(QueueStatus(name + suffix, state.queues.depth(name + suffix), bool(suffix))
+                   for suffix in ("", POISON_SUFFIX) for name in WORK_QUEUES)
     day = list(state.activity.since(now - timedelta(days=1)))
-    hour = _outcome_counts(e for e in day if e.at >= now - timedelta(hours=1))
-    whole = _outcome_counts(day)
-    return Status(now, feeds, queues, total, parked, {k: hour[k] for k in COUNTED}, {k: whole[k] for k in COUNTED})
+    hour = Counter(e.kind for e in day if e.at >= now - timedelta(hours=1))
+    return Status(now, feeds, queues, total, parked, _counted(hour), _counted(Counter(e.kind for e in day)))
 
 
 # -- failures --------------------------------------------------------------------------
@@ -234,8 +248,12 @@ def failures(state: State) -> Failures:
 class PoisonRetry:
     queue: str
     message_id: str
-    moved: bool
+    outcome: str  # "moved" | "would move" | "left" (unreadable: it would only be poisoned again)
     note: str
+
+    @property
+    def moved(self) -> bool:
+        return self.outcome != "left"
 
 
 @dataclass(frozen=True)
@@ -317,9 +335,9 @@ def _poison_verdict(source: str, message_id: str, body: str, *, moved: bool) -> 
     try:
         work = Work.from_json(body)
     except BadMessage as exc:
-        return PoisonRetry(source + POISON_SUFFIX, message_id, False, f"left in place, unreadable: {exc.reason}")
-    return PoisonRetry(source + POISON_SUFFIX, message_id, moved,
-                       f"{'moved' if moved else 'would move'} to {source} (op={work.operation_id})")
+        return PoisonRetry(source + POISON_SUFFIX, message_id, "left", f"unreadable: {exc.reason}")
+    outcome = "moved" if moved else "would move"
+    return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, f"{outcome} to {source} (op={work.operation_id})")
 
 
 # -- explain ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
 from shared.echo import dataverse_news, marketo_news
 from shared.errors import CursorExpired
+from shared.health import record_poll
 from shared.runtime import ENTITY_SETS, Services
 from shared.workqueue import chunked
 
@@ -73,6 +74,7 @@ def _marketo_feed(svc: Services, name: str) -> PollReport:
             svc.queues.send(work)
             report.changed, report.messages = len(ids), len(work)
         svc.cursors.save(name, token, previous=cursor)
+    record_poll(svc, name, report.changed, report.deleted)
     return report
 
 
@@ -125,6 +127,7 @@ def _dataverse_feed(svc: Services, entity: str) -> PollReport:
         report.rebaselined = True
         report.notes.append(f"delta link expired ({exc.detail}): full re-read")
         _drain_dataverse(svc, entity, cursor, report, from_scratch=True)
+    record_poll(svc, name, report.changed, report.deleted)
     return report
 
 

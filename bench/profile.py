@@ -1,0 +1,103 @@
+"""Where an applier spends its time: one 300-person message applied in this process under cProfile.
+
+`shared.apply.apply_work` runs here against the same emulators and Azurite as the app.
+Time is attributed to the LeadSync module a call entered from outside every category:
+HTTP to Marketo or Dataverse (their clients, including JSON and retries), storage (links,
+activity log, queues: Azure SDK calls to Azurite), mapping (fieldmap), merge, validation.
+What is left is the applier's own glue (apply.py, report.py, fingerprints, logging).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.system import BenchSystem
+from shared.apply import apply_work
+from shared.config import Settings
+from shared.runtime import ENTITY_SETS, Services
+from shared.workqueue import Work
+
+SHARED = Path(__file__).resolve().parent.parent / "shared"
+CATEGORIES = {
+    "http_marketo": ("marketo.py", "ratelimit.py"),
+    "http_dataverse": ("dataverse.py", "odata.py"),
+    "storage": ("links.py", "activity.py", "storage.py", "workqueue.py", "cursors.py"),
+    "mapping": ("fieldmap.py",),
+    "merge": ("merge.py",),
+    "validation": ("validation.py",),
+}
+TOP = 10
+
+
+def _category(filename: str) -> str | None:
+    path = Path(filename)
+    if path.parent != SHARED:
+        return None
+    for name, files in CATEGORIES.items():
+        if path.name in files:
+            return name
+    return None
+
+
+def attribute(stats: pstats.Stats) -> dict[str, float]:
+    """Seconds per category: time in a category's functions entered from outside every category."""
+    spent = dict.fromkeys(CATEGORIES, 0.0)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for func, (_cc, _nc, _tt, _ct, callers) in raw.items():
+        category = _category(func[0])
+        if category is None:
+            continue
+        for caller, edge in callers.items():
+            if _category(caller[0]) is None:
+                spent[category] += edge[3]
+    return spent
+
+
+def measure(system: BenchSystem, pairs: list[tuple[str, int]]) -> dict[str, Any]:
+    svc = Services.from_settings(Settings.from_env(system.env))
+    svc.rules("lead")  # warm: Dynamics metadata, both tokens, connection pools
+    svc.marketo.get_leads([pairs[0][1]], svc.marketo_fields())
+    svc.dataverse.get_by_ids(ENTITY_SETS["lead"], [pairs[0][0]], svc.select("lead"))
+    out: dict[str, Any] = {"profile.records": len(pairs)}
+    stamp = uuid.uuid4().hex[:4]
+    for i, (lead_id, _) in enumerate(pairs):
+        system.dataverse.update("leads", lead_id, {"jobtitle": f"P{i}-{stamp}", "address1_city": "Leeds"})
+    out.update(_profile(svc, "d2m", Work("dynamics", "changed", tuple(lid for lid, _ in pairs), "lead")))
+    system.marketo.bulk([{"id": mid, "title": f"Q{i}-{stamp}"} for i, (_, mid) in enumerate(pairs)])
+    out.update(_profile(svc, "m2d", Work("marketo", "changed", tuple(mid for _, mid in pairs))))
+    svc.dataverse.close()
+    return out
+
+
+def _profile(svc: Services, name: str, work: Work) -> dict[str, Any]:
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    outcomes = profiler.runcall(apply_work, svc, work)
+    wall = time.perf_counter() - started
+    stats = pstats.Stats(profiler)
+    key = f"profile.{name}"
+    out: dict[str, Any] = {f"{key}.wall_ms": round(wall * 1000, 1),
+                           f"{key}.per_record_ms": round(wall * 1000 / len(work.ids), 2),
+                           f"{key}.synced": outcomes.counts.get("synced", 0)}
+    spent = attribute(stats)
+    for category, seconds in spent.items():
+        out[f"{key}.pct.{category}"] = round(100 * seconds / wall, 1)
+    out[f"{key}.pct.other"] = round(100 * (wall - sum(spent.values())) / wall, 1)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    top = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:TOP]
+    for rank, ((filename, line, function), (_cc, calls, tottime, cumtime, _)) in enumerate(top, start=1):
+        where = f"{_short(filename)}:{line}({function})"
+        out[f"{key}.top.{rank}"] = f"{where} self {tottime * 1000:.1f} ms, cum {cumtime * 1000:.1f} ms, {calls} calls"
+    return out
+
+
+def _short(filename: str) -> str:
+    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename

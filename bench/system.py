@@ -1,0 +1,179 @@
+"""The system under test: Azurite and both emulators here, the app in a child process.
+
+`BenchSystem` starts Azurite and the Marketo and Dataverse emulators with their default
+(real) limits in this process, and runs the app in `bench.apphost` so its memory is its
+own. It can restart the app with another poll schedule, run a poller on demand, wait for
+the work queues to drain, and read each emulator's call counters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from devhost.emulators.dataverse import DataverseAdmin
+from devhost.emulators.marketo import MarketoAdmin
+from devhost.stack import DEV_FUNCTION_KEY, Stack, StackConfig, schedule_every
+from shared.storage import Storage
+from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, WorkQueues
+
+ROOT = Path(__file__).resolve().parent.parent
+NEVER = "0 0 0 1 1 *"  # once a year: pollers run only when asked
+
+
+@dataclass(frozen=True)
+class Counters:
+    marketo_calls: int  # counted REST calls (what Marketo's rate limit and daily quota count)
+    dataverse_requests: int  # Web API requests ($batch counts once)
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(self.marketo_calls - other.marketo_calls, self.dataverse_requests - other.dataverse_requests)
+
+    @property
+    def total(self) -> int:
+        return self.marketo_calls + self.dataverse_requests
+
+
+class BenchSystem:
+    def __init__(self, log: TextIO | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="leadsync-bench-")
+        self.log_path = Path(self._tmp.name) / "app.log"
+        self.stack = Stack(StackConfig(start_host=False, app_port=0), log=lambda line: None)
+        self.marketo: MarketoAdmin
+        self.dataverse: DataverseAdmin
+        self.env: dict[str, str] = {}
+        self.app: subprocess.Popen[str] | None = None
+        self.app_url = ""
+        self.function_key = DEV_FUNCTION_KEY
+        self._log = log or sys.stderr
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> BenchSystem:
+        self.stack.start()
+        self.env = dict(self.stack.env)
+        self.marketo = MarketoAdmin(self.stack.marketo.base_url)
+        self.dataverse = DataverseAdmin(self.stack.dataverse.base_url, self.stack.dataverse.ca_path)
+        self.queues = WorkQueues(Storage(self.env["AzureWebJobsStorage"]))
+        return self
+
+    def stop(self) -> None:
+        self.stop_app()
+        self.marketo.close()
+        self.dataverse.close()
+        self.stack.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> BenchSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start_app(self, poll_seconds: int | None = None) -> None:
+        """(Re)start the app in a fresh process; poll_seconds=None: pollers only on demand."""
+        self.stop_app()
+        schedule = NEVER if poll_seconds is None else schedule_every(poll_seconds)
+        env = {**os.environ, **self.env, "MARKETO_POLL_SCHEDULE": schedule, "DATAVERSE_POLL_SCHEDULE": schedule,
+               "PYTHONUNBUFFERED": "1"}
+        port = _free_port()
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child owns it until stop_app
+        self.app = subprocess.Popen(
+            [sys.executable, "-m", "bench.apphost", "--port", str(port), "--function-key", self.function_key],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+        log.close()
+        assert self.app.stdout is not None
+        line = self.app.stdout.readline()
+        if not line.startswith("ready "):
+            raise RuntimeError(f"the app did not start (see {self.log_path}): {line!r}")
+        self.app_url = line.split()[1]
+
+    def stop_app(self) -> None:
+        if self.app is None:
+            return
+        try:
+            assert self.app.stdin is not None
+            self.app.stdin.write("quit\n")
+            self.app.stdin.close()
+            self.app.wait(60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.app.kill()
+            self.app.wait()
+        self.app = None
+
+    # -- driving -------------------------------------------------------------------------
+    def poll(self, *, marketo: bool = True, dataverse: bool = True) -> None:
+        """Run the pollers now, in the app, and wait until they finished."""
+        for side, wanted in (("dataverse", dataverse), ("marketo", marketo)):
+            if wanted:
+                self._command(f"poll {side}")
+
+    def _command(self, text: str) -> None:
+        assert self.app is not None and self.app.stdin is not None and self.app.stdout is not None
+        self.app.stdin.write(text + "\n")
+        self.app.stdin.flush()
+        answer = self.app.stdout.readline().strip()
+        if answer != "done":
+            raise RuntimeError(f"{text}: {answer or 'the app exited'} (see {self.log_path})")
+
+    def depth(self) -> int:
+        return self.queues.depth(FROM_MARKETO) + self.queues.depth(FROM_DYNAMICS)
+
+    def drain(self, timeout: float = 600.0) -> None:
+        """Wait until both work queues are empty (in-flight messages count until deleted)."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"work queues did not drain in {timeout} s ({self.depth()} left)")
+            quiet = quiet + 1 if self.depth() == 0 else 0
+            time.sleep(0.15)
+
+    def sync(self, rounds: int = 2) -> None:
+        """Poll both sides and drain, `rounds` times (the second sees and drops our echoes)."""
+        for _ in range(rounds):
+            self.poll()
+            self.drain()
+
+    # -- observing ----------------------------------------------------------------------
+    def counters(self) -> Counters:
+        return Counters(int(self.marketo.stats()["counted_calls"]), int(self.dataverse.stats()["total_requests"]))
+
+    def app_memory_kb(self) -> dict[str, int]:
+        """The app process's current (VmRSS) and peak (VmHWM) resident memory, in kB."""
+        assert self.app is not None
+        out: dict[str, int] = {}
+        for line in Path(f"/proc/{self.app.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+        return out
+
+    def sync_person(self, http: Any, lead_id: int) -> Any:
+        return http.post(f"{self.app_url}/api/sync-person", content=b'{"leadId": %d}' % lead_id,
+                         headers={"x-functions-key": self.function_key, "content-type": "application/json"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed_leads(system: BenchSystem, records: list[dict[str, Any]], chunk: int = 5000) -> list[str]:
+    """Create Dataverse leads through the emulator's admin API (as an import would: uncounted)."""
+    ids: list[str] = []
+    for start in range(0, len(records), chunk):
+        ids += system.dataverse.bulk("leads", records[start:start + chunk])
+    return ids
+
+
+def people_with(system: BenchSystem, tag: str) -> dict[str, int]:
+    """Marketo people whose email contains `tag`: email -> Marketo id."""
+    return {str(p["email"]): int(p["id"]) for p in system.marketo.all_leads() if tag in str(p.get("email") or "")}

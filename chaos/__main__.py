@@ -1,0 +1,75 @@
+"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick]`: run the campaign, print
+the summary table, exit 1 if any check fails."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from chaos.campaign import Campaign, Config, Tally
+from chaos.checks import run_checks, table
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=Config.seed)
+    p.add_argument("--people", type=int, default=None, help="people seeded (default 2000; 150 with --quick)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds of edits (default 6; 2 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a small, fast run for development")
+    p.add_argument("--workdir", type=Path, default=None, help="keep Azurite's data and the app's log here")
+    args = p.parse_args(argv)
+    if args.people is None:
+        args.people = 150 if args.quick else Config.people
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else Config.rounds
+    if args.people < 1 or args.rounds < 0:
+        p.error("--people must be at least 1 and --rounds at least 0")
+    return args
+
+
+def faults_table(c: Campaign, tally: Tally) -> str:
+    rows: Counter[str] = Counter()
+    for kind, n in c.faults.marketo_served().items():
+        rows[f"Marketo {kind}"] += n
+    for kind, n in c.faults.dataverse_served.items():
+        rows[f"Dataverse {kind}"] += n
+    rows["Dataverse token revocations"] = tally.revocations
+    rows["host SIGKILLs"] = tally.kills
+    rows["Azurite restarts"] = tally.azurite_restarts
+    rows["malformed messages"] = len(tally.bad_messages)
+    rows["unknown-record messages"] = tally.unknown_messages
+    return "\n".join(f"  {k:<30} {v}" for k, v in sorted(rows.items()))
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+
+    def log(line: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f} s] {line}", flush=True)
+
+    config = Config(seed=args.seed, people=args.people, rounds=args.rounds, workdir=args.workdir, log=log)
+    if args.quick:
+        config.realtime_per_round = 2
+    with Campaign(config) as campaign:
+        tally = campaign.run()
+        checks = run_checks(campaign)
+        print()
+        print(f"LeadSync fault campaign: seed {args.seed}, {args.people} people, {args.rounds} rounds, "
+              f"{tally.seconds['total']:.0f} s (seed + initial sync {tally.seconds['seed']:.0f} s)")
+        print(f"edits: {tally.edits['marketo']} in Marketo, {tally.edits['dynamics']} in Dynamics, "
+              f"{tally.collisions_made} same-field collisions; {tally.realtime_people} people through the webhook "
+              f"(responses {dict(sorted(tally.realtime.items()))}); {tally.sync_cycles} poll+drain cycles")
+        print(f"fields off the oracle after each round: {tally.round_mismatches}")
+        print("faults served:")
+        print(faults_table(campaign, tally))
+        print()
+        print(table(checks))
+        return 0 if all(c.ok for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

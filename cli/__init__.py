@@ -1,0 +1,1 @@
+"""`leadsync`: the operator's command line (status, failures, retry, backfill, explain)."""

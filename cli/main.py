@@ -1,0 +1,210 @@
+"""The `leadsync` command: thin wrappers over `shared.ops`, tables for people, `--json` for scripts.
+
+Every command works with a storage connection string alone (`--connection-string`, or
+`AzureWebJobsStorage` as in the Function App), except `backfill`, which also talks to
+Marketo and Dataverse and so reads the same app settings the Function App does.
+Errors are one line on stderr; exit status 2 for usage and settings, 1 for a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, NoReturn
+
+import typer
+from azure.core.exceptions import AzureError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from cli import render
+from shared import ops
+from shared.config import Settings
+from shared.errors import ConfigError, LeadSyncError
+from shared.runtime import Services
+
+app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
+
+
+@dataclass(frozen=True)
+class Context:
+    connection_string: str | None
+    table_prefix: str
+
+    def state(self) -> ops.StateStores:
+        return ops.StateStores.open(self._connection(), table_prefix=self.table_prefix)
+
+    def services(self, *, check: bool = True) -> Services:
+        """The app's services, from the app settings (with this storage and prefix).
+
+        `check` refuses a field map naming fields either service lacks, as the app does at start.
+        """
+        env = {**os.environ, "AzureWebJobsStorage": self._connection(), "LEADSYNC_TABLE_PREFIX": self.table_prefix}
+        svc = Services.from_settings(Settings.from_env(env))
+        if check:
+            svc.check_field_map()
+        return svc
+
+    def _connection(self) -> str:
+        if not self.connection_string:
+            fail("no storage account: pass --connection-string or set AzureWebJobsStorage", code=2)
+        return self.connection_string
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    typer.echo(f"leadsync: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Known failures as one line on stderr, never a traceback (and never a secret)."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    except LeadSyncError as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except AzureError as exc:
+        first = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0]
+        fail(f"storage: {first}")
+
+
+def emit(data: dict[str, Any]) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    connection_string: Annotated[str | None, typer.Option(
+        "--connection-string", envvar="AzureWebJobsStorage", show_envvar=True, show_default=False,
+        help="Storage account connection string (Azurite or Azure).")] = None,
+    table_prefix: Annotated[str, typer.Option(
+        "--table-prefix", envvar="LEADSYNC_TABLE_PREFIX", show_envvar=True,
+        help="Prefix of LeadSync's state tables.")] = "leadsync",
+) -> None:
+    ctx.obj = Context(connection_string, table_prefix)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    storage_only: Annotated[bool, typer.Option(
+        "--storage-only", help="Read storage alone: no health verdict, no Marketo quota call.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Health verdict, cursors and last polls, queue depths (poison too), outcomes in the last hour and day."""
+    with one_line_errors():
+        state = ctx.obj.state()
+        svc = None
+        if not storage_only:
+            try:
+                svc = ctx.obj.services(check=False)
+            except ConfigError as exc:
+                typer.echo(f"leadsync: {exc}: showing what storage alone tells (no health verdict)", err=True)
+        result = ops.status(state, svc)
+    if as_json:
+        emit(result.to_dict())
+    else:
+        render.status(Console(), result)
+
+
+@app.command()
+def failures(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Parked people with their latest failure, and poison messages with their reasons."""
+    with one_line_errors():
+        result = ops.failures(ctx.obj.state())
+    if as_json:
+        emit(result.to_dict())
+    else:
+        render.failures(Console(), result)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    parked: Annotated[bool, typer.Option("--parked", help="Un-park parked people and re-enqueue them.")] = False,
+    poison: Annotated[bool, typer.Option("--poison", help="Move poison messages back to their queue.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Both --parked and --poison.")] = False,
+    person: Annotated[list[int] | None, typer.Option(
+        "--person", help="Only this parked Marketo lead id (repeatable).")] = None,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Retry parked people and/or poison messages."""
+    parked, poison = parked or everything, poison or everything
+    if not (parked or poison):
+        fail("say what to retry: --parked, --poison or --all", code=2)
+    with one_line_errors():
+        state = ctx.obj.state()
+        result = ops.RetryResult(dry_run)
+        if parked:
+            result = ops.retry_parked(state, marketo_ids=person or None, dry_run=dry_run)
+        if poison:
+            result = replace(result, poison=ops.retry_poison(state, dry_run=dry_run).poison)
+    if as_json:
+        emit(result.to_dict())
+    else:
+        render.retry(Console(), result, parked=parked, poison=poison)
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    entity: Annotated[list[str] | None, typer.Option(
+        "--entity", help="lead and/or contact (repeatable; default both).")] = None,
+    create_missing: Annotated[bool, typer.Option(
+        "--create-missing", help="Enqueue records no Marketo person matches, so the app creates the person.")] = False,
+    dry_run: DryRun = False,
+    limit: Annotated[int, typer.Option("--limit", help="Rows shown per table (JSON lists all).")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Link existing Dynamics records to Marketo people by email, and enqueue them for a first merge."""
+    entities = entity or ["lead", "contact"]
+    for name in entities:
+        if name not in ("lead", "contact"):
+            fail(f"--entity {name!r} is not 'lead' or 'contact'", code=2)
+    with one_line_errors():
+        svc = ctx.obj.services()
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            tasks = {e: bar.add_task(f"reading {e}s", total=None) for e in entities}
+            result = ops.backfill(svc, entities=entities, dry_run=dry_run, create_missing=create_missing,
+                                  progress=lambda stage, n: bar.advance(tasks[stage], n))
+    if as_json:
+        emit(result.to_dict())
+    else:
+        render.backfill(Console(), result, limit=limit)
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    person: Annotated[str, typer.Argument(help="A Marketo lead id, or lead:<guid> / contact:<guid>.")],
+    limit: Annotated[int, typer.Option("--limit", help="Activity entries to show.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """One person: the link, the base values both sides last agreed on, and the activity log."""
+    try:
+        ops.parse_person(person)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    with one_line_errors():
+        result = ops.explain(ctx.obj.state(), person, limit=limit)
+    if as_json:
+        emit(result.to_dict())
+    else:
+        render.explain(Console(), result)
+
+
+if __name__ == "__main__":
+    app()

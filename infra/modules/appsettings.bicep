@@ -1,0 +1,70 @@
+// Every app setting of the Function App, in one place (this resource replaces the whole
+// set on each deployment). Storage is reached as the app's managed identity: no account
+// key or connection string appears here. Secrets appear only as Key Vault references.
+// Names and meanings: README.md, "Configuration".
+
+param appName string
+param storageAccountName string
+param storageBlobEndpoint string
+param storageQueueEndpoint string
+param storageTableEndpoint string
+param appInsightsConnectionString string
+
+@description('Versionless URI of the Key Vault secret holding the Marketo client secret.')
+param marketoClientSecretUri string
+
+@description('Versionless URI of the Key Vault secret holding the Dataverse client secret.')
+param dataverseClientSecretUri string
+
+param marketoBaseUrl string
+param marketoClientId string
+param marketoCallsPer20s int
+param marketoMaxConcurrency int
+param marketoPollSchedule string
+param marketoDeletedField string
+param marketoActivityType string
+param dataverseUrl string
+param dataverseTenantId string
+param dataverseClientId string
+param dataverseAuthorityHost string
+param dataversePollSchedule string
+param dataverseSyncFilterField string
+param fieldMap string
+param tablePrefix string
+
+resource app 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: appName
+}
+
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: app
+  name: 'appsettings'
+  properties: {
+    // Identity-based connection: the host and LeadSync's own clients use the account
+    // name / service URIs with the system-assigned identity (roles in access.bicep).
+    AzureWebJobsStorage__accountName: storageAccountName
+    AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+    AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+    AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+    // Telemetry is sent with the managed identity; the component refuses the bare key.
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+    MARKETO_BASE_URL: marketoBaseUrl
+    MARKETO_CLIENT_ID: marketoClientId
+    MARKETO_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${marketoClientSecretUri})'
+    MARKETO_CALLS_PER_20S: string(marketoCallsPer20s)
+    MARKETO_MAX_CONCURRENCY: string(marketoMaxConcurrency)
+    MARKETO_POLL_SCHEDULE: marketoPollSchedule
+    MARKETO_DELETED_FIELD: marketoDeletedField
+    MARKETO_ACTIVITY_TYPE: marketoActivityType
+    DATAVERSE_URL: dataverseUrl
+    DATAVERSE_TENANT_ID: dataverseTenantId
+    DATAVERSE_CLIENT_ID: dataverseClientId
+    DATAVERSE_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${dataverseClientSecretUri})'
+    DATAVERSE_AUTHORITY_HOST: dataverseAuthorityHost
+    DATAVERSE_POLL_SCHEDULE: dataversePollSchedule
+    DATAVERSE_SYNC_FILTER_FIELD: dataverseSyncFilterField
+    LEADSYNC_FIELD_MAP: fieldMap
+    LEADSYNC_TABLE_PREFIX: tablePrefix
+  }
+}

@@ -1,0 +1,418 @@
+"""Sync health: one read-only snapshot of how LeadSync is doing, for the health page.
+
+What a snapshot reads:
+
+    last poll per feed   the heartbeat row `heartbeat-<feed>` in the cursors table, written by
+                         `record_poll` at the end of every poll. A poll that finds nothing does
+                         not move its cursor, so the cursor's own `updated_at` would call a quiet
+                         feed stale; it is only the fallback when no heartbeat exists yet.
+    queue depths         both work queues and their `-poison` queues
+    activity             counts of the last hour and day from the by-hour activity partitions,
+                         and the latest collisions and failures
+    Marketo quota        API calls used today against the 50,000 daily quota. Every call counts
+                         against that quota, so the figure is cached per client for 5 minutes.
+
+Status, worst first:
+
+    failing   a poller lags more than max(3 x its schedule, 5 minutes) or has never run (the
+              deleted-leads feed counts MARKETO_DELETES_EVERY_S as its schedule when longer);
+              Marketo's daily quota is used up
+    degraded  messages on a poison queue; failures in the last hour; quota 80 % used
+    ok        none of the above
+
+Privacy: entries name people by key only (`m1042`, `lead:<guid>`). Messages are rebuilt
+from structured details where they exist, otherwise shown with quoted values and email
+addresses redacted, since validation messages quote the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.data.tables import UpdateMode
+
+from shared import activity
+from shared.config import Settings, poll_schedule
+from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
+from shared.errors import MarketoError, QuotaExhausted
+from shared.marketo import MarketoClient
+from shared.runtime import Services
+from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+
+HEARTBEAT_PREFIX = "heartbeat-"
+FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer schedule
+    (MARKETO_CHANGES, "MARKETO_POLL_SCHEDULE"),
+    (MARKETO_DELETES, "MARKETO_POLL_SCHEDULE"),
+    (dataverse_feed("lead"), "DATAVERSE_POLL_SCHEDULE"),
+    (dataverse_feed("contact"), "DATAVERSE_POLL_SCHEDULE"),
+)
+QUEUES = (FROM_MARKETO, FROM_DYNAMICS, f"{FROM_MARKETO}-poison", f"{FROM_DYNAMICS}-poison")
+MARKETO_DAILY_QUOTA = 50_000
+QUOTA_WARN = 0.8
+LAG_FACTOR = 3
+LAG_FLOOR = timedelta(minutes=5)
+SYNCED_KINDS = frozenset({activity.SYNCED, activity.CREATED, activity.LINKED, activity.MOVED})
+USAGE_MAX_AGE_S = 300.0
+USAGE_ERROR_MAX_AGE_S = 60.0
+
+OK, DEGRADED, FAILING = "ok", "degraded", "failing"
+_RANK = {OK: 0, DEGRADED: 1, FAILING: 2}
+
+
+# --------------------------------------------------------------------------- the snapshot
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    feed: str
+    schedule: str
+    last_poll: datetime | None  # None: never polled
+    lag_s: float | None
+    limit_s: float | None  # lag above this is lagging; None: schedule runs less than daily, not judged
+    changed: int | None  # what the last poll found (None: no heartbeat, only a cursor)
+    deleted: int | None
+
+    @property
+    def lagging(self) -> bool:
+        if self.limit_s is None:
+            return False
+        return self.lag_s is None or self.lag_s > self.limit_s
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    name: str
+    depth: int
+
+    @property
+    def poison(self) -> bool:
+        return self.name.endswith("-poison")
+
+
+@dataclass(frozen=True)
+class Counts:
+    synced: int = 0
+    failed: int = 0
+    parked: int = 0
+    collisions: int = 0
+    by_kind: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    person: str
+    kind: str
+    direction: str
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    used: int | None  # None: unknown, see `error`
+    limit: int = MARKETO_DAILY_QUOTA
+    error: str | None = None
+    exhausted: bool = False
+
+    @property
+    def fraction(self) -> float | None:
+        if self.exhausted:
+            return 1.0
+        return None if self.used is None else self.used / self.limit
+
+
+@dataclass(frozen=True)
+class Reason:
+    level: str  # DEGRADED | FAILING
+    text: str
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    at: datetime
+    status: str
+    reasons: tuple[Reason, ...]
+    feeds: tuple[FeedHealth, ...]
+    queues: tuple[QueueHealth, ...]
+    last_hour: Counts
+    last_day: Counts
+    counts_complete: bool  # False: the day had more entries than a snapshot reads
+    collisions: tuple[Event, ...]
+    failures: tuple[Event, ...]
+    quota: Quota
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
+        body = _jsonable(asdict(self))
+        for feed, out in zip(self.feeds, body["feeds"], strict=True):
+            out["lagging"] = feed.lagging
+        for queue, out in zip(self.queues, body["queues"], strict=True):
+            out["poison"] = queue.poison
+        body["quota"]["fraction"] = self.quota.fraction
+        return dict(body)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def record_poll(svc: Services, feed: str, changed: int, deleted: int, *, at: datetime | None = None) -> None:
+    """Note that `feed` was polled (found `changed`/`deleted` ids); the pollers call this each run.
+
+    One row per feed, replaced every time (last writer wins: two overlapping polls both ran).
+    """
+    moment = at or datetime.now(UTC)
+    svc.storage.table("cursors").upsert_entity(
+        {"PartitionKey": "cursor", "RowKey": HEARTBEAT_PREFIX + feed, "updated_at": moment,
+         "value": json.dumps({"changed": changed, "deleted": deleted})},
+        mode=UpdateMode.REPLACE,
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+_services: tuple[Settings, Services] | None = None
+_services_lock = threading.Lock()
+
+
+def health_services() -> Services:
+    """Services for the health page, built from the app settings like `runtime.services()`.
+
+    Without its start-up check of the field map against both APIs: the page must load while
+    Dataverse or Marketo is down. Rebuilt when the settings change (devhost, tests).
+    Raises ConfigError naming a bad setting.
+    """
+    global _services
+    settings = Settings.from_env()
+    with _services_lock:
+        if _services is None or _services[0] != settings:
+            _services = (settings, Services.from_settings(settings))
+        return _services[1]
+
+
+
+def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, str] | None = None,
+             latest: int = 10, max_entries: int = 100_000) -> HealthSnapshot:
+    """How the sync is doing at `now` (default: the current time).
+
+    `env` holds the poll schedule settings (default: the process environment, as the timers
+    read them). `latest` bounds the collision and failure lists; at most `max_entries` activity
+    entries of the last day are counted (newest first, so the last hour is counted first).
+    Raises the storage SDK's errors when storage cannot be read; Marketo errors only make the
+    quota unknown.
+    """
+    now = now or datetime.now(UTC)
+    feeds = tuple(_feed(svc, name, poll_schedule(setting, env), now) for name, setting in FEEDS)
+    queues = tuple(QueueHealth(name, svc.queues.depth(name)) for name in QUEUES)
+    hour, day, complete, collisions, failures = _activity(svc, now, latest, max_entries)
+    quota = marketo_quota(svc.marketo)
+    reasons = _reasons(feeds, queues, hour, quota)
+    status = max((r.level for r in reasons), key=_RANK.__getitem__, default=OK)
+    return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota)
+
+
+def _feed(svc: Services, name: str, schedule: str, now: datetime) -> FeedHealth:
+    beat = svc.cursors.get(HEARTBEAT_PREFIX + name)
+    cursor = svc.cursors.get(name)
+    changed = deleted = None
+    if beat is not None:
+        found = json.loads(beat.value)
+        changed, deleted = int(found.get("changed", 0)), int(found.get("deleted", 0))
+    times = [c.updated_at for c in (beat, cursor) if c is not None]
+    last = max(times) if times else None
+    interval = schedule_interval(schedule)
+    if interval is not None and name == MARKETO_DELETES:
+        # polled at most every MARKETO_DELETES_EVERY_S, whatever the timer's schedule
+        interval = max(interval, timedelta(seconds=svc.settings.marketo_deletes_every_s))
+    limit = max(interval * LAG_FACTOR, LAG_FLOOR).total_seconds() if interval is not None else None
+    lag = max(0.0, (now - last).total_seconds()) if last is not None else None
+    return FeedHealth(name, schedule, last, lag, limit, changed, deleted)
+
+
+def _activity(svc: Services, now: datetime, latest: int, max_entries: int
+              ) -> tuple[Counts, Counts, bool, tuple[Event, ...], tuple[Event, ...]]:
+    hour_start, day_start = now - timedelta(hours=1), now - timedelta(days=1)
+    hour_kinds: Counter[str] = Counter()
+    day_kinds: Counter[str] = Counter()
+    collisions: list[Event] = []
+    failures: list[Event] = []
+    complete = True
+    for seen, entry in enumerate(svc.activity.since(day_start), start=1):
+        if seen > max_entries:
+            complete = False
+            break
+        if entry.at > now:
+            continue
+        day_kinds[entry.kind] += 1
+        if entry.at >= hour_start:
+            hour_kinds[entry.kind] += 1
+        if entry.kind == activity.COLLISION and len(collisions) < latest:
+            collisions.append(_event(entry))
+        elif entry.kind in activity.FAILURE_KINDS and len(failures) < latest:
+            failures.append(_event(entry))
+    return _counts(hour_kinds), _counts(day_kinds), complete, tuple(collisions), tuple(failures)
+
+
+def _counts(kinds: Counter[str]) -> Counts:
+    return Counts(
+        synced=sum(kinds[k] for k in SYNCED_KINDS),
+        failed=sum(kinds[k] for k in activity.FAILURE_KINDS),
+        parked=kinds[activity.PARKED],
+        collisions=kinds[activity.COLLISION],
+        by_kind=dict(sorted(kinds.items())),
+    )
+
+
+def _event(entry: activity.Entry) -> Event:
+    d = entry.details
+    if entry.kind == activity.COLLISION and {"field", "winner", "rule"} <= d.keys():
+        what = "initial link: values differed" if d.get("initial") else "changed on both sides"
+        message = f"{what}; {str(d['winner']).capitalize()} wins ({d['rule']} rule)"
+        return Event(entry.at, entry.person, entry.kind, entry.direction, str(d["field"]), message)
+    problems = d.get("problems")
+    fields = sorted({str(p["field"]) for p in problems if isinstance(p, dict) and p.get("field")}
+                    if isinstance(problems, list) else set())
+    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message))
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def redact(text: str) -> str:
+    """`text` without quoted values or email addresses (validation messages quote the value)."""
+    return _EMAIL.sub("[email]", _QUOTED.sub("[value]", text))
+
+
+# --------------------------------------------------------------------------- Marketo quota
+
+_usage_cache: weakref.WeakKeyDictionary[MarketoClient, tuple[float, Quota]] = weakref.WeakKeyDictionary()
+_usage_lock = threading.Lock()
+
+
+def marketo_quota(client: MarketoClient) -> Quota:
+    """Calls used today; reuses a reading younger than 5 minutes (1 minute after an error)."""
+    with _usage_lock:
+        cached = _usage_cache.get(client)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+    try:
+        quota = Quota(client.usage())
+        max_age = USAGE_MAX_AGE_S
+    except QuotaExhausted as exc:
+        quota = Quota(None, error=f"daily quota exhausted until {exc.resets_at:%Y-%m-%d %H:%M %Z}",
+                      exhausted=True)
+        max_age = USAGE_MAX_AGE_S
+    except MarketoError as exc:
+        quota = Quota(None, error=str(exc))
+        max_age = USAGE_ERROR_MAX_AGE_S
+    with _usage_lock:
+        _usage_cache[client] = (time.monotonic() + max_age, quota)
+    return quota
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _reasons(feeds: tuple[FeedHealth, ...], queues: tuple[QueueHealth, ...], hour: Counts,
+             quota: Quota) -> tuple[Reason, ...]:
+    out: list[Reason] = []
+    for f in feeds:
+        if not f.lagging:
+            continue
+        if f.last_poll is None:
+            out.append(Reason(FAILING, f"{f.feed} has not polled yet"))
+        else:
+            out.append(Reason(FAILING, f"{f.feed} last polled {_duration(f.lag_s or 0)} ago "
+                                       f"(limit {_duration(f.limit_s or 0)})"))
+    if quota.exhausted:
+        out.append(Reason(FAILING, "Marketo daily API quota is used up"))
+    elif quota.fraction is not None and quota.fraction >= QUOTA_WARN:
+        out.append(Reason(DEGRADED, f"Marketo daily API quota {quota.fraction:.0%} used"))
+    for q in queues:
+        if q.poison and q.depth:
+            out.append(Reason(DEGRADED, f"{q.depth} message{'s' if q.depth != 1 else ''} on {q.name}"))
+    if hour.failed:
+        out.append(Reason(DEGRADED, f"{hour.failed} record failure{'s' if hour.failed != 1 else ''} "
+                                    "in the last hour"))
+    return tuple(out)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} days"
+
+
+# --------------------------------------------------------------------------- schedules
+
+_TIMESPAN = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})$")
+
+
+def schedule_interval(schedule: str) -> timedelta | None:
+    """The longest gap between two runs of a timer schedule (NCRONTAB or hh:mm:ss).
+
+    None when the schedule restricts days, months or weekdays (it runs at most daily and
+    its lag is not judged) or cannot be read.
+    """
+    text = schedule.strip()
+    span = _TIMESPAN.match(text)
+    if span:
+        h, m, s = (int(g) for g in span.groups())
+        gap = timedelta(hours=h, minutes=m, seconds=s)
+        return gap if gap > timedelta(0) else None
+    parts = text.split()
+    if len(parts) != 6 or any(p not in ("*", "?") for p in parts[3:]):
+        return None
+    seconds, minutes, hours = _expand(parts[0], 59), _expand(parts[1], 59), _expand(parts[2], 23)
+    if not (seconds and minutes and hours):
+        return None
+    times = sorted(h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)] + [times[0] + 86400 - times[-1]]
+    return timedelta(seconds=max(gaps))
+
+
+def _expand(part: str, high: int) -> set[int] | None:
+    """The values of one cron field (`*`, `a`, `a-b`, any of them `/step`, comma lists)."""
+    out: set[int] = set()
+    for item in part.split(","):
+        base, slash, step_text = item.partition("/")
+        try:
+            step = int(step_text) if slash else 1
+            if base == "*":
+                low, top = 0, high
+            elif "-" in base:
+                low, top = (int(x) for x in base.split("-", 1))
+            else:
+                low = int(base)
+                top = high if slash else low
+        except ValueError:
+            return None
+        if step < 1 or not 0 <= low <= top <= high:
+            return None
+        out.update(range(low, top + 1, step))
+    return out
