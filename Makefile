@@ -11,6 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -21,7 +22,7 @@ setup: $(STAMP) $(NODE_STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared functions function_app.py
+	$(VENV)/bin/mypy shared functions function_app.py cli
 
 chromium:
 	sh scripts/ensure-chromium.sh

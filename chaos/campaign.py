@@ -63,7 +63,7 @@ class Config:
     collision_share: float = 0.05  # of people per round: one field edited on both sides
     realtime_per_round: int = 4  # new Marketo people sent through POST /api/sync-person
     kill_rounds: float = 1.0  # share of rounds with a host SIGKILL (at a random moment)
-    azurite_rounds: float = 0.34  # share of rounds with an Azurite restart
+    azurite_every: int = 3  # an Azurite restart in every n-th round (0: never)
     faults_per_kind: int = 2  # each kind 0..n times per round
     bad_messages_per_round: int = 1  # malformed (non-JSON / bad version) per round, alternating
     unknown_messages_per_round: int = 1  # valid messages naming records that do not exist
@@ -225,7 +225,7 @@ class Campaign:
         self.oracle.begin_round(number)
         self.edit_round(number)
         kill = self.rng.random() < self.cfg.kill_rounds
-        azurite = self.rng.random() < self.cfg.azurite_rounds
+        azurite = bool(self.cfg.azurite_every) and number % self.cfg.azurite_every == 0
         self.inject_messages(number)
         realtime = self.start_realtime(number)
         self.chaotic_sync(kill=kill, azurite=azurite)

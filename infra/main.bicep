@@ -81,6 +81,11 @@ param dataverseSyncFilterField string = 'new_synctomkto'
 
 // --- LeadSync and hosting ------------------------------------------------------------
 
+@description('Shared secret the Marketo webhook sends in the x-leadsync-secret header (e.g. `openssl rand -hex 32`); stored in Key Vault only.')
+@secure()
+@minLength(16)
+param webhookSecret string
+
 @description('Field map as JSON (or a path inside the package); empty uses shared/fieldmap_default.json.')
 param fieldMap string = ''
 
@@ -145,6 +150,7 @@ module vault 'modules/keyvault.bicep' = {
     name: 'kv-${resourceToken}'
     marketoClientSecret: marketoClientSecret
     dataverseClientSecret: dataverseClientSecret
+    webhookSecret: webhookSecret
   }
 }
 
@@ -188,6 +194,7 @@ module appSettings 'modules/appsettings.bicep' = {
     appInsightsConnectionString: monitoring.outputs.connectionString
     marketoClientSecretUri: vault.outputs.marketoClientSecretUri
     dataverseClientSecretUri: vault.outputs.dataverseClientSecretUri
+    webhookSecretUri: vault.outputs.webhookSecretUri
     marketoBaseUrl: marketoBaseUrl
     marketoClientId: marketoClientId
     marketoCallsPer20s: marketoCallsPer20s

@@ -47,6 +47,9 @@ NOT_DEPLOYED = {
     "DATAVERSE_CA_BUNDLE": "only for a private endpoint or the emulator",
 }
 
+# Settings LeadSync reads that the deployment leaves at their defaults.
+DEFAULTED = {"MARKETO_DELETES_EVERY_S", "LEADSYNC_BATCH_SIZE"}
+
 # Settings a Flex Consumption app rejects or ignores (the plan sets runtime and package itself).
 NOT_ON_FLEX = {
     "FUNCTIONS_EXTENSION_VERSION",
@@ -220,9 +223,12 @@ def test_function_app_runs_python_311_on_flex_consumption() -> None:
 
 
 def test_marketo_budget_defaults_fit_marketo_limits_across_scale_groups() -> None:
-    # Flex Consumption gives each timer and queue function, and the HTTP functions together,
+    # Flex Consumption gives each non-HTTP function, and the HTTP functions together,
     # instances of their own; each instance keeps its own Marketo call budget.
-    scale_groups = 5  # poll_marketo_changes, poll_dataverse_changes, apply_from_marketo, apply_from_dynamics, HTTP
+    decorators = "".join(p.read_text() for p in (ROOT / "functions").glob("*.py"))
+    triggers = len(re.findall(r"^@\w+\.\w+_trigger\(", decorators, re.M))
+    scale_groups = triggers + (1 if re.search(r"^@\w+\.route\(", decorators, re.M) else 0)
+    assert scale_groups >= 5  # two pollers, two appliers, HTTP
     params = template("main.bicep")["parameters"]
     instances = params["maximumInstanceCount"]["default"]
     assert scale_groups * instances * params["marketoCallsPer20s"]["default"] <= 100
@@ -277,7 +283,7 @@ def test_key_vault_uses_rbac_with_soft_delete_and_purge_protection() -> None:
 def test_secret_parameters_go_only_to_key_vault() -> None:
     main = template("main.bicep")
     secure = {name for name, p in main["parameters"].items() if is_secure(p)}
-    assert secure == {"marketoClientSecret", "dataverseClientSecret"}
+    assert secure == {"marketoClientSecret", "dataverseClientSecret", "webhookSecret"}
     vault_path, vault_params = main_module("vault")
     vault_template = template(vault_path)
     for name in secure:
@@ -298,7 +304,7 @@ def test_every_secret_setting_is_a_key_vault_reference_to_a_vault_secret() -> No
     secrets = resources_of(vault_path, "Microsoft.KeyVault/vaults/secrets")
 
     secret_like = {n for n in settings if re.search(r"SECRET|PASSWORD|_KEY$", n)}
-    assert secret_like == {"MARKETO_CLIENT_SECRET", "DATAVERSE_CLIENT_SECRET"}
+    assert secret_like == {"MARKETO_CLIENT_SECRET", "DATAVERSE_CLIENT_SECRET", "LEADSYNC_WEBHOOK_SECRET"}
     referenced = set()
     for name in sorted(secret_like):
         match = KEY_VAULT_REFERENCE.match(settings[name])
@@ -359,10 +365,20 @@ def test_app_settings_cover_the_readme_configuration_table() -> None:
     assert not missing, f"README settings the deployment does not set: {sorted(missing)}"
 
 
+def test_app_settings_cover_every_setting_leadsync_reads() -> None:
+    # A setting added to shared/config.py (a new secret, say) must be deployed or declared here.
+    source = (ROOT / "shared" / "config.py").read_text()
+    read = set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|AzureWebJobsStorage\w*)"', source))
+    assert {"MARKETO_BASE_URL", "LEADSYNC_WEBHOOK_SECRET", "MARKETO_POLL_SCHEDULE"} <= read
+    missing = read - set(NOT_DEPLOYED) - DEFAULTED - set(app_settings())
+    assert not missing, f"settings shared/config.py reads that the deployment does not set: {sorted(missing)}"
+
+
 def test_default_deployment_settings_pass_leadsync_start_up_check() -> None:
     settings = Settings.from_env(resolved_app_settings())
     assert settings.marketo_client_secret.reveal() == "secret-from-key-vault"
     assert settings.dataverse_client_secret.reveal() == "secret-from-key-vault"
+    assert settings.webhook_secret.reveal() == "secret-from-key-vault"
     assert settings.marketo_base_url == SUPPLIED["marketoBaseUrl"]
     assert settings.table_prefix == "leadsync"
 

@@ -16,6 +16,9 @@ param marketoClientSecretUri string
 @description('Versionless URI of the Key Vault secret holding the Dataverse client secret.')
 param dataverseClientSecretUri string
 
+@description('Versionless URI of the Key Vault secret holding the webhook\'s shared secret.')
+param webhookSecretUri string
+
 param marketoBaseUrl string
 param marketoClientId string
 param marketoCallsPer20s int
@@ -66,5 +69,6 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DATAVERSE_SYNC_FILTER_FIELD: dataverseSyncFilterField
     LEADSYNC_FIELD_MAP: fieldMap
     LEADSYNC_TABLE_PREFIX: tablePrefix
+    LEADSYNC_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
   }
 }

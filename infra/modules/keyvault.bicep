@@ -1,4 +1,5 @@
-// Key Vault (RBAC mode) holding the Marketo and Dataverse client secrets. The app reads
+// Key Vault (RBAC mode) holding the Marketo and Dataverse client secrets and the webhook's
+// shared secret. The app reads
 // them through Key Vault references in its app settings, as its managed identity with
 // the Key Vault Secrets User role (access.bicep); nobody gets access policies.
 
@@ -13,6 +14,10 @@ param marketoClientSecret string
 @description('Client secret of the Entra app registration bound to the Dataverse application user.')
 @secure()
 param dataverseClientSecret string
+
+@description('Shared secret Marketo\'s webhook sends in the x-leadsync-secret header.')
+@secure()
+param webhookSecret string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -60,8 +65,21 @@ resource dataverseSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+resource webhookSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'leadsync-webhook-secret'
+  properties: {
+    value: webhookSecret
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}
+
 output name string = vault.name
 // Versionless URIs: a Key Vault reference to one follows a rotated secret (within 24 h,
 // or at once on an app restart).
 output marketoClientSecretUri string = marketoSecret.properties.secretUri
 output dataverseClientSecretUri string = dataverseSecret.properties.secretUri
+output webhookSecretUri string = webhookSecretValue.properties.secretUri

@@ -1,7 +1,7 @@
 // The storage account behind AzureWebJobsStorage: the Functions host's blobs (keys,
 // timer locks), LeadSync's queues and tables, and the Flex Consumption deployment
-// container. Shared-key access is off, so every caller uses Entra ID (the app's managed
-// identity, or the deploying user for the package upload).
+// container. Shared-key access is off, so every caller uses Entra ID: the app's managed
+// identity (the platform also fetches and stores the deployment package with it).
 
 param location string
 param tags object
