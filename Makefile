@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# Checkov gets a virtualenv of its own: it pins packaging<24, pytest needs packaging>=24.
+CHECKOV_VENV  := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: setup lint test demo run bench chaos clean chromium
 
@@ -18,7 +21,12 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+$(CHECKOV_STAMP): infra/requirements-checkov.txt $(STAMP)
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r infra/requirements-checkov.txt
+	touch $@
+
+setup: $(STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -68,7 +68,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
             say(f"latency: {seconds:g} s of {plan.edits_per_s:g} edits/s, polling every {poll_s} s")
             results.update(latency.measure(system, tag, pool, poll_s=poll_s, duration_s=seconds,
                                            edits_per_s=plan.edits_per_s))
-        small, big = scale._label(plan.scale_small), scale._label(plan.scale_big)
+        small, big = scale.label(plan.scale_small), scale.label(plan.scale_big)
         say(f"scale: initial sync of {plan.scale_small} people")
         figures, _, pairs_small = scale.initial_sync(system, plan.scale_small, echo=True)
         results.update(figures)
@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
     plan = QUICK if args.quick else Plan()
     out = args.out or HERE / ("results.quick.json" if args.quick else "results.json")
     results = run(plan, args.quick)
-    small, big = scale._label(plan.scale_small), scale._label(plan.scale_big)
+    small, big = scale.label(plan.scale_small), scale.label(plan.scale_big)
     judged = report.verdicts(results, report.targets(results, big, small))
     print(report.table(results, judged))
     report.write(out, results, judged)

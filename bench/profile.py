@@ -4,7 +4,8 @@
 Time is attributed to the LeadSync module a call entered from outside every category:
 HTTP to Marketo or Dataverse (their clients, including JSON and retries), storage (links,
 activity log, queues: Azure SDK calls to Azurite), mapping (fieldmap), merge, validation.
-What is left is the applier's own glue (apply.py, report.py, fingerprints, logging).
+Storage is split into links, activity log and queues. What is left is the applier's own
+glue (apply.py, report.py, fingerprints, logging).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ SHARED = Path(__file__).resolve().parent.parent / "shared"
 CATEGORIES = {
     "http_marketo": ("marketo.py", "ratelimit.py"),
     "http_dataverse": ("dataverse.py", "odata.py"),
-    "storage": ("links.py", "activity.py", "storage.py", "workqueue.py", "cursors.py"),
+    "storage_links": ("links.py",),
+    "storage_activity": ("activity.py",),
+    "storage_queues": ("storage.py", "workqueue.py", "cursors.py"),
     "mapping": ("fieldmap.py",),
     "merge": ("merge.py",),
     "validation": ("validation.py",),
@@ -85,9 +88,14 @@ def _profile(svc: Services, name: str, work: Work) -> dict[str, Any]:
                            f"{key}.per_record_ms": round(wall * 1000 / len(work.ids), 2),
                            f"{key}.synced": outcomes.counts.get("synced", 0)}
     spent = attribute(stats)
+    groups = {"http": ("http_marketo", "http_dataverse"),
+              "storage": ("storage_links", "storage_activity", "storage_queues")}
+    for group, members in groups.items():
+        out[f"{key}.pct.{group}"] = round(100 * sum(spent[m] for m in members) / wall, 1)
     for category, seconds in spent.items():
         out[f"{key}.pct.{category}"] = round(100 * seconds / wall, 1)
-    out[f"{key}.pct.other"] = round(100 * (wall - sum(spent.values())) / wall, 1)
+    # Recursion can attribute a little twice; what is left is never below zero.
+    out[f"{key}.pct.other"] = round(max(0.0, 100 * (wall - sum(spent.values())) / wall), 1)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     top = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:TOP]
     for rank, ((filename, line, function), (_cc, calls, tottime, cumtime, _)) in enumerate(top, start=1):

@@ -23,11 +23,15 @@ def targets(results: dict[str, Any], big: str, small: str) -> list[Target]:
         found.append(Target(f"api_cost.{d}.bound_ratio", "<= 3x the lower bound", lambda v: v <= 3))
         found.append(Target(f"api_cost.{d}.naive_ratio", ">= 250x fewer than naive", lambda v: v >= 250))
     for poll in (30, 5):
-        found.append(Target(f"latency.poll{poll}.p95_s", f"<= {poll + 5} s", lambda v, p=poll: v <= p + 5))
+        found.append(Target(f"latency.poll{poll}.p95_s", f"<= {poll + 5} s", _within(poll + 5)))
     found.append(Target(f"scale.initial_{big}_vs_rate_limit", "<= 1.5x forced", lambda v: v <= 1.5))
     found.append(Target(f"scale.rss_ratio_{big}_{small}", "<= 1.2", lambda v: v <= 1.2))
     found.append(Target("realtime.p95_ms_20_concurrent", "<= 250 ms", lambda v: v <= 250))
     return [t for t in found if t.key in results]
+
+
+def _within(limit: float) -> Callable[[float], bool]:
+    return lambda v: v <= limit
 
 
 def verdicts(results: dict[str, Any], found: list[Target]) -> dict[str, str]:

@@ -27,7 +27,7 @@ def forced_seconds(calls: int) -> float:
 
 
 def initial_sync(system: BenchSystem, n: int, *, echo: bool) -> tuple[dict[str, Any], str, dict[str, int]]:
-    key = f"scale.n{_label(n)}"
+    key = f"scale.n{label(n)}"
     tag = f"s{uuid.uuid4().hex[:6]}"
     records = [{"firstname": f"S{i}", "lastname": tag, "emailaddress1": f"{tag}-{i}@example.com",
                 "companyname": "Scale Ltd", "subject": "bench"} for i in range(n)]
@@ -93,5 +93,5 @@ def steady_state(system: BenchSystem, marketo_ids: list[int]) -> dict[str, Any]:
             "scale.steady.vs_rate_limit": round(elapsed / forced, 2)}
 
 
-def _label(n: int) -> str:
+def label(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)

@@ -161,7 +161,6 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: tags
     planName: 'plan-${resourceToken}'
     appName: 'func-leadsync-${resourceToken}'
-    storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
     maximumInstanceCount: maximumInstanceCount

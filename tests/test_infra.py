@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,14 @@ def dotted(node: Any) -> str | None:
         left, right = dotted(operands["operand_1"]), dotted(operands["operand_2"])
         return f"{left}.{right}" if left and right else None
     return None
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every node of a parsed template, depth first."""
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield from walk(child)
 
 
 def call(node: Any) -> tuple[str, dict[str, Any]] | None:
@@ -197,6 +206,27 @@ def test_infra_has_main_and_modules() -> None:
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
 def test_bicep_file_parses(path: Path) -> None:
     template(path.relative_to(INFRA).as_posix())
+
+
+def test_modules_get_the_parameters_they_declare_and_outputs_exist() -> None:
+    # What `az bicep build` would check and a parser does not: the wiring between files.
+    main = template("main.bicep")
+    for symbol, module in main["modules"].items():
+        declared = template(module["detail"]["path"])["parameters"]
+        passed = module["config"]["params"]
+        assert set(passed) <= set(declared), f"module {symbol} gets undeclared {sorted(set(passed) - set(declared))}"
+        required = {name for name, p in declared.items() if p["default"] is None}
+        assert required <= set(passed), f"module {symbol} misses {sorted(required - set(passed))}"
+    used = set()
+    for node in walk(main):
+        # Property-access chains, and `${module.outputs.name}` inside interpolated strings.
+        text = node if isinstance(node, str) else dotted(node) or ""
+        used |= set(re.findall(r"(?<![\w.])(\w+)\.outputs\.(\w+)", text))
+    assert ("functionApp", "defaultHostName") in used
+    for symbol, output in used:
+        reference = f"{symbol}.outputs.{output}"
+        outputs = template(main["modules"][symbol]["detail"]["path"]).get("outputs", {})
+        assert output in outputs, f"main.bicep uses {reference}, which its module does not declare"
 
 
 # --- hosting ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ param location string
 param tags object
 param planName string
 param appName string
-param storageAccountName string
 
 @description('Blob endpoint of the storage account, e.g. https://<account>.blob.core.windows.net/.')
 param storageBlobEndpoint string
@@ -97,4 +96,3 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 output name string = app.name
 output principalId string = app.identity.principalId
 output defaultHostName string = app.properties.defaultHostName
-output storageAccountName string = storageAccountName
