@@ -87,6 +87,7 @@ class Tally:
     unknown_messages: int = 0
     realtime: dict[str, int] = field(default_factory=dict)  # status -> count
     realtime_people: int = 0
+    realtime_missing: list[str] = field(default_factory=list)  # webhook people left without a lead
     sync_cycles: int = 0
     round_mismatches: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -246,7 +247,9 @@ class Campaign:
         cfg, rng = self.cfg, self.rng
         people = sorted((p for p in self.oracle.people.values() if p.marketo_id is not None), key=lambda p: p.key)
         marketo_edits: list[list[dict[str, Any]]] = [[], []]  # two passes: a second edit of one field
-        dynamics_edits: list[tuple[Person, dict[str, Any]]] = []
+        # One PATCH per record with its edits in order: two PATCHes of one record sent from
+        # parallel threads could land in either order, and the oracle needs the last one.
+        dynamics_edits: dict[str, tuple[Person, dict[str, Any]]] = {}
 
         def pick(person: Person) -> str:
             return rng.choice(fields_for(person.entity))
@@ -258,7 +261,7 @@ class Campaign:
 
         def edit_dynamics(person: Person, name: str) -> None:
             value = self._value(name, number)
-            dynamics_edits.append((person, {column(person.entity, name): value}))
+            dynamics_edits.setdefault(person.key, (person, {}))[1][str(column(person.entity, name))] = value
             self.oracle.edit(DYNAMICS, person.key, name, value)
 
         for person in people:
@@ -279,9 +282,9 @@ class Campaign:
                 self.marketo.bulk(items)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda pe: self.dataverse.update(_set(pe[0].entity), pe[0].dynamics_id, pe[1]),
-                          dynamics_edits))
+                          dynamics_edits.values()))
         self.tally.edits[MARKETO] += sum(len(i) for i in marketo_edits)
-        self.tally.edits[DYNAMICS] += len(dynamics_edits)
+        self.tally.edits[DYNAMICS] += sum(len(changes) for _, changes in dynamics_edits.values())
 
     # -- real-time webhook ------------------------------------------------------------------
     def start_realtime(self, number: int) -> list[threading.Thread]:
@@ -326,7 +329,8 @@ class Campaign:
         for person, values in self._realtime_new:
             found = self.dataverse.find("leads", emailaddress1=person.email)
             if not found:
-                self.log(f"real-time person {person.key} has no Dynamics lead")
+                self.log(f"real-time person {person.key} (Marketo {person.marketo_id}) has no Dynamics lead")
+                self.tally.realtime_missing.append(f"{person.key} (Marketo {person.marketo_id})")
                 continue
             person.dynamics_id = str(found[0]["leadid"]).lower()
             self.oracle.add(person, values)

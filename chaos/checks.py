@@ -1,7 +1,8 @@
 """The campaign's verdicts, each a `Check` with a pass/fail, a figure and examples.
 
 - lost updates      every synced field of every person, both sides, equals the oracle
-- duplicates        no email held by two Marketo people or two Dynamics records
+- duplicates        no email held by two Marketo people or two Dynamics records, and
+                    every person on both sides (webhook people included)
 - rule violations   every collision in the activity log was won by the configured side,
                     and every collision the oracle expects is in the log
 - poison messages   the poison queues hold exactly the malformed messages we sent, each
@@ -58,6 +59,7 @@ def duplicates(c: Campaign, marketo: dict[int, dict[str, Any]], rows: list[dict[
     twice += [f"Dynamics {e} x{n}" for e, n in in_dynamics.items() if n > 1 and e]
     missing = [f"Marketo has no {e}" for e in ours if in_marketo[e] == 0]
     missing += [f"Dynamics has no {e}" for e in ours if in_dynamics[e] == 0]
+    missing += [f"webhook person {who} never got its Dynamics lead" for who in c.tally.realtime_missing]
     problems = twice + missing
     return Check("duplicates", not problems,
                  f"{len(twice)} emails held twice, {len(missing)} missing; {len(ours)} people", problems[:10])

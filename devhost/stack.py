@@ -62,6 +62,7 @@ class Stack:
         self.dataverse: Any = None
         self.host: Any = None
         self.env: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="leadsync-")
 
     def start(self) -> Stack:
@@ -116,6 +117,8 @@ class Stack:
         from devhost.host import FunctionHost
         from shared.runtime import reset_services
 
+        if self._saved_env is None:
+            self._saved_env = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         reset_services()
         app = load_app()
@@ -142,6 +145,18 @@ class Stack:
         if self.azurite is not None:
             self.azurite.stop()
             self.azurite = None
+        if self._saved_env is not None:
+            # The app reads its settings from the process environment: leave it as found,
+            # so whatever runs next in this process (another test module) sees no trace of us.
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self._saved_env = None
+            from shared.runtime import reset_services
+
+            reset_services()
         self._tmp.cleanup()
 
     def __enter__(self) -> Stack:
