@@ -40,7 +40,7 @@ from typing import Any
 
 from azure.data.tables import UpdateMode
 
-from shared import activity
+from shared import activity, telemetry
 from shared.config import Settings, poll_schedule
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.errors import MarketoError, QuotaExhausted
@@ -294,13 +294,11 @@ def _event(entry: activity.Entry) -> Event:
     return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message))
 
 
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 def redact(text: str) -> str:
-    """`text` without quoted values or email addresses (validation messages quote the value)."""
-    return _EMAIL.sub("[email]", _QUOTED.sub("[value]", text))
+    """`text` without quoted values or email addresses (service messages quote the value)."""
+    return telemetry.redact(text, quoted=True)
 
 
 # --------------------------------------------------------------------------- Marketo quota

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from shared import activity, health
+from shared import activity, health, telemetry
 from shared.activity import ActivityLog, Entry
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
 from shared.errors import BadMessage, StateConflict
@@ -37,7 +37,6 @@ FEEDS = (MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed("lead"), dataverse_fee
 WORK_QUEUES = (FROM_MARKETO, FROM_DYNAMICS)
 POISON_SUFFIX = "-poison"
 PEEK_MAX = 32  # Azure Queue Storage returns at most 32 messages per peek
-_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _PERSON = re.compile(rf"^(?:m?(?P<id>\d+)|(?P<entity>lead|contact):(?P<guid>{_GUID}))$")
 Progress = Callable[[str, int], None]  # (stage, records just done)
@@ -73,8 +72,8 @@ class StateStores:
 
 
 def redact(text: str) -> str:
-    """`text` with every email address replaced by `<email>`."""
-    return _EMAIL.sub("<email>", text)
+    """`text` with every email address replaced."""
+    return telemetry.redact(text)
 
 
 def to_jsonable(value: Any) -> Any:

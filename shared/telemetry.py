@@ -40,7 +40,15 @@ _setup_lock = threading.Lock()
 _done = False
 
 
-def redact(text: str) -> str:
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+QUOTED = "[value]"
+
+
+def redact(text: str, *, quoted: bool = False) -> str:
+    """`text` with email addresses replaced; with `quoted`, quoted values too (services'
+    error messages quote the value they refused)."""
+    if quoted:
+        text = _QUOTED.sub(QUOTED, text)
     return _EMAIL.sub(REDACTED, text)
 
 
