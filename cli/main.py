@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cli import render
+from shared import backfill as backfills
 from shared import ops
 from shared.config import Settings
 from shared.errors import ConfigError, LeadSyncError
@@ -178,7 +179,7 @@ def backfill(
                    TimeElapsedColumn())
         with Progress(*columns, console=Console(stderr=True), transient=True, disable=as_json) as bar:
             tasks = {e: bar.add_task(f"reading {e}s", total=None) for e in entities}
-            result = ops.backfill(svc, entities=entities, dry_run=dry_run, create_missing=create_missing,
+            result = backfills.backfill(svc, entities=entities, dry_run=dry_run, create_missing=create_missing,
                                   progress=lambda stage, n: bar.advance(tasks[stage], n))
     if as_json:
         emit(result.to_dict())

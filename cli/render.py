@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shared import backfill as backfills
 from shared import ops
 
 BODY_WIDTH = 60
@@ -121,7 +122,7 @@ def retry(console: Console, r: ops.RetryResult, *, parked: bool, poison: bool) -
             console.print(table)
 
 
-def backfill(console: Console, r: ops.BackfillReport, *, limit: int) -> None:
+def backfill(console: Console, r: backfills.BackfillReport, *, limit: int) -> None:
     head = "Backfill (dry run: nothing written)" if r.dry_run else "Backfill"
     summary = Table(title=head, title_justify="left", show_header=False)
     summary.add_column("what")
@@ -150,7 +151,7 @@ def backfill(console: Console, r: ops.BackfillReport, *, limit: int) -> None:
     _skips(console, "Skipped", r.skipped, limit)
 
 
-def _skips(console: Console, title: str, skips: Sequence[ops.Skip], limit: int) -> None:
+def _skips(console: Console, title: str, skips: Sequence[backfills.Skip], limit: int) -> None:
     if not skips:
         return
     table = Table(title=title, title_justify="left")
