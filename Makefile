@@ -44,5 +44,8 @@ demo: setup
 run: setup
 	$(PY) -m devhost run
 
+chaos: setup
+	$(PY) -m chaos
+
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

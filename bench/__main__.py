@@ -46,7 +46,9 @@ def say(text: str) -> None:
     print(f"{datetime.now():%H:%M:%S} {text}", file=sys.stderr, flush=True)
 
 
-def run(plan: Plan, quick: bool) -> dict[str, Any]:
+def run(plan: Plan, quick: bool, out: Path) -> dict[str, Any]:
+    """Every phase in order; the results so far are written to `out` after each one, so a run
+    that fails (or is stopped) late still leaves what it measured."""
     results: dict[str, Any] = {"env.mode": "quick" if quick else "full", "env.cpus": os.cpu_count(),
                                "env.python": platform.python_version(),
                                "env.loadavg_1m_start": round(os.getloadavg()[0], 2)}
@@ -56,27 +58,34 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         system.sync(1)  # first poll: both cursors start now
         say(f"api cost: {plan.cost_n} changes each way, naive flow on {plan.naive_sample}")
         results.update(cost.measure(system, plan.cost_n, plan.naive_sample))
+        report.write(out, {**results, "env.partial": True}, {})
         say("profile: one 300-person message each way, in process")
         _, pairs = cost.linked_people(system, 300, "prof")
         results.update(profile.measure(system, pairs))
+        report.write(out, {**results, "env.partial": True}, {})
         system.sync(2)
         say("real-time create")
         results.update(realtime.measure(system, plan.realtime_sequential, plan.realtime_per_caller))
+        report.write(out, {**results, "env.partial": True}, {})
         system.sync(2)
         tag, pool = cost.linked_people(system, plan.latency_pool, "lat")
         for poll_s, seconds in ((30, plan.poll30_s), (5, plan.poll5_s)):
             say(f"latency: {seconds:g} s of {plan.edits_per_s:g} edits/s, polling every {poll_s} s")
             results.update(latency.measure(system, tag, pool, poll_s=poll_s, duration_s=seconds,
                                            edits_per_s=plan.edits_per_s))
+            report.write(out, {**results, "env.partial": True}, {})
         small, big = scale.label(plan.scale_small), scale.label(plan.scale_big)
         say(f"scale: initial sync of {plan.scale_small} people")
         figures, _, pairs_small = scale.initial_sync(system, plan.scale_small, echo=True)
         results.update(figures)
+        report.write(out, {**results, "env.partial": True}, {})
         say(f"scale: steady state, {len(pairs_small)} changes in Marketo")
         results.update(scale.steady_state(system, list(pairs_small.values())))
+        report.write(out, {**results, "env.partial": True}, {})
         say(f"scale: initial sync of {plan.scale_big} people")
         figures, _, _ = scale.initial_sync(system, plan.scale_big, echo=False)
         results.update(figures)
+        report.write(out, {**results, "env.partial": True}, {})
         results[f"scale.initial_{big}_vs_rate_limit"] = results[f"scale.n{big}.vs_rate_limit"]
         results[f"scale.rss_ratio_{big}_{small}"] = round(
             results[f"scale.n{big}.rss_peak_mb"] / results[f"scale.n{small}.rss_peak_mb"], 2)
@@ -93,7 +102,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else Plan()
     out = args.out or HERE / ("results.quick.json" if args.quick else "results.json")
-    results = run(plan, args.quick)
+    results = run(plan, args.quick, out)
     small, big = scale.label(plan.scale_small), scale.label(plan.scale_big)
     judged = report.verdicts(results, report.targets(results, big, small))
     print(report.table(results, judged))

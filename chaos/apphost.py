@@ -19,7 +19,6 @@ poison after maxDequeueCount).
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import re
@@ -50,7 +49,6 @@ def child_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     import devhost.host
-    from devhost.queues import QueueListener
     from devhost.stack import ROOT as APP_ROOT
     from devhost.stack import load_app
 
@@ -63,14 +61,13 @@ def child_main(argv: list[str]) -> int:
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("leadsync").setLevel(logging.INFO)
-    devhost.host.QueueListener = functools.partial(  # type: ignore[misc]
-        QueueListener, lease=timedelta(seconds=args.lease_s))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     host = devhost.host.FunctionHost(load_app(), connection_string=os.environ["AzureWebJobsStorage"],
                                      host_json=APP_ROOT / "host.json", function_key=args.function_key,
-                                     http_port=args.port, env={}, log=line, shutdown_timeout=10)
+                                     http_port=args.port, env={}, log=line, shutdown_timeout=10,
+                                     message_lease=timedelta(seconds=args.lease_s))
     host.start()
     line(f"READY {host.http_url}")
     stop.wait()

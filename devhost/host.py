@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,7 +43,7 @@ import azure.functions as func
 
 from devhost.hostjson import HostSettings, read_host_json
 from devhost.http import HttpFunction, HttpServer
-from devhost.queues import QueueListener
+from devhost.queues import MESSAGE_LEASE, QueueListener
 from devhost.timers import TimerRunner, parse_schedule
 
 __all__ = ["FunctionHost", "HostSettings", "read_host_json"]
@@ -80,6 +80,7 @@ class FunctionHost:
         env: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
         shutdown_timeout: float = 30.0,
+        message_lease: timedelta = MESSAGE_LEASE,
     ) -> None:
         if not function_key:
             raise ValueError("function_key must not be empty")
@@ -90,6 +91,7 @@ class FunctionHost:
         self.http_port = http_port
         self.env = dict(env or {})
         self.shutdown_timeout = shutdown_timeout
+        self.message_lease = message_lease
         self._sink = log or _print_line
         self._log_lock = threading.Lock()
         self._saved_env: dict[str, str | None] | None = None
@@ -211,6 +213,7 @@ class FunctionHost:
                     settings=self.settings.queues,
                     invoke=self._sync_invoker(name, user_function, arg),
                     log=self._log,
+                    lease=self.message_lease,
                 ))
             elif kind == "httpTrigger":
                 methods = trigger.get("methods")

@@ -30,7 +30,7 @@ from shared import activity
 from shared.dataverse import WriteOp
 from shared.errors import Problem, StateConflict
 from shared.fieldmap import Value
-from shared.links import LINKED, PARKED, Link
+from shared.links import CREATING, LINKED, PARKED, Link
 from shared.merge import MergeResult, merge
 from shared.report import Outcomes, flush
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
@@ -42,6 +42,7 @@ log = logging.getLogger("leadsync")
 M2D = "marketo->dynamics"
 D2M = "dynamics->marketo"
 OPEN = 0  # lead statecode Open; 1 Qualified, 2 Disqualified
+RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sent it back usually clears by then
 
 
 @dataclass
@@ -156,6 +157,13 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
         if matches:
             marketo_id = int(matches[0]["id"])
             existing = svc.links.get(marketo_id)
+            if existing is not None and existing.state == CREATING:
+                taken = svc.links.claim(marketo_id) if existing.stale_claim() else None
+                if taken is None:
+                    batch.retry_dynamics[entity].append(rid)  # the webhook is creating it right now
+                else:  # its holder died: this record takes the person over
+                    to_match.append(replace(taken, entity=entity, dynamics_id=rid, base={}, state=LINKED))
+                continue
             if existing is not None:
                 batch.out.add(f"{entity}:{rid}", activity.SKIPPED,
                               f"Marketo person {marketo_id} with the same email is already linked to "
@@ -457,4 +465,4 @@ def _requeue(batch: Batch) -> None:
     if items:
         log.info("op=%s re-enqueued %d records for another round", batch.out.operation_id,
                  len(batch.retry_marketo) + sum(len(v) for v in batch.retry_dynamics.values()))
-        batch.svc.queues.send(items)
+        batch.svc.queues.send(items, delay_s=RETRY_DELAY_S)

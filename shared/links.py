@@ -42,6 +42,7 @@ from shared.storage import Storage
 LINKED = "linked"
 CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
 PARKED = "parked"  # a validation failure; not retried until either side changes
+CLAIM_STALE_AFTER = timedelta(minutes=2)  # a creating claim older than this lost its holder
 
 
 def link_key(marketo_id: int) -> tuple[str, str]:
@@ -68,6 +69,12 @@ class Link:
     def person(self) -> str:
         """The activity-log key of this person."""
         return person_key(self.marketo_id)
+
+    def stale_claim(self, now: datetime | None = None) -> bool:
+        """A creating claim whose holder must have died (older than CLAIM_STALE_AFTER)."""
+        if self.state != CREATING or self.updated_at is None:
+            return False
+        return (now or datetime.now(UTC)) - self.updated_at >= CLAIM_STALE_AFTER
 
     def parked(self, reason: str, fingerprint: str) -> Link:
         return replace(self, state=PARKED, parked_reason=reason, parked_fingerprint=fingerprint)
@@ -142,7 +149,7 @@ class LinkStore:
             yield _from_entity(e)
 
     # -- writes ------------------------------------------------------------------------
-    def claim(self, marketo_id: int, *, stale_after: timedelta = timedelta(minutes=2)) -> Link | None:
+    def claim(self, marketo_id: int, *, stale_after: timedelta = CLAIM_STALE_AFTER) -> Link | None:
         """Reserve a not-yet-linked person for creation; None if someone holds or links it.
 
         Insert-if-absent is atomic in Table Storage, so of two concurrent callers exactly

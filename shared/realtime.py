@@ -78,8 +78,10 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
 
 def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> Result:
     existing = svc.links.get(lead_id)
-    if existing is not None:
+    if existing is not None and not existing.stale_claim():
         return _wait_for(svc, existing, wait_s)
+    # No link, or a claim left by a call that died mid-create: look again from the start
+    # (if that call did create the lead, the email lookup below finds and links it).
     leads = svc.marketo.get_leads([lead_id], svc.marketo_fields())
     if not leads:
         return Result("not_found", 404, {"status": "not_found", "error": f"Marketo has no person {lead_id}"})

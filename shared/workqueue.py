@@ -92,9 +92,11 @@ class WorkQueues:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
 
-    def send(self, items: Sequence[Work]) -> None:
+    def send(self, items: Sequence[Work], *, delay_s: int = 0) -> None:
+        """Enqueue; `delay_s` keeps the messages invisible that long (a retry that should
+        not spin while whatever blocked it clears)."""
         for item in items:
-            self._storage.queue(item.queue).send_message(item.to_json())
+            self._storage.queue(item.queue).send_message(item.to_json(), visibility_timeout=delay_s or None)
 
     def depth(self, name: str) -> int:
         props = self._storage.queue(name).get_queue_properties()

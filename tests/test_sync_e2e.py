@@ -11,7 +11,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ import pytest
 from devhost.harness import Harness, eventually
 from devhost.stack import Stack, StackConfig
 from shared import activity
-from shared.links import Link
+from shared.links import Link, link_key
 from shared.runtime import services
 from shared.workqueue import FROM_MARKETO, Work
 
@@ -234,6 +234,17 @@ def test_real_time_links_an_existing_contact_instead_of_creating_a_lead(h: Harne
     assert h.dataverse.find("leads", emailaddress1=address) == []
     link = link_of(marketo_id)
     assert link is not None and link.dynamics_id == contact["contactid"]
+
+
+def test_a_call_that_died_mid_create_does_not_block_the_person_for_good(h: Harness) -> None:
+    address = email()
+    marketo_id = h.marketo.create_lead(email=address, lastName="Orphan")
+    pk, rk = link_key(marketo_id)  # the claim row a killed call leaves behind, 5 minutes old
+    services().storage.table("links").upsert_entity({"PartitionKey": pk, "RowKey": rk, "state": "creating",
+                                                     "updated_at": datetime.now(UTC) - timedelta(minutes=5)})
+    response = h.sync_person(marketo_id)
+    assert response.status_code == 201, response.text
+    assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
 
 
 def test_concurrent_calls_for_one_person_create_exactly_one_lead(h: Harness) -> None:
