@@ -329,8 +329,6 @@ def _merge_and_write(batch: Batch, pending: list[Pending]) -> None:
         specs = svc.fields.for_entity(entity)
         p.result = merge(specs, entity, link.base, svc.fields.from_marketo(p.marketo),
                          svc.fields.from_dynamics(entity, p.dynamics))
-        for c in p.result.collisions:
-            out.collision(link.person, entity, c)
         if p.result.to_dynamics:
             body = svc.fields.to_dynamics(entity, p.result.to_dynamics)
             problems = validate(svc.rules(entity), body, creating=False)
@@ -375,7 +373,10 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
         link, entity = p.link, str(p.link.entity)
         if p.conflict:
             batch.retry_marketo.append(link.marketo_id)
-            continue
+            continue  # its collisions are logged by the round that lands them, once
+        if not (p.dynamics_failed or p.marketo_failed):
+            for c in p.result.collisions:
+                out.collision(link.person, entity, c)
         base = dict(p.result.base)
         # A direction that failed keeps its old base, so it is retried when the person changes.
         for failed, fields in ((p.dynamics_failed, p.result.to_dynamics), (p.marketo_failed, p.result.to_marketo)):
