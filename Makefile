@@ -44,6 +44,9 @@ demo: setup
 run: setup
 	$(PY) -m devhost run
 
+bench: setup
+	$(PY) -m bench
+
 chaos: setup
 	$(PY) -m chaos
 

@@ -5,7 +5,8 @@ RSS it reads from /proc/<pid>/status is the app's and nothing else's. Protocol o
 one line each way:
 
     stdout  "ready <http url>"            once every trigger is running
-    stdin   "poll dataverse" / "poll marketo"  ->  stdout "done" | "timeout"
+    stdin   "poll dataverse [wait s]" / "poll marketo [wait s]"  ->  stdout "done" | "timeout"
+            (on "timeout" the poll goes on in the app; the default wait is an hour)
     stdin   "quit" or end of input        ->  the host stops and the process exits
 """
 
@@ -38,8 +39,9 @@ def main(argv: list[str]) -> int:
             command = line.split()
             if command[:1] == ["quit"]:
                 break
-            if len(command) == 2 and command[0] == "poll" and command[1] in TIMERS:
-                finished = host.run_timer(TIMERS[command[1]], wait=900)
+            if len(command) in (2, 3) and command[0] == "poll" and command[1] in TIMERS:
+                wait = float(command[2]) if len(command) == 3 else 3600.0
+                finished = host.run_timer(TIMERS[command[1]], wait=wait)
                 print("done" if finished else "timeout", flush=True)
             else:
                 print(f"unknown command {line.strip()!r}", flush=True)

@@ -109,31 +109,45 @@ class BenchSystem:
 
     # -- driving -------------------------------------------------------------------------
     def poll(self, *, marketo: bool = True, dataverse: bool = True) -> None:
-        """Run the pollers now, in the app, and wait until they finished."""
-        for side, wanted in (("dataverse", dataverse), ("marketo", marketo)):
-            if wanted:
-                self._command(f"poll {side}")
+        """Run the pollers now, in the app, and wait (up to an hour) until they finished."""
+        if not self.poll_within(3600, marketo=marketo, dataverse=dataverse):
+            raise RuntimeError(f"a poll did not finish within an hour (see {self.log_path})")
 
-    def _command(self, text: str) -> None:
+    def poll_within(self, wait_s: float, *, marketo: bool = True, dataverse: bool = True) -> bool:
+        """Run the pollers now, in the app; True once they finished, False if `wait_s` ran out
+        first (the poll then goes on in the app)."""
+        for side, wanted in (("dataverse", dataverse), ("marketo", marketo)):
+            if wanted and not self._command(f"poll {side} {max(1.0, wait_s):.0f}"):
+                return False
+        return True
+
+    def _command(self, text: str) -> bool:
         assert self.app is not None and self.app.stdin is not None and self.app.stdout is not None
         self.app.stdin.write(text + "\n")
         self.app.stdin.flush()
         answer = self.app.stdout.readline().strip()
-        if answer != "done":
+        if answer not in ("done", "timeout"):
             raise RuntimeError(f"{text}: {answer or 'the app exited'} (see {self.log_path})")
+        return answer == "done"
 
     def depth(self) -> int:
         return self.queues.depth(FROM_MARKETO) + self.queues.depth(FROM_DYNAMICS)
 
-    def drain(self, timeout: float = 600.0) -> None:
-        """Wait until both work queues are empty (in-flight messages count until deleted)."""
+    def drained(self, timeout: float) -> bool:
+        """Wait until both work queues are empty (in-flight messages count until deleted);
+        False if they were not within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         quiet = 0
         while quiet < 2:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"work queues did not drain in {timeout} s ({self.depth()} left)")
+                return False
             quiet = quiet + 1 if self.depth() == 0 else 0
             time.sleep(0.15)
+        return True
+
+    def drain(self, timeout: float = 600.0) -> None:
+        if not self.drained(timeout):
+            raise RuntimeError(f"work queues did not drain in {timeout} s ({self.depth()} left)")
 
     def sync(self, rounds: int = 2) -> None:
         """Poll both sides and drain, `rounds` times (the second sees and drops our echoes)."""

@@ -42,6 +42,9 @@ from azure.storage.queue import QueueMessage as StoredMessage
 
 from devhost.hostjson import MIN_POLLING_INTERVAL, QueueSettings
 
+# A private generator: background threads must not move the global random state that
+# tests (hypothesis) and callers rely on.
+_jitter = random.Random()
 MESSAGE_LEASE = timedelta(minutes=10)
 POISON_SUFFIX = "-poison"
 
@@ -142,7 +145,7 @@ class QueueListener:
                 self._log(f"queue  {self.name}  receive from {self.queue_name} failed ({_describe(exc)})")
                 messages = []
             if not messages:
-                self._stop.wait(min(delay * random.uniform(0.9, 1.1), self._until_next_renewal()))
+                self._stop.wait(min(delay * _jitter.uniform(0.9, 1.1), self._until_next_renewal()))
                 delay = min(delay * 2, max_delay)
                 continue
             delay = MIN_POLLING_INTERVAL.total_seconds()

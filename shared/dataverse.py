@@ -41,6 +41,9 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 PRIMARY_KEYS = {"leads": "leadid", "contacts": "contactid", "accounts": "accountid"}
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 
+# A private generator, so retries in worker threads never touch the global random state.
+_jitter = random.Random()
+
 
 class Record(TypedDict, total=False):
     """A row as the Web API returns it: columns plus `@odata.etag`."""
@@ -239,7 +242,7 @@ class DataverseClient:
         if isinstance(exc, _Retry) and exc.retry_after is not None:
             return min(exc.retry_after, self.retry_after_max)
         delay = self.backoff_initial * (2 ** (state.attempt_number - 1))
-        return float(min(self.backoff_max, delay) * (0.5 + random.random() / 2))
+        return float(min(self.backoff_max, delay) * (0.5 + _jitter.random() / 2))
 
     def _send(self, method: str, url: str, *, params: Mapping[str, str] | None = None, json_body: Any = None,
               content: bytes | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
