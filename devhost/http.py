@@ -139,7 +139,9 @@ class HttpServer:
         self.url = ""
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: with proto 0 asyncio does not set TCP_NODELAY on accepted
+        # connections, and small responses then wait ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -164,6 +164,14 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
                 else:  # its holder died: this record takes the person over
                     to_match.append(replace(taken, entity=entity, dynamics_id=rid, base={}, state=LINKED))
                 continue
+            if existing is not None and (existing.entity, existing.dynamics_id) == (entity, rid):
+                # Linked already, but its index row was lost (a crash between the two
+                # writes): saving the link again restores it.
+                try:
+                    to_merge.append(svc.links.save(existing))
+                except StateConflict:
+                    batch.retry_dynamics[entity].append(rid)
+                continue
             if existing is not None:
                 batch.out.add(f"{entity}:{rid}", activity.SKIPPED,
                               f"Marketo person {marketo_id} with the same email is already linked to "
@@ -396,7 +404,8 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
         if p.result.changed and not (p.dynamics_failed or p.marketo_failed):
             out.add(link.person, activity.SYNCED, _describe(p.result), direction=_direction(p.result),
                     details={"to_dynamics": p.result.to_dynamics, "to_marketo": p.result.to_marketo})
-    for (p, _), saved in zip(updates, svc.links.save_many([lk for _, lk in updates]), strict=True):
+    # These links point where they did when read: their index rows are already right.
+    for (p, _), saved in zip(updates, svc.links.save_many([lk for _, lk in updates], index=False), strict=True):
         if isinstance(saved, StateConflict):
             batch.retry_marketo.append(p.link.marketo_id)
 

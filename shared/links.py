@@ -15,7 +15,8 @@ lead id into 100 partitions and the GUID into 256 spreads those writes over many
 partition servers instead of one hot partition, while each lookup stays a point read
 (PK + RK known). The link row is the truth; an index row is a pointer that is checked
 against the link row on every read, so a crash between the two writes never yields a
-wrong link (a stale pointer is ignored and repaired on the next save).
+wrong link: a stale pointer is ignored, and a missing one is restored when the record
+next comes through the Dynamics feed (it is then found by email, already linked).
 
 Every save of a link row is conditional on the ETag it was read with: two appliers
 racing on one person cannot both store a base; the loser raises StateConflict and its
@@ -169,8 +170,12 @@ class LinkStore:
             except StateConflict:
                 return None
 
-    def save(self, link: Link) -> Link:
-        """Store the link row (conditional on its ETag), then its index row."""
+    def save(self, link: Link, *, index: bool = True) -> Link:
+        """Store the link row (conditional on its ETag), then its index row.
+
+        `index=False` skips the index row: for a save that changes only the base or the
+        state of a link whose Dynamics record is unchanged (most saves).
+        """
         entity = _to_entity(link)
         try:
             if link.etag is None:
@@ -180,17 +185,17 @@ class LinkStore:
                                                  match_condition=MatchConditions.IfNotModified)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
-        if link.entity and link.dynamics_id:
+        if index and link.entity and link.dynamics_id:
             pk, rk = index_key(link.entity, link.dynamics_id)
             self._table.upsert_entity({"PartitionKey": pk, "RowKey": rk, "marketo_id": link.marketo_id})
         return replace(link, etag=meta.get("etag"), updated_at=entity["updated_at"])
 
-    def save_many(self, links: Iterable[Link]) -> list[Link | StateConflict]:
+    def save_many(self, links: Iterable[Link], *, index: bool = True) -> list[Link | StateConflict]:
         """Save each link; a conflict is returned in its place instead of raised."""
 
         def one(link: Link) -> Link | StateConflict:
             try:
-                return self.save(link)
+                return self.save(link, index=index)
             except StateConflict as exc:
                 return exc
 

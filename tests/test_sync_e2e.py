@@ -19,7 +19,7 @@ import pytest
 from devhost.harness import Harness, eventually
 from devhost.stack import Stack, StackConfig
 from shared import activity
-from shared.links import Link, link_key
+from shared.links import Link, index_key, link_key
 from shared.runtime import services
 from shared.workqueue import FROM_MARKETO, Work
 
@@ -466,3 +466,14 @@ def test_logs_carry_operation_ids_and_never_emails(h: Harness, caplog: pytest.Lo
         text = record.getMessage() + (record.exc_text or "")
         assert address.lower() not in text.lower(), text
         assert "Lovelace" not in text and "L" * 60 not in text, text
+
+
+def test_a_lost_index_row_is_restored_when_the_record_next_changes(h: Harness) -> None:
+    lead_id, marketo_id = new_linked_lead(h)
+    services().storage.table("links").delete_entity(*index_key("lead", lead_id))  # a crash between the two writes
+    assert services().links.by_dynamics("lead", lead_id) is None
+    h.dataverse.update("leads", lead_id, {"jobtitle": "Found again"})
+    h.sync()
+    assert services().links.by_dynamics("lead", lead_id) is not None
+    assert h.marketo.get_lead(marketo_id)["title"] == "Found again"  # type: ignore[index]
+    assert len(h.marketo.find_leads(h.dataverse.get("leads", lead_id)["emailaddress1"])) == 1  # type: ignore[index]
