@@ -2,20 +2,25 @@
 
 Table `<prefix>activity` holds each entry twice:
 
-    by person  PK "<person>" (e.g. "m1042", or "lead:<guid>" before a Marketo id exists)
-               RK "<inverted ticks>-<random>"   newest first: `leadsync explain` reads one partition
+    by person  PK "p<2 hex digits of crc32(person) mod 16>"
+               RK "<person>|<inverted ticks>-<random>"
+               (person: e.g. "m1042", or "lead:<guid>" before a Marketo id exists)
+               newest first: `leadsync explain` reads one RowKey range of one partition
     by hour    PK "h<yyyymmddhh>"  RK "<inverted ticks>-<random>"
                what the health page and "failures in the last hour/day" read
 
-The by-person copies spread over as many partitions as there are people; the by-hour
-copies of one batch share a partition, so they go in entity-group transactions of up to
-100 (one request each). Entries are immutable: written once, never updated.
+Why 16 person buckets instead of a partition per person: a batch logs up to 300 people at
+once, and only rows that share a partition can go in one entity-group transaction (up to
+100 rows, one request). With a partition per person that was 300 requests a batch; with
+16 buckets it is about 16, and a person's entries are still one range read. The by-hour
+copies of one batch share a partition too. Entries are immutable: written once.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from shared.storage import Storage
+from shared.storage import TRANSACTION_MAX, Storage
 
 # Outcome kinds. Failures are the ones a person must look at.
 SYNCED = "synced"
@@ -40,6 +45,7 @@ SKIPPED = "skipped"
 FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED})
 
 _MAX_TICKS = 10**19
+PERSON_BUCKETS = 16
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class Entry:
 def _row_key(at: datetime) -> str:
     ticks = int(at.timestamp() * 1_000_000)
     return f"{_MAX_TICKS - ticks:019d}-{uuid.uuid4().hex[:8]}"
+
+
+def person_partition(person: str) -> str:
+    return f"p{zlib.crc32(person.encode()) % PERSON_BUCKETS:02x}"
 
 
 def _hour(at: datetime) -> str:
@@ -93,18 +103,18 @@ class ActivityLog:
         if not entries:
             return
         rows = [(e, _row_key(e.at)) for e in entries]
-        person_rows = [_to_entity(e, e.person, rk) for e, rk in rows]
-        list(self._pool.map(self._table.upsert_entity, person_rows))
-        hourly = sorted((_to_entity(e, _hour(e.at), rk) for e, rk in rows), key=lambda r: r["PartitionKey"])
-        batches: list[list[dict[str, Any]]] = []
-        for _, group in groupby(hourly, key=lambda r: r["PartitionKey"]):
-            items = list(group)
-            batches += [items[i:i + 100] for i in range(0, len(items), 100)]
+        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{rk}") for e, rk in rows]
+        hourly = [_to_entity(e, _hour(e.at), rk) for e, rk in rows]
+        batches = transactions(person_rows) + transactions(hourly)
         list(self._pool.map(lambda b: self._table.submit_transaction([("upsert", r) for r in b]), batches))
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
+        # "|" sorts after every character a person key holds, "}" right after "|": the
+        # range is exactly this person's rows ("m104" does not reach "m1042|...").
         escaped = person.replace("'", "''")
-        found = self._table.query_entities(f"PartitionKey eq '{escaped}'", results_per_page=limit)
+        found = self._table.query_entities(
+            f"PartitionKey eq '{person_partition(person)}' and RowKey gt '{escaped}|' and RowKey lt '{escaped}}}'",
+            results_per_page=limit)
         out: list[Entry] = []
         for e in found:
             out.append(_from_entity(e))
@@ -123,3 +133,13 @@ class ActivityLog:
                 if entry.at >= start and (wanted is None or entry.kind in wanted):
                     yield entry
             hour -= timedelta(hours=1)
+
+
+def transactions(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by partition, in chunks of at most one transaction each."""
+    ordered = sorted(rows, key=lambda r: r["PartitionKey"])
+    out: list[list[dict[str, Any]]] = []
+    for _, group in groupby(ordered, key=lambda r: r["PartitionKey"]):
+        items = list(group)
+        out += [items[i:i + TRANSACTION_MAX] for i in range(0, len(items), TRANSACTION_MAX)]
+    return out

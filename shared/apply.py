@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import activity
@@ -91,11 +91,11 @@ def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     records = {r[key].lower(): r for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, svc.select(entity))}
-    links = svc.links.by_dynamics_many(entity, list(records))
-    unlinked = [r for i, r in records.items() if i not in links]
-    new_links = _link_or_create(batch, entity, unlinked)
+    found = svc.links.lookup(entity, list(records))
+    unlinked = [r for i, r in records.items() if i not in found.links]
+    new_links = _link_or_create(batch, entity, unlinked, found.buried)
     prefetched = {(entity, i): r for i, r in records.items()}
-    _reconcile(batch, [*links.values(), *new_links], prefetched)
+    _reconcile(batch, [*found.links.values(), *new_links], prefetched)
 
 
 def _passes_filter(svc: Services, record: Mapping[str, Any]) -> bool:
@@ -103,9 +103,11 @@ def _passes_filter(svc: Services, record: Mapping[str, Any]) -> bool:
     return record.get(svc.settings.sync_filter_field) is not False
 
 
-def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any]]) -> list[Link]:
+def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any]],
+                    buried: Mapping[str, datetime]) -> list[Link]:
     """Link new Dynamics records to Marketo people (same email), creating missing ones.
 
+    `buried`: when the Marketo person of some of these records was deleted in Marketo.
     Returns links that still need a merge (matched by email, no base yet). People created
     here start with a base equal to what was written, so they need no merge.
     """
@@ -115,7 +117,6 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
     email_col = email_spec.column(entity)
     candidates: list[Mapping[str, Any]] = []
     to_merge: list[Link] = []
-    buried = svc.links.buried(entity, [r[key].lower() for r in records])
     for record in records:
         rid = record[key].lower()
         who = f"{entity}:{rid}"
@@ -428,10 +429,8 @@ def _direction(result: MergeResult) -> str:
 # -- deletes ---------------------------------------------------------------------------
 def _marketo_deleted(batch: Batch, ids: list[int]) -> None:
     links = list(batch.svc.links.get_many(ids).values())
-    for link in links:
-        if link.entity and link.dynamics_id:
-            batch.svc.links.bury(link.entity, link.dynamics_id)
-    _end_links(batch, links, "the person was deleted in Marketo; the Dynamics record is kept")
+    _end_links(batch, links, "the person was deleted in Marketo; the Dynamics record is kept",
+               tombstone_at=datetime.now(UTC))
 
 
 def _dynamics_deleted(batch: Batch, entity: str, ids: list[str]) -> None:
@@ -455,10 +454,10 @@ def _mark_deleted_in_marketo(batch: Batch, links: list[Link]) -> None:
     _end_links(batch, links, f"deleted in Dynamics: Marketo person flagged {field_name}=true")
 
 
-def _end_links(batch: Batch, links: list[Link], why: str) -> None:
+def _end_links(batch: Batch, links: list[Link], why: str, *, tombstone_at: datetime | None = None) -> None:
     for link in links:
         try:
-            batch.svc.links.delete(link)
+            batch.svc.links.delete(link, tombstone_at=tombstone_at)
         except StateConflict:
             batch.retry_marketo.append(link.marketo_id)
             continue

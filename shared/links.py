@@ -2,21 +2,23 @@
 
 Table `<prefix>links` holds two kinds of rows:
 
-    link row   PK "m<lead id mod 100, 2 digits>"  RK "<lead id>"
+    link row   PK "m<lead id mod 16, 2 digits>"  RK "<lead id>"
                entity, dynamics_id, base (JSON of canonical values), state, parked_*
-    index row  PK "d<first 2 hex digits of the GUID>"  RK "<entity>:<guid>"
-               marketo_id
-    tombstone  PK "t<first 2 hex digits of the GUID>"  RK "<entity>:<guid>"
-               ended_at: the Marketo person was deleted then; the record is not
-               re-created in Marketo until Dynamics changes it after that moment
+    index row  PK "d<first hex digit of the GUID>"  RK "<entity>:<guid>"
+               marketo_id: the person this record is linked to (0 when not linked)
+               ended_at: set when the record's Marketo person was deleted in Marketo; the
+               record is not re-created in Marketo until Dynamics changes it after that
 
-Why these keys: a sync batch touches hundreds of unrelated people at once; hashing the
-lead id into 100 partitions and the GUID into 256 spreads those writes over many
-partition servers instead of one hot partition, while each lookup stays a point read
-(PK + RK known). The link row is the truth; an index row is a pointer that is checked
+Why these keys: every lookup stays a point read (PK + RK known), and a batch of up to 300
+people spreads over 16 partitions per kind, so its writes go as entity-group
+transactions (all rows of one transaction share a partition): about 32 requests for 300
+new links instead of 600. 16 partitions carry far more than Marketo's rate limit lets a
+sync write. The link row is the truth; an index row is a pointer that is checked
 against the link row on every read, so a crash between the two writes never yields a
 wrong link: a stale pointer is ignored, and a missing one is restored when the record
-next comes through the Dynamics feed (it is then found by email, already linked).
+next comes through the Dynamics feed (it is then found by email, already linked). The
+tombstone lives in the index row so that one read answers both "linked?" and "deleted
+in Marketo?" for a record the Dynamics feed brings in.
 
 Every save of a link row is conditional on the ETag it was read with: two appliers
 racing on one person cannot both store a base; the loser raises StateConflict and its
@@ -26,7 +28,7 @@ queue message is retried against fresh state.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -34,11 +36,11 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.errors import StateConflict
 from shared.fieldmap import Value
-from shared.storage import Storage
+from shared.storage import TRANSACTION_MAX, Storage
 
 LINKED = "linked"
 CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
@@ -46,12 +48,15 @@ PARKED = "parked"  # a validation failure; not retried until either side changes
 CLAIM_STALE_AFTER = timedelta(minutes=2)  # a creating claim older than this lost its holder
 
 
+PARTITIONS = 16
+
+
 def link_key(marketo_id: int) -> tuple[str, str]:
-    return f"m{marketo_id % 100:02d}", str(marketo_id)
+    return f"m{marketo_id % PARTITIONS:02d}", str(marketo_id)
 
 
 def index_key(entity: str, dynamics_id: str) -> tuple[str, str]:
-    return f"d{dynamics_id[:2].lower()}", f"{entity}:{dynamics_id.lower()}"
+    return f"d{dynamics_id[:1].lower()}", f"{entity}:{dynamics_id.lower()}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,34 @@ class Link:
 
 def person_key(marketo_id: int) -> str:
     return f"m{marketo_id}"
+
+
+@dataclass
+class Lookup:
+    """What the index says about some Dynamics records: their links, and tombstones."""
+
+    links: dict[str, Link] = field(default_factory=dict)
+    buried: dict[str, datetime] = field(default_factory=dict)  # record id -> when its person was deleted
+
+
+def _pointer(link: Link) -> dict[str, Any]:
+    pk, rk = index_key(str(link.entity), str(link.dynamics_id))
+    return {"PartitionKey": pk, "RowKey": rk, "marketo_id": link.marketo_id}
+
+
+def _write_op(link: Link, row: dict[str, Any]) -> tuple[Any, ...]:
+    if link.etag is None:
+        return ("create", row)
+    return ("update", row, {"mode": UpdateMode.REPLACE, "etag": link.etag,
+                            "match_condition": MatchConditions.IfNotModified})
+
+
+def _chunks(rows: list[dict[str, Any]]) -> list[list[int]]:
+    """Indexes of `rows` grouped by partition, at most one transaction's worth each."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row["PartitionKey"], []).append(i)
+    return [idx[j:j + TRANSACTION_MAX] for idx in groups.values() for j in range(0, len(idx), TRANSACTION_MAX)]
 
 
 def _to_entity(link: Link) -> dict[str, Any]:
@@ -131,19 +164,33 @@ class LinkStore:
         return {i: link for i, link in zip(ids, self._pool.map(self.get, ids), strict=True) if link}
 
     def by_dynamics(self, entity: str, dynamics_id: str) -> Link | None:
+        return self._resolve(entity, dynamics_id)[0]
+
+    def by_dynamics_many(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
+        return self.lookup(entity, dynamics_ids).links
+
+    def lookup(self, entity: str, dynamics_ids: Iterable[str]) -> Lookup:
+        """The links of these Dynamics records, and when each unlinked one's Marketo person
+        was deleted in Marketo (if it was): one index read per record, plus the link row."""
+        ids = list(dict.fromkeys(dynamics_ids))
+        found = Lookup()
+        for did, (link, ended_at) in zip(ids, self._pool.map(lambda i: self._resolve(entity, i), ids), strict=True):
+            if link is not None:
+                found.links[did] = link
+            elif ended_at is not None:
+                found.buried[did] = ended_at
+        return found
+
+    def _resolve(self, entity: str, dynamics_id: str) -> tuple[Link | None, datetime | None]:
         try:
             pointer = self._table.get_entity(*index_key(entity, dynamics_id))
         except ResourceNotFoundError:
-            return None
-        link = self.get(int(pointer["marketo_id"]))
+            return None, None
+        marketo_id = int(pointer.get("marketo_id") or 0)
+        link = self.get(marketo_id) if marketo_id else None
         if link is None or link.entity != entity or (link.dynamics_id or "").lower() != dynamics_id.lower():
-            return None  # a pointer left behind by a crash or a moved link
-        return link
-
-    def by_dynamics_many(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
-        ids = list(dict.fromkeys(dynamics_ids))
-        found = self._pool.map(lambda i: self.by_dynamics(entity, i), ids)
-        return {i: link for i, link in zip(ids, found, strict=True) if link}
+            return None, pointer.get("ended_at")  # a pointer left behind by a crash, a move or a deletion
+        return link, None
 
     def all(self) -> Iterator[Link]:
         for e in self._table.query_entities("PartitionKey ge 'm' and PartitionKey lt 'n'"):
@@ -186,20 +233,54 @@ class LinkStore:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
         if index and link.entity and link.dynamics_id:
-            pk, rk = index_key(link.entity, link.dynamics_id)
-            self._table.upsert_entity({"PartitionKey": pk, "RowKey": rk, "marketo_id": link.marketo_id})
+            self._table.upsert_entity(_pointer(link), mode=UpdateMode.REPLACE)
         return replace(link, etag=meta.get("etag"), updated_at=entity["updated_at"])
 
     def save_many(self, links: Iterable[Link], *, index: bool = True) -> list[Link | StateConflict]:
-        """Save each link; a conflict is returned in its place instead of raised."""
+        """Save each link, as `save` does, in one transaction per partition and 100 rows.
 
-        def one(link: Link) -> Link | StateConflict:
+        A conflict is returned in its link's place instead of raised. A transaction that
+        fails writes nothing, so its links are then saved one by one to tell the
+        conflicting ones from the rest (the rare path: a race on one person).
+        """
+        links = list(links)
+        rows = [_to_entity(link) for link in links]
+        results: list[Link | StateConflict] = [StateConflict("not saved")] * len(links)
+
+        def saved(i: int, meta: Mapping[str, Any]) -> Link:
+            return replace(links[i], etag=meta.get("etag"), updated_at=rows[i]["updated_at"])
+
+        def one(i: int) -> None:
             try:
-                return self.save(link, index=index)
+                results[i] = self.save(links[i], index=False)
             except StateConflict as exc:
-                return exc
+                results[i] = exc
 
-        return list(self._pool.map(one, links))
+        def group(chunk: list[int]) -> None:
+            if len(chunk) == 1:
+                one(chunk[0])
+                return
+            try:
+                metas = self._table.submit_transaction([_write_op(links[i], rows[i]) for i in chunk])
+            except TableTransactionError:
+                for i in chunk:
+                    one(i)
+                return
+            for i, meta in zip(chunk, metas, strict=True):
+                results[i] = saved(i, meta)
+
+        list(self._pool.map(group, _chunks(rows)))
+        if index:
+            pointers = {(p["PartitionKey"], p["RowKey"]): p for r in results
+                        if isinstance(r, Link) and r.entity and r.dynamics_id for p in [_pointer(r)]}
+            self._upsert_all(list(pointers.values()))
+        return results
+
+    def _upsert_all(self, rows: list[dict[str, Any]]) -> None:
+        def group(chunk: list[int]) -> None:
+            self._table.submit_transaction([("upsert", rows[i], {"mode": UpdateMode.REPLACE}) for i in chunk])
+
+        list(self._pool.map(group, _chunks(rows)))
 
     def move(self, link: Link, entity: str, dynamics_id: str) -> Link:
         """Point the link at another record (a lead qualified into a contact)."""
@@ -208,8 +289,15 @@ class LinkStore:
             self._delete_index(link.entity, link.dynamics_id)
         return moved
 
-    def delete(self, link: Link) -> None:
-        """End the link: the row (conditional on its ETag) and its index pointer."""
+    def delete(self, link: Link, *, tombstone_at: datetime | None = None) -> None:
+        """End the link: the row (conditional on its ETag) and its index pointer.
+
+        `tombstone_at` (the person was deleted in Marketo) keeps the index row as a
+        tombstone instead. It is written first: a crash before the link row goes leaves a
+        live link whose stale `ended_at` is ignored, never a deletion without its tombstone.
+        """
+        if tombstone_at is not None and link.entity and link.dynamics_id:
+            self._table.upsert_entity({**_pointer(link), "ended_at": tombstone_at}, mode=UpdateMode.REPLACE)
         pk, rk = link_key(link.marketo_id)
         try:
             self._table.delete_entity(pk, rk, etag=link.etag,
@@ -219,27 +307,8 @@ class LinkStore:
             pass
         except ResourceModifiedError as exc:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
-        if link.entity and link.dynamics_id:
+        if tombstone_at is None and link.entity and link.dynamics_id:
             self._delete_index(link.entity, link.dynamics_id)
-
-    def bury(self, entity: str, dynamics_id: str) -> None:
-        """Remember that this record's Marketo person was deleted in Marketo."""
-        _, rk = index_key(entity, dynamics_id)
-        self._table.upsert_entity({"PartitionKey": "t" + rk.split(":")[1][:2], "RowKey": rk,
-                                   "ended_at": datetime.now(UTC)})
-
-    def buried(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, datetime]:
-        """When each of these records' Marketo person was deleted, for those that were."""
-
-        def one(dynamics_id: str) -> datetime | None:
-            _, rk = index_key(entity, dynamics_id)
-            try:
-                return self._table.get_entity("t" + rk.split(":")[1][:2], rk)["ended_at"]  # type: ignore[no-any-return]
-            except ResourceNotFoundError:
-                return None
-
-        ids = list(dict.fromkeys(dynamics_ids))
-        return {i: at for i, at in zip(ids, self._pool.map(one, ids), strict=True) if at is not None}
 
     def _delete_index(self, entity: str, dynamics_id: str) -> None:
         try:

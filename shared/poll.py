@@ -137,7 +137,7 @@ def _drain_dataverse(svc: Services, entity: str, cursor: Cursor | None, report: 
     link = None if (cursor is None or from_scratch) else cursor.value
     size = svc.settings.batch_size
     for page in svc.dataverse.changes(ENTITY_SETS[entity], svc.select(entity), link):
-        changed = dataverse_news(svc, entity, page.records)
+        changed = dataverse_news(svc, entity, page.records, delta=link is not None)
         deleted = [i.lower() for i in page.deleted_ids]
         work = chunked("dynamics", "changed", changed, entity=entity, size=size)
         work += chunked("dynamics", "deleted", deleted, entity=entity, size=size)

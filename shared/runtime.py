@@ -82,7 +82,7 @@ class Services:
     # -- derived, cached ---------------------------------------------------------------
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
-        cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "modifiedon"]
+        cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "createdon", "modifiedon"]
         if entity == "contact":
             cols.append("_originatingleadid_value")
         return cols

@@ -21,7 +21,7 @@ from azure.storage.queue import QueueClient
 from shared.activity import COLLISION, PARKED, SYNCED, VALIDATION_FAILED, ActivityLog, Entry
 from shared.cursors import CursorStore
 from shared.errors import StateConflict
-from shared.links import CREATING, LINKED, Link, LinkStore
+from shared.links import CREATING, LINKED, Link, LinkStore, index_key, link_key
 from shared.links import PARKED as LINK_PARKED
 from shared.storage import Storage
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues
@@ -177,7 +177,7 @@ def test_a_pointer_left_behind_by_a_crash_is_ignored(storage: Storage, links: Li
     link = links.save(Link(1042, "lead", lead))
     links.save(replace_link(link, entity="contact", dynamics_id=contact))  # crashed before removing the pointer
     table = storage.table("links")
-    pointer = table.get_entity(f"d{lead[:2]}", f"lead:{lead}")
+    pointer = table.get_entity(*index_key("lead", lead))
     assert pointer["marketo_id"] == 1042  # still there ...
     assert links.by_dynamics("lead", lead) is None  # ... and ignored
     assert links.by_dynamics_many("lead", [lead]) == {}
@@ -188,7 +188,7 @@ def test_a_pointer_left_behind_by_a_crash_is_ignored(storage: Storage, links: Li
 def test_a_pointer_to_a_missing_link_is_ignored(storage: Storage, links: LinkStore) -> None:
     did = guid()
     links.save(Link(77, "lead", did))
-    storage.table("links").delete_entity("m77", "77")
+    storage.table("links").delete_entity(*link_key(77))
     assert links.by_dynamics("lead", did) is None
 
 
@@ -221,16 +221,69 @@ def test_many_at_once(links: LinkStore) -> None:
     assert sorted(link.marketo_id for link in links.all()) == list(range(1, 31))
 
 
-def test_links_spread_over_many_partitions(storage: Storage, links: LinkStore) -> None:
-    out = links.save_many([Link(100_000 + i, "lead", guid()) for i in range(1000)])
-    assert all(isinstance(o, Link) for o in out)
+def test_links_spread_over_partitions_and_are_written_in_transactions(storage: Storage) -> None:
+    counting = CountingStorage(storage)
+    links = LinkStore(counting)
+    out = links.save_many([Link(100_000 + i, "lead", guid()) for i in range(300)])  # consecutive, as Marketo creates
+    assert all(isinstance(o, Link) and o.etag for o in out)
     rows = list(storage.table("links").list_entities(select=["PartitionKey", "RowKey"]))
-    link_partitions = {r["PartitionKey"] for r in rows if r["PartitionKey"].startswith("m")}
-    index_partitions = {r["PartitionKey"] for r in rows if r["PartitionKey"].startswith("d")}
-    assert len(rows) == 2000
-    assert len(link_partitions) >= 50
-    assert len(index_partitions) >= 50
-    assert sum(1 for _ in links.all()) == 1000
+    assert len(rows) == 600
+    assert len({r["PartitionKey"] for r in rows if r["PartitionKey"].startswith("m")}) == 16
+    assert len({r["PartitionKey"] for r in rows if r["PartitionKey"].startswith("d")}) == 16
+    assert counting.requests <= 2 * 16 + 2  # one transaction per partition per kind, not 600 requests
+    assert sum(1 for _ in links.all()) == 300
+    assert links.lookup("lead", [str(o.dynamics_id) for o in out if isinstance(o, Link)]).links.keys()
+
+
+def test_a_conflict_inside_a_transaction_fails_only_its_own_link(links: LinkStore) -> None:
+    stale = links.save(Link(16, "lead", guid(), {"title": "A"}))  # 16, 32 and 48 share a partition
+    links.save(stale.agreed({"title": "B"}))  # someone else moved it on
+    fresh = [links.save(Link(i, "lead", guid())) for i in (32, 48)]
+    out = links.save_many([fresh[0].agreed({"title": "x"}), stale.agreed({"title": "C"}),
+                           fresh[1].agreed({"title": "y"}), Link(64, "contact", guid())])
+    assert [type(o) for o in out] == [Link, StateConflict, Link, Link]
+    assert links.get(16).base == {"title": "B"}  # type: ignore[union-attr]
+    assert links.get(32).base == {"title": "x"} and links.get(48).base == {"title": "y"}  # type: ignore[union-attr]
+    saved = out[0]
+    assert isinstance(saved, Link)
+    links.save(saved.agreed({"title": "z"}))  # the etag a transaction returned is the row's real one
+
+
+def test_a_tombstone_answers_the_same_lookup_until_the_record_is_linked_again(links: LinkStore) -> None:
+    did, at = guid(), datetime.now(UTC).replace(microsecond=0)
+    link = links.save(Link(1042, "lead", did))
+    links.delete(link, tombstone_at=at)
+    found = links.lookup("lead", [did, guid()])
+    assert found.links == {} and found.buried == {did: at}
+    relinked = links.save(Link(2042, "lead", did))
+    found = links.lookup("lead", [did])
+    assert found.links == {did: relinked} and found.buried == {}
+    links.delete(relinked)  # ended for another reason: no tombstone, no pointer
+    assert links.lookup("lead", [did]) == type(found)()
+
+
+def test_a_tombstone_written_before_a_failed_delete_does_not_hide_the_live_link(links: LinkStore) -> None:
+    did = guid()
+    stale = links.save(Link(1042, "lead", did, {"title": "A"}))
+    links.save(stale.agreed({"title": "B"}))
+    with pytest.raises(StateConflict):
+        links.delete(stale, tombstone_at=datetime.now(UTC))
+    found = links.lookup("lead", [did])
+    assert found.links[did].base == {"title": "B"} and found.buried == {}
+
+
+class CountingStorage(Storage):
+    """The same account, counting the table requests the code under test makes."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner.connection_string, table_prefix=inner.table_prefix)
+        self.requests = 0
+        self._counting = threading.Lock()
+        self._transport.session.hooks["response"].append(self._count)
+
+    def _count(self, response: object, *args: object, **kwargs: object) -> None:
+        with self._counting:
+            self.requests += 1
 
 
 # -- cursors ---------------------------------------------------------------------------
