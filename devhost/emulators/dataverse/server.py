@@ -67,7 +67,9 @@ class DataverseEmulator:
             extra.write_to_path(str(certfile), append=True)
         cert.private_key_pem.write_to_path(str(keyfile))
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on such sockets, and without
+        # it a response written in two parts waits ~40 ms for the client's delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]

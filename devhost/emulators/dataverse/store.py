@@ -4,6 +4,9 @@
 - `createdon`/`modifiedon`: UTC, second precision, `Z` (spec "Core columns").
 - Deletions leave tombstones so a delta reports them, even for rows created and deleted
   between polls (spec §5).
+- Indexes (emulator scale only, no wire effect): per table the ids in sorted order, the row and
+  tombstone versions in ascending order, and lazily built per-column value indexes, so primary-key
+  lookups, paging and delta pages stay cheap at 100k+ rows.
 - Validation (spec §9 and §7 table): MaxLength → 0x80044331 (two spaces after "occurred."),
   unknown property → 0x80048d19, read-only columns → 400, option values, Email format,
   SystemRequired. ApplicationRequired is NOT enforced (spec §9).
@@ -14,18 +17,21 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .filter import norm
 from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STRING_TYPES, Attr, EntityDef, build_entities
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BIND = re.compile(r"^/?(?:.*/api/data/v9\.\d/)?(\w+)\(([0-9a-fA-F-]{36})\)$")
 SYSTEM_USER = "a1b2c3d4-0000-4000-8000-000000000001"
+LOG_SLACK = 1024  # stale version-log entries tolerated beyond the live ones before compacting
 
 
 class ApiError(Exception):
@@ -63,6 +69,106 @@ class Tombstone:
     id: str
 
 
+class _VersionLog:
+    """Versions in ascending order with the id each was given to. Entries go stale when a row is
+    updated/deleted (or a tombstone dropped); readers check liveness, `compact` drops stale ones."""
+
+    def __init__(self) -> None:
+        self.versions: list[int] = []
+        self.ids: dict[int, str] = {}
+
+    def add(self, version: int, rid: str) -> None:
+        if version in self.ids:
+            return
+        if not self.versions or version > self.versions[-1]:
+            self.versions.append(version)
+        else:
+            insort(self.versions, version)  # a rollback restoring an older row
+        self.ids[version] = rid
+
+    def between(self, low: int, high: int) -> Iterator[tuple[int, str]]:
+        """(version, id) with low < version <= high, ascending."""
+        versions, ids = self.versions, self.ids
+        for i in range(bisect_right(versions, low), bisect_right(versions, high)):
+            v = versions[i]
+            yield v, ids[v]
+
+    def compact(self, live: Callable[[int, str], bool]) -> None:
+        keep = [v for v in self.versions if live(v, self.ids[v])]
+        self.ids = {v: self.ids[v] for v in keep}
+        self.versions = keep
+
+
+class _IdOrder:
+    """The table's ids in sorted order; inserts and removals are applied lazily on read."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.added: list[str] = []
+        self.removed = 0
+
+    def sorted_ids(self, table: dict[str, Any]) -> list[str]:
+        ids = self.ids
+        if self.removed:
+            ids = [i for i in ids if i in table]
+        if self.added:
+            new: set[str] = set()
+            for rid in self.added:
+                if rid in table and rid not in new:
+                    j = bisect_left(ids, rid)
+                    if j == len(ids) or ids[j] != rid:
+                        new.add(rid)
+            ids.extend(new)
+            ids.sort()  # timsort: a sorted run plus a short tail
+        self.ids, self.added, self.removed = ids, [], 0
+        return ids
+
+
+_UNHASHABLE = object()
+
+
+def _index_key(value: Any) -> Any:
+    """The filter's normalised value, or _UNHASHABLE when it cannot be a dict key (or fails to normalise)."""
+    try:
+        key = norm(value)
+        hash(key)
+    except Exception:
+        return _UNHASHABLE
+    return key
+
+
+class _ColumnIndex:
+    """normalised value → ids, as `filter.evaluate` compares (`eq`, `In`)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[Any, set[str]] = {}
+        self.odd: set[str] = set()  # rows whose value is not indexable: always candidates
+
+    def add(self, rid: str, value: Any) -> None:
+        key = _index_key(value)
+        if key is _UNHASHABLE:
+            self.odd.add(rid)
+        else:
+            self.buckets.setdefault(key, set()).add(rid)
+
+    def discard(self, rid: str, value: Any) -> None:
+        key = _index_key(value)
+        if key is _UNHASHABLE:
+            self.odd.discard(rid)
+            return
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket.discard(rid)
+            if not bucket:
+                del self.buckets[key]
+
+    def lookup(self, keys: Iterable[Any]) -> set[str]:
+        out = set(self.odd)
+        for key in keys:
+            out |= self.buckets.get(key, set())
+        return out
+
+
 class Store:
     """All tables. Every public method takes the lock; transactions journal undo steps."""
 
@@ -72,6 +178,11 @@ class Store:
         self.by_set = {e.entity_set: e for e in self.entities.values()}
         self.rows: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in self.by_set}
         self.tombstones: dict[str, dict[str, int]] = {s: {} for s in self.by_set}
+        self._row_log: dict[str, _VersionLog] = {s: _VersionLog() for s in self.by_set}
+        self._tomb_log: dict[str, _VersionLog] = {s: _VersionLog() for s in self.by_set}
+        self._order: dict[str, _IdOrder] = {s: _IdOrder() for s in self.by_set}
+        self._indexes: dict[str, dict[str, _ColumnIndex]] = {s: {} for s in self.by_set}
+        self._odd_ids: dict[str, int] = {s: 0 for s in self.by_set}  # ids that `norm` would change
         self.keys: dict[str, list[tuple[str, ...]]] = {}  # logical name → alternate keys
         self.version = 1_000_000
         self.min_delta_version = self.version
@@ -110,14 +221,8 @@ class Store:
             except BaseException:
                 journal = self._journal
                 for set_name, rid, row, tomb in reversed(journal[mark:]):
-                    if row is None:
-                        self.rows[set_name].pop(rid, None)
-                    else:
-                        self.rows[set_name][rid] = row
-                    if tomb is None:
-                        self.tombstones[set_name].pop(rid, None)
-                    else:
-                        self.tombstones[set_name][rid] = tomb
+                    self._put_row(set_name, rid, row)
+                    self._put_tomb(set_name, rid, tomb)
                 del journal[mark:]
                 raise
             finally:
@@ -131,7 +236,65 @@ class Store:
                 (set_name, rid, dict(old) if old is not None else None, self.tombstones[set_name].get(rid))
             )
 
+    # -- the one place rows and tombstones change (keeps the indexes in step) ----------------
+    def _put_row(self, set_name: str, rid: str, row: dict[str, Any] | None) -> None:
+        table = self.rows[set_name]
+        old = table.get(rid)
+        if row is None:
+            if old is None:
+                return
+            del table[rid]
+            self._order[set_name].removed += 1
+            if _index_key(rid) != rid:
+                self._odd_ids[set_name] -= 1
+        else:
+            table[rid] = row
+            if old is None:
+                self._order[set_name].added.append(rid)
+                if _index_key(rid) != rid:
+                    self._odd_ids[set_name] += 1
+            log = self._row_log[set_name]
+            log.add(row["versionnumber"], rid)
+            if len(log.versions) > 2 * len(table) + LOG_SLACK:
+                log.compact(lambda v, i: (table.get(i) or {}).get("versionnumber") == v)
+        for column, index in self._indexes[set_name].items():
+            if old is not None:
+                index.discard(rid, old.get(column))
+            if row is not None:
+                index.add(rid, row.get(column))
+
+    def _put_tomb(self, set_name: str, rid: str, version: int | None) -> None:
+        tombs = self.tombstones[set_name]
+        if version is None:
+            tombs.pop(rid, None)
+            return
+        tombs[rid] = version
+        log = self._tomb_log[set_name]
+        log.add(version, rid)
+        if len(log.versions) > 2 * len(tombs) + LOG_SLACK:
+            log.compact(lambda v, i: tombs.get(i) == v)
+
     # -- reads -------------------------------------------------------------------------------
+    def sorted_ids(self, set_name: str) -> list[str]:
+        """Every id of the table in ascending order (the default query order). Do not mutate."""
+        return self._order[set_name].sorted_ids(self.rows[set_name])
+
+    def lookup(self, set_name: str, column: str, keys: Iterable[Any]) -> set[str]:
+        """Ids of rows whose normalised `column` value (`filter.norm`) equals one of `keys` (a superset
+        may be returned). Primary keys come from the table itself, other columns from an index built on
+        first use and kept up to date by every write."""
+        entity = self.by_set[set_name]
+        table = self.rows[set_name]
+        if column == entity.primary_id and not self._odd_ids[set_name]:
+            return {k for k in keys if isinstance(k, str) and k in table}
+        index = self._indexes[set_name].get(column)
+        if index is None:
+            index = _ColumnIndex()
+            for rid, row in table.items():
+                index.add(rid, row.get(column))
+            self._indexes[set_name][column] = index
+        return index.lookup(keys)
+
     def entity(self, set_name: str) -> EntityDef:
         return self.by_set[set_name]
 
@@ -169,8 +332,8 @@ class Store:
         self._check_unique(entity, row)
         self._remember(set_name, rid)
         row["versionnumber"] = self.next_version()
-        self.rows[set_name][rid] = row
-        self.tombstones[set_name].pop(rid, None)
+        self._put_row(set_name, rid, row)
+        self._put_tomb(set_name, rid, None)
         return row
 
     def update(self, set_name: str, rid: str, body: dict[str, Any], *, validate: bool = True) -> dict[str, Any]:
@@ -187,7 +350,7 @@ class Store:
         self._remember(set_name, row[entity.primary_id])
         new["modifiedon"] = now_z()
         new["versionnumber"] = self.next_version()
-        self.rows[set_name][row[entity.primary_id]] = new
+        self._put_row(set_name, row[entity.primary_id], new)
         return new
 
     def delete(self, set_name: str, rid: str) -> None:
@@ -196,8 +359,8 @@ class Store:
         if rid not in self.rows[set_name]:
             raise not_found(entity, rid)
         self._remember(set_name, rid)
-        del self.rows[set_name][rid]
-        self.tombstones[set_name][rid] = self.next_version()
+        self._put_row(set_name, rid, None)
+        self._put_tomb(set_name, rid, self.next_version())
 
     def _finish(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Computed columns: fullname = "first last" (spec "Core columns": read-only computed)."""
@@ -329,16 +492,35 @@ class Store:
         return value
 
     # -- change tracking ---------------------------------------------------------------------
-    def changes_since(self, set_name: str, since: int, upto: int) -> tuple[list[dict[str, Any]], list[Tombstone]]:
-        """Rows created/updated and tombstones with version in (since, upto], each by version (spec §5)."""
-        rows = sorted(
-            (r for r in self.rows[set_name].values() if since < r["versionnumber"] <= upto),
-            key=lambda r: r["versionnumber"],
-        )
-        tombs = sorted(
-            (Tombstone(v, rid) for rid, v in self.tombstones[set_name].items() if since < v <= upto),
-            key=lambda t: t.version,
-        )
+    def changes_since(
+        self, set_name: str, since: int, upto: int, *, after: tuple[int, int] | None = None, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], list[Tombstone]]:
+        """Rows created/updated and tombstones with version in (since, upto], each by version (spec §5).
+
+        Read as one list keyed (0, version) for rows then (1, version) for tombstones: `after` keeps only
+        keys greater than it (the delta page cursor) and `limit` caps the total, rows first.
+        """
+        phase, last = after if after is not None else (-1, 0)
+        table, tombs_now = self.rows[set_name], self.tombstones[set_name]
+        rows: list[dict[str, Any]] = []
+        tombs: list[Tombstone] = []
+        if limit is not None and limit <= 0:
+            return rows, tombs
+        if phase <= 0:
+            low = max(since, last) if phase == 0 else since
+            for v, rid in self._row_log[set_name].between(low, upto):
+                row = table.get(rid)
+                if row is not None and row["versionnumber"] == v:
+                    rows.append(row)
+                    if limit is not None and len(rows) >= limit:
+                        return rows, tombs
+        if phase <= 1:
+            low = max(since, last) if phase == 1 else since
+            for v, rid in self._tomb_log[set_name].between(low, upto):
+                if tombs_now.get(rid) == v:
+                    tombs.append(Tombstone(v, rid))
+                    if limit is not None and len(rows) + len(tombs) >= limit:
+                        break
         return rows, tombs
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -17,7 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from . import batch as batchfmt
 from . import filter as odata_filter
 from .metadata import EntityDef, attribute_json, select_keys
-from .store import ApiError, Store, is_guid, not_found
+from .store import ApiError, Store, Tombstone, is_guid, not_found
 
 API_PREFIX = "/api/data/v9.2/"
 MAX_PAGE = 5000
@@ -274,16 +275,27 @@ class WebApi:
                     raise ApiError(400, "0x80040203",
                                    f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
             applied.append("odata.track-changes")
-        rows = list(self.store.rows[entity.entity_set].values())
+        table = self.store.rows[entity.entity_set]
+        tree = None
         if opts.get("$filter"):
             tree = odata_filter.parse(opts["$filter"], entity.readable(), entity.type_name)
-            rows = [r for r in rows if odata_filter.evaluate(tree, r)]
         orderby = self._orderby(entity, opts.get("$orderby"))
+        rows: list[dict[str, Any]] = []  # with $orderby: the matching rows in order
+        ids: list[str] = []  # without: the matching ids, ascending (= rows sorted by primary id)
         if orderby:
+            # Ties keep the table's insertion order, so this path scans the table as it always did.
+            rows = list(table.values())
+            if tree is not None:
+                keep = odata_filter.compile_filter(tree)
+                rows = [r for r in rows if keep(r)]
             for col, desc in reversed(orderby):
                 rows.sort(key=lambda r, c=col: _sort_key(r.get(c)), reverse=desc)  # type: ignore[misc]
+        elif tree is None:
+            ids = self.store.sorted_ids(entity.entity_set)
         else:
-            rows.sort(key=lambda r: r[entity.primary_id])
+            keep = odata_filter.compile_filter(tree)
+            ids = self._candidates(entity, tree)
+            ids = [i for i in ids if keep(table[i])]
         top = None
         if "$top" in opts:
             try:
@@ -292,20 +304,22 @@ class WebApi:
                 raise _bad_query(f"Invalid value '{opts['$top']}' for $top.") from exc
             if top < 0:
                 raise _bad_query("$top must be non-negative.")
-        if top is not None and "odata.maxpagesize" not in prefer:
-            rows = rows[:top]  # spec §3: with maxpagesize, $top is ignored
+        limited = top is not None and "odata.maxpagesize" not in prefer  # spec §3: else $top is ignored
         cookie = _parse_cookie(opts["$skiptoken"]) if "$skiptoken" in opts else {}
         page_number = int(cookie.get("pagenumber", "1"))
         anchor = int(cookie.get("anchor", self.store.version))
         if orderby:
+            if limited:
+                rows = rows[:top]
             offset = int(cookie.get("offset", "0"))
-            page, rest = rows[offset : offset + page_size], rows[offset + page_size :]
+            page, rest = rows[offset : offset + page_size], bool(rows[offset + page_size :])
             next_cookie = _cookie(pagenumber=page_number + 1, offset=offset + page_size, anchor=anchor)
         else:
+            end = min(len(ids), top) if limited and top is not None else len(ids)
             last = cookie.get("last")
-            if last:
-                rows = [r for r in rows if r[entity.primary_id] > last]
-            page, rest = rows[:page_size], rows[page_size:]
+            start = bisect_right(ids, last, 0, end) if last else 0  # ids after the previous page's last
+            page = [table[i] for i in ids[start : min(start + page_size, end)]]
+            rest = start + page_size < end
             next_cookie = _cookie(pagenumber=page_number + 1, last=page[-1][entity.primary_id] if page else "",
                                   anchor=anchor)
         body: dict[str, Any] = {
@@ -318,6 +332,19 @@ class WebApi:
             body["@odata.deltaLink"] = self._delta_link(entity, select, anchor)
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
         return json_resp(200, body, headers)
+
+    def _candidates(self, entity: EntityDef, tree: odata_filter.Node) -> list[str]:
+        """Ascending ids of a superset of the rows `tree` accepts: from the store's indexes when the
+        filter pins a column to values (primary-key `eq`/`In()`/`or` chains, or one column's), else all."""
+        set_name = entity.entity_set
+        wanted = odata_filter.index_keys(tree, entity.primary_id)
+        if wanted is not None:
+            found: set[str] = set()
+            for column, values in wanted:
+                found |= self.store.lookup(set_name, column, values)
+            if len(found) <= len(self.store.rows[set_name]) // 2:
+                return sorted(found)
+        return self.store.sorted_ids(set_name)
 
     def _orderby(self, entity: EntityDef, raw: str | None) -> list[tuple[str, bool]]:
         if not raw:
@@ -359,17 +386,21 @@ class WebApi:
         cookie = _parse_cookie(opts["$skiptoken"]) if "$skiptoken" in opts else {}
         upto = int(cookie.get("upto", self.store.version))
         after = (int(cookie.get("phase", "0")), int(cookie.get("lastver", "0")))
-        rows, tombs = self.store.changes_since(entity.entity_set, since, upto)
-        items: list[tuple[tuple[int, int], dict[str, Any]]] = [
-            ((0, r["versionnumber"]), self.render(entity, r, select)) for r in rows
-        ]
+        # Only what the page needs: the changes after the cursor, one more than a page (is there a next?).
+        rows, tombs = self.store.changes_since(entity.entity_set, since, upto, after=after, limit=page_size + 1)
         deleted_ctx = f"{self.root}$metadata#{entity.entity_set}/$deletedEntity"
-        items += [((1, t.version), {"@odata.context": deleted_ctx, "id": t.id, "reason": "deleted"}) for t in tombs]
-        items = [it for it in items if it[0] > after]
+        items: list[tuple[tuple[int, int], dict[str, Any] | None, Tombstone | None]] = [
+            ((0, r["versionnumber"]), r, None) for r in rows
+        ]
+        items += [((1, t.version), None, t) for t in tombs]
         page, rest = items[:page_size], items[page_size:]
         body: dict[str, Any] = {
             "@odata.context": self._context(entity, select, "/$delta"),
-            "value": [it[1] for it in page],
+            "value": [
+                self.render(entity, row, select) if row is not None
+                else {"@odata.context": deleted_ctx, "id": tomb.id, "reason": "deleted"}  # type: ignore[union-attr]
+                for _, row, tomb in page
+            ],
         }
         if rest:
             last = page[-1][0]
