@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from shared.storage import TRANSACTION_MAX, Storage
+from shared.storage import TRANSACTION_MAX, TRANSACTION_MIN, Storage
 
 # Outcome kinds. Failures are the ones a person must look at.
 SYNCED = "synced"
@@ -105,8 +105,14 @@ class ActivityLog:
         rows = [(e, _row_key(e.at)) for e in entries]
         person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{rk}") for e, rk in rows]
         hourly = [_to_entity(e, _hour(e.at), rk) for e, rk in rows]
-        batches = transactions(person_rows) + transactions(hourly)
-        list(self._pool.map(lambda b: self._table.submit_transaction([("upsert", r) for r in b]), batches))
+        list(self._pool.map(self._put, transactions(person_rows) + transactions(hourly)))
+
+    def _put(self, rows: list[dict[str, Any]]) -> None:
+        if len(rows) < TRANSACTION_MIN:
+            for row in rows:
+                self._table.upsert_entity(row)
+        else:
+            self._table.submit_transaction([("upsert", r) for r in rows])
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
         # "|" sorts after every character a person key holds, "}" right after "|": the

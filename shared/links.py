@@ -40,7 +40,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.errors import StateConflict
 from shared.fieldmap import Value
-from shared.storage import TRANSACTION_MAX, Storage
+from shared.storage import TRANSACTION_MAX, TRANSACTION_MIN, Storage
 
 LINKED = "linked"
 CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
@@ -257,8 +257,9 @@ class LinkStore:
                 results[i] = exc
 
         def group(chunk: list[int]) -> None:
-            if len(chunk) == 1:
-                one(chunk[0])
+            if len(chunk) < TRANSACTION_MIN:
+                for i in chunk:
+                    one(i)
                 return
             try:
                 metas = self._table.submit_transaction([_write_op(links[i], rows[i]) for i in chunk])
@@ -278,7 +279,11 @@ class LinkStore:
 
     def _upsert_all(self, rows: list[dict[str, Any]]) -> None:
         def group(chunk: list[int]) -> None:
-            self._table.submit_transaction([("upsert", rows[i], {"mode": UpdateMode.REPLACE}) for i in chunk])
+            if len(chunk) < TRANSACTION_MIN:
+                for i in chunk:
+                    self._table.upsert_entity(rows[i], mode=UpdateMode.REPLACE)
+            else:
+                self._table.submit_transaction([("upsert", rows[i], {"mode": UpdateMode.REPLACE}) for i in chunk])
 
         list(self._pool.map(group, _chunks(rows)))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.validation import validate
 
 MAX_BODY = 4096
+_LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="realtime")
 SECRET_HEADER = "x-leadsync-secret"
 
 
@@ -89,11 +91,12 @@ def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> R
     email_spec = svc.fields.email
     email = values.get(email_spec.marketo)
     if email is not None:
-        for entity in ("lead", "contact"):
-            column = email_spec.column(entity)
-            if column is None:
-                continue
-            matches = svc.dataverse.find_by(ENTITY_SETS[entity], column, [str(email)], [PRIMARY_KEYS[entity]])
+        # Leads and contacts at once: the webhook waits for both lookups, not their sum.
+        lookups = {entity: _LOOKUPS.submit(svc.dataverse.find_by, ENTITY_SETS[entity], column, [str(email)],
+                                           [PRIMARY_KEYS[entity]])
+                   for entity in ("lead", "contact") if (column := email_spec.column(entity)) is not None}
+        for entity, lookup in lookups.items():  # a lead with the email wins over a contact with it
+            matches = lookup.result()
             if matches:
                 return _link_existing(svc, out, lead_id, entity, matches[0][PRIMARY_KEYS[entity]].lower(), wait_s)
     claim = svc.links.claim(lead_id)

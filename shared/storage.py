@@ -17,6 +17,9 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 TRANSACTION_MAX = 100  # rows in one entity-group transaction (a Table Storage limit)
+# Fewer rows than this go as single requests: a transaction costs the SDK ~3.5 ms of CPU to
+# build and parse (multipart MIME) plus ~0.4 ms a row, a single write ~1.1 ms (measured).
+TRANSACTION_MIN = 5
 
 
 _PROXY_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")

@@ -297,6 +297,19 @@ def test_a_wrong_or_missing_key_is_a_401(h: Harness) -> None:
 def test_an_unknown_person_is_a_404(h: Harness) -> None:
     response = h.sync_person(99_999_999)
     assert response.status_code == 404 and response.json()["status"] == "not_found"
+    assert link_of(99_999_999) is None  # the call's claim on the id is released
+
+
+def test_a_record_linked_to_someone_else_is_reported_and_not_taken(h: Harness) -> None:
+    lead_id, first = new_linked_lead(h)
+    address = h.dataverse.get("leads", lead_id)["emailaddress1"]  # type: ignore[index]
+    second = h.marketo.create_lead(email=address, lastName="Twin")  # a duplicate person in Marketo
+    response = h.sync_person(second)
+    assert response.status_code == 200, response.text
+    assert response.json()["linked"] is False and str(first) in response.json()["note"]
+    assert link_of(second) is None  # released: a later call may still link it if things change
+    assert link_of(first).dynamics_id == lead_id  # type: ignore[union-attr]
+    assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
 
 
 # -- 7: validation in the background sync ---------------------------------------------------
