@@ -36,7 +36,7 @@ class Plan:
     poll5_s: float = 60.0
     scale_small: int = 10_000
     scale_big: int = 100_000
-    scale_budget_s: float = 600.0  # per initial sync, from its poll
+    scale_budget_s: float = 900.0  # per initial sync, from its poll
 
 
 QUICK = Plan(naive_sample=40, realtime_sequential=10, realtime_per_caller=2, latency_pool=100, edits_per_s=2.0,
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default bench/results.json, or bench/results.quick.json with --quick)")
     parser.add_argument("--scale-budget", type=float, default=None, metavar="SECONDS",
-                        help="longest wait for each initial sync (default 600, quick 300); "
+                        help="longest wait for each initial sync (default 900, quick 300); "
                              "a sync cut short is extrapolated and marked incomplete")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else Plan()

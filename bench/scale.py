@@ -43,6 +43,7 @@ def initial_sync(system: BenchSystem, n: int, *, echo: bool,
     ids = seed_leads(system, records)
     system.start_app(None)
     rss_start = system.app_memory_kb()["VmRSS"]
+    cpu_before = system.cpu_seconds()
     before = system.counters()
     started = time.monotonic()
     deadline = started + budget_s
@@ -56,6 +57,7 @@ def initial_sync(system: BenchSystem, n: int, *, echo: bool,
             break
     elapsed = time.monotonic() - started
     used = system.counters() - before
+    cpu = {name: seconds - cpu_before[name] for name, seconds in system.cpu_seconds().items()}
     memory = system.app_memory_kb()
     if len(people) < n:
         people = people_with(system, tag)
@@ -74,6 +76,9 @@ def initial_sync(system: BenchSystem, n: int, *, echo: bool,
         f"{key}.rss_start_mb": round(rss_start / 1024, 1),
         f"{key}.rss_peak_mb": round(memory["VmHWM"] / 1024, 1),
     }
+    for name, seconds in cpu.items():
+        out[f"{key}.cpu_s.{name}"] = round(seconds, 1)
+        out[f"{key}.cpu_ms_per_person.{name}"] = round(seconds * 1000 / max(1, len(people)), 2)
     if not complete:
         out[f"{key}.stopped_after_s"] = round(elapsed, 1)
     if echo and complete:  # our n creations come back through Marketo's feed; the next poll reads and drops them

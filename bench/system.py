@@ -169,9 +169,29 @@ class BenchSystem:
                 out[key] = int(value.split()[0])
         return out
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far (user + system) by the app, Azurite, and this process (the
+        emulators and the load generators): who the two cores were busy for."""
+        assert self.app is not None and self.stack.azurite is not None and self.stack.azurite.process is not None
+        return {"app": _cpu_seconds(self.app.pid), "azurite": _process_tree_cpu(self.stack.azurite.process.pid),
+                "emulators": _cpu_seconds(os.getpid())}
+
     def sync_person(self, http: Any, lead_id: int) -> Any:
         return http.post(f"{self.app_url}/api/sync-person", content=b'{"leadId": %d}' % lead_id,
                          headers={"x-functions-key": self.function_key, "content-type": "application/json"})
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _process_tree_cpu(pid: int) -> float:
+    """CPU of `pid` and its children (Azurite runs under an npm/node launcher)."""
+    total = _cpu_seconds(pid)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += _process_tree_cpu(int(child))
+    return total
 
 
 def _free_port() -> int:
