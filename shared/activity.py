@@ -25,10 +25,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
 from typing import Any
 
-from shared.storage import TRANSACTION_MAX, TRANSACTION_MIN, Storage
+from shared.storage import TRANSACTION_MIN, Storage, partition_chunks
 
 # Outcome kinds. Failures are the ones a person must look at.
 SYNCED = "synced"
@@ -141,11 +140,5 @@ class ActivityLog:
             hour -= timedelta(hours=1)
 
 
-def transactions(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Rows grouped by partition, in chunks of at most one transaction each."""
-    ordered = sorted(rows, key=lambda r: r["PartitionKey"])
-    out: list[list[dict[str, Any]]] = []
-    for _, group in groupby(ordered, key=lambda r: r["PartitionKey"]):
-        items = list(group)
-        out += [items[i:i + TRANSACTION_MAX] for i in range(0, len(items), TRANSACTION_MAX)]
-    return out
+def transactions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [[rows[i] for i in chunk] for chunk in partition_chunks(rows)]

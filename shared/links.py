@@ -5,9 +5,10 @@ Table `<prefix>links` holds two kinds of rows:
     link row   PK "m<lead id mod 16, 2 digits>"  RK "<lead id>"
                entity, dynamics_id, base (JSON of canonical values), state, parked_*
     index row  PK "d<first hex digit of the GUID>"  RK "<entity>:<guid>"
-               marketo_id: the person this record is linked to (0 when not linked)
-               ended_at: set when the record's Marketo person was deleted in Marketo; the
-               record is not re-created in Marketo until Dynamics changes it after that
+               marketo_id: the person this record is linked to
+               ended_at: set (and the link row deleted) when that person was deleted in
+               Marketo; the record is not re-created in Marketo until Dynamics changes it
+               after that moment
 
 Why these keys: every lookup stays a point read (PK + RK known), and a batch of up to 300
 people spreads over 16 partitions per kind, so its writes go as entity-group
@@ -40,14 +41,12 @@ from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.errors import StateConflict
 from shared.fieldmap import Value
-from shared.storage import TRANSACTION_MAX, TRANSACTION_MIN, Storage
+from shared.storage import TRANSACTION_MIN, Storage, partition_chunks
 
 LINKED = "linked"
 CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
 PARKED = "parked"  # a validation failure; not retried until either side changes
 CLAIM_STALE_AFTER = timedelta(minutes=2)  # a creating claim older than this lost its holder
-
-
 PARTITIONS = 16
 
 
@@ -111,14 +110,6 @@ def _write_op(link: Link, row: dict[str, Any]) -> tuple[Any, ...]:
         return ("create", row)
     return ("update", row, {"mode": UpdateMode.REPLACE, "etag": link.etag,
                             "match_condition": MatchConditions.IfNotModified})
-
-
-def _chunks(rows: list[dict[str, Any]]) -> list[list[int]]:
-    """Indexes of `rows` grouped by partition, at most one transaction's worth each."""
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row["PartitionKey"], []).append(i)
-    return [idx[j:j + TRANSACTION_MAX] for idx in groups.values() for j in range(0, len(idx), TRANSACTION_MAX)]
 
 
 def _to_entity(link: Link) -> dict[str, Any]:
@@ -270,7 +261,7 @@ class LinkStore:
             for i, meta in zip(chunk, metas, strict=True):
                 results[i] = saved(i, meta)
 
-        list(self._pool.map(group, _chunks(rows)))
+        list(self._pool.map(group, partition_chunks(rows)))
         if index:
             pointers = {(p["PartitionKey"], p["RowKey"]): p for r in results
                         if isinstance(r, Link) and r.entity and r.dynamics_id for p in [_pointer(r)]}
@@ -285,7 +276,7 @@ class LinkStore:
             else:
                 self._table.submit_transaction([("upsert", rows[i], {"mode": UpdateMode.REPLACE}) for i in chunk])
 
-        list(self._pool.map(group, _chunks(rows)))
+        list(self._pool.map(group, partition_chunks(rows)))
 
     def move(self, link: Link, entity: str, dynamics_id: str) -> Link:
         """Point the link at another record (a lead qualified into a contact)."""

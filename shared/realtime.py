@@ -33,8 +33,8 @@ from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.validation import validate
 
 MAX_BODY = 4096
-_LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="realtime")
 SECRET_HEADER = "x-leadsync-secret"
+_LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="realtime")
 
 
 def webhook_secret_ok(expected: Secret, given: str | None) -> bool:

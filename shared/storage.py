@@ -22,6 +22,15 @@ TRANSACTION_MAX = 100  # rows in one entity-group transaction (a Table Storage l
 TRANSACTION_MIN = 5
 
 
+def partition_chunks(rows: list[dict[str, Any]]) -> list[list[int]]:
+    """Indexes of `rows` grouped by partition, at most one transaction's worth each: the
+    rows of one entity-group transaction must share a partition."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row["PartitionKey"], []).append(i)
+    return [idx[j:j + TRANSACTION_MAX] for idx in groups.values() for j in range(0, len(idx), TRANSACTION_MAX)]
+
+
 _PROXY_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
