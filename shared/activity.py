@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared import tablebatch
 from shared.storage import TRANSACTION_MIN, Storage, partition_chunks
 
 # Outcome kinds. Failures are the ones a person must look at.
@@ -111,7 +112,7 @@ class ActivityLog:
             for row in rows:
                 self._table.upsert_entity(row)
         else:
-            self._table.submit_transaction([("upsert", r) for r in rows])
+            tablebatch.submit(self._table, [tablebatch.Op("upsert", r) for r in rows])
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
         # "|" sorts after every character a person key holds, "}" right after "|": the

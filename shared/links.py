@@ -29,7 +29,7 @@ queue message is retried against fresh state.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -37,8 +37,9 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import UpdateMode
 
+from shared import tablebatch
 from shared.errors import StateConflict
 from shared.fieldmap import Value
 from shared.storage import TRANSACTION_MIN, Storage, partition_chunks
@@ -105,11 +106,8 @@ def _pointer(link: Link) -> dict[str, Any]:
     return {"PartitionKey": pk, "RowKey": rk, "marketo_id": link.marketo_id}
 
 
-def _write_op(link: Link, row: dict[str, Any]) -> tuple[Any, ...]:
-    if link.etag is None:
-        return ("create", row)
-    return ("update", row, {"mode": UpdateMode.REPLACE, "etag": link.etag,
-                            "match_condition": MatchConditions.IfNotModified})
+def _write_op(link: Link, row: dict[str, Any]) -> tablebatch.Op:
+    return tablebatch.Op("create", row) if link.etag is None else tablebatch.Op("replace", row, link.etag)
 
 
 def _to_entity(link: Link) -> dict[str, Any]:
@@ -238,8 +236,6 @@ class LinkStore:
         rows = [_to_entity(link) for link in links]
         results: list[Link | StateConflict] = [StateConflict("not saved")] * len(links)
 
-        def saved(i: int, meta: Mapping[str, Any]) -> Link:
-            return replace(links[i], etag=meta.get("etag"), updated_at=rows[i]["updated_at"])
 
         def one(i: int) -> None:
             try:
@@ -253,13 +249,13 @@ class LinkStore:
                     one(i)
                 return
             try:
-                metas = self._table.submit_transaction([_write_op(links[i], rows[i]) for i in chunk])
-            except TableTransactionError:
+                etags = tablebatch.submit(self._table, [_write_op(links[i], rows[i]) for i in chunk])
+            except tablebatch.TransactionFailed:
                 for i in chunk:
                     one(i)
                 return
-            for i, meta in zip(chunk, metas, strict=True):
-                results[i] = saved(i, meta)
+            for i, etag in zip(chunk, etags, strict=True):
+                results[i] = replace(links[i], etag=etag, updated_at=rows[i]["updated_at"])
 
         list(self._pool.map(group, partition_chunks(rows)))
         if index:
@@ -274,7 +270,7 @@ class LinkStore:
                 for i in chunk:
                     self._table.upsert_entity(rows[i], mode=UpdateMode.REPLACE)
             else:
-                self._table.submit_transaction([("upsert", rows[i], {"mode": UpdateMode.REPLACE}) for i in chunk])
+                tablebatch.submit(self._table, [tablebatch.Op("upsert", rows[i]) for i in chunk])
 
         list(self._pool.map(group, partition_chunks(rows)))
 

@@ -83,7 +83,9 @@ def bodies(draw: st.DrawFn) -> bytes:
 headers = st.fixed_dictionaries(
     {"content-type": st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
                                       "multipart/form-data; boundary=x", "application/json; charset=utf-16", ""])},
-    optional={"x-extra": st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
+    # Stripped: a field value cannot start or end with whitespace (RFC 9110), and the test's
+    # own client (h11) refuses to send one.
+    optional={"x-extra": st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200).map(str.strip),
               "content-encoding": st.sampled_from(["gzip", "identity", "br"]),
               "accept": st.sampled_from(["*/*", "text/html", "application/xml"])},
 )
