@@ -236,7 +236,6 @@ class LinkStore:
         rows = [_to_entity(link) for link in links]
         results: list[Link | StateConflict] = [StateConflict("not saved")] * len(links)
 
-
         def one(i: int) -> None:
             try:
                 results[i] = self.save(links[i], index=False)
