@@ -18,7 +18,17 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from shared.errors import ConfigError
-from shared.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, Quota, health_services, snapshot
+from shared.health import (
+    Counts,
+    Event,
+    FeedHealth,
+    HealthSnapshot,
+    QueueHealth,
+    Quota,
+    duration,
+    health_services,
+    snapshot,
+)
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")
@@ -116,10 +126,10 @@ def _feeds(feeds: Iterable[FeedHealth], at: datetime) -> str:
         if f.last_poll is None:
             last, lag = "never", "&ndash;"
         else:
-            last, lag = _time(f.last_poll, at), escape(_ago(f.lag_s or 0))
+            last, lag = _time(f.last_poll, at), escape(duration(f.lag_s or 0))
         changed = "&ndash;" if f.changed is None else f"{f.changed:,}"
         deleted = "&ndash;" if f.deleted is None else f"{f.deleted:,}"
-        limit = "not judged" if f.limit_s is None else escape(_ago(f.limit_s))
+        limit = "not judged" if f.limit_s is None else escape(duration(f.limit_s))
         rows.append(f"<tr class={'bad' if f.lagging else 'good'}><td class=name><span class=dot></span>"
                     f"{escape(f.feed)}</td><td class=num>{last}</td><td class=num>{lag}</td><td class=num>{limit}</td>"
                     f"<td class=num>{changed}</td><td class=num>{deleted}</td></tr>")
@@ -161,7 +171,7 @@ def _quota(q: Quota) -> str:
 
 
 def _events(title: str, ident: str, events: Iterable[Event], at: datetime, empty: str) -> str:
-    rows = [f"<tr><td class=when title='{_time(e.at, at)} UTC'>{escape(_ago((at - e.at).total_seconds()))} ago</td>"
+    rows = [f"<tr><td class=when title='{_time(e.at, at)} UTC'>{escape(duration((at - e.at).total_seconds()))} ago</td>"
             f"<td><code>{escape(e.person)}</code></td><td>{escape(e.kind.replace('_', ' '))}</td>"
             f"<td>{escape(e.field)}</td><td class=msg>{escape(e.message)}</td></tr>" for e in events]
     if not rows:
@@ -180,17 +190,6 @@ def _time(moment: datetime, today: datetime) -> str:
     moment = moment.astimezone(UTC)
     same_day = moment.date() == today.astimezone(UTC).date()
     return f"{moment:%H:%M:%S}" if same_day else f"{moment:%Y-%m-%d %H:%M:%S}"
-
-
-def _ago(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    return f"{s // 86400} days"
 
 
 _CSS = """

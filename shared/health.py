@@ -340,8 +340,8 @@ def _reasons(feeds: tuple[FeedHealth, ...], queues: tuple[QueueHealth, ...], hou
         if f.last_poll is None:
             out.append(Reason(FAILING, f"{f.feed} has not polled yet"))
         else:
-            out.append(Reason(FAILING, f"{f.feed} last polled {_duration(f.lag_s or 0)} ago "
-                                       f"(limit {_duration(f.limit_s or 0)})"))
+            out.append(Reason(FAILING, f"{f.feed} last polled {duration(f.lag_s or 0)} ago "
+                                       f"(limit {duration(f.limit_s or 0)})"))
     if quota.exhausted:
         out.append(Reason(FAILING, "Marketo daily API quota is used up"))
     elif quota.fraction is not None and quota.fraction >= QUOTA_WARN:
@@ -355,14 +355,15 @@ def _reasons(feeds: tuple[FeedHealth, ...], queues: tuple[QueueHealth, ...], hou
     return tuple(out)
 
 
-def _duration(seconds: float) -> str:
-    s = int(seconds)
+def duration(seconds: float) -> str:
+    """`seconds` for a person to read: "45 s", "12 min", "3 h 05 min", "4 days"."""
+    s = max(0, int(seconds))
     if s < 120:
         return f"{s} s"
     if s < 7200:
         return f"{s // 60} min"
     if s < 172800:
-        return f"{s // 3600} h {s % 3600 // 60} min"
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 86400} days"
 
 
