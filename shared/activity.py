@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import tablebatch
-from shared.storage import TRANSACTION_MIN, Storage, partition_chunks
+from shared.storage import Storage
 
 # Outcome kinds. Failures are the ones a person must look at.
 SYNCED = "synced"
@@ -105,14 +105,7 @@ class ActivityLog:
         rows = [(e, _row_key(e.at)) for e in entries]
         person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{rk}") for e, rk in rows]
         hourly = [_to_entity(e, _hour(e.at), rk) for e, rk in rows]
-        list(self._pool.map(self._put, transactions(person_rows) + transactions(hourly)))
-
-    def _put(self, rows: list[dict[str, Any]]) -> None:
-        if len(rows) < TRANSACTION_MIN:
-            for row in rows:
-                self._table.upsert_entity(row)
-        else:
-            tablebatch.submit(self._table, [tablebatch.Op("upsert", r) for r in rows])
+        tablebatch.upsert_all(self._table, person_rows + hourly, self._pool)
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
         # "|" sorts after every character a person key holds, "}" right after "|": the
@@ -139,7 +132,3 @@ class ActivityLog:
                 if entry.at >= start and (wanted is None or entry.kind in wanted):
                     yield entry
             hour -= timedelta(hours=1)
-
-
-def transactions(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [[rows[i] for i in chunk] for chunk in partition_chunks(rows)]

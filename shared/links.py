@@ -42,7 +42,7 @@ from azure.data.tables import UpdateMode
 from shared import tablebatch
 from shared.errors import StateConflict
 from shared.fieldmap import Value
-from shared.storage import TRANSACTION_MIN, Storage, partition_chunks
+from shared.storage import Storage
 
 LINKED = "linked"
 CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
@@ -243,7 +243,7 @@ class LinkStore:
                 results[i] = exc
 
         def group(chunk: list[int]) -> None:
-            if len(chunk) < TRANSACTION_MIN:
+            if len(chunk) < tablebatch.TRANSACTION_MIN:
                 for i in chunk:
                     one(i)
                 return
@@ -256,22 +256,12 @@ class LinkStore:
             for i, etag in zip(chunk, etags, strict=True):
                 results[i] = replace(links[i], etag=etag, updated_at=rows[i]["updated_at"])
 
-        list(self._pool.map(group, partition_chunks(rows)))
+        list(self._pool.map(group, tablebatch.partition_chunks(rows)))
         if index:
             pointers = {(p["PartitionKey"], p["RowKey"]): p for r in results
                         if isinstance(r, Link) and r.entity and r.dynamics_id for p in [_pointer(r)]}
-            self._upsert_all(list(pointers.values()))
+            tablebatch.upsert_all(self._table, list(pointers.values()), self._pool)
         return results
-
-    def _upsert_all(self, rows: list[dict[str, Any]]) -> None:
-        def group(chunk: list[int]) -> None:
-            if len(chunk) < TRANSACTION_MIN:
-                for i in chunk:
-                    self._table.upsert_entity(rows[i], mode=UpdateMode.REPLACE)
-            else:
-                tablebatch.submit(self._table, [tablebatch.Op("upsert", rows[i]) for i in chunk])
-
-        list(self._pool.map(group, partition_chunks(rows)))
 
     def move(self, link: Link, entity: str, dynamics_id: str) -> Link:
         """Point the link at another record (a lead qualified into a contact)."""

@@ -16,22 +16,6 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-TRANSACTION_MAX = 100  # rows in one entity-group transaction (a Table Storage limit)
-# A lone row goes as a single write (its errors are the SDK's usual ones); from two rows a
-# transaction is cheaper: one write ~1.35 ms of CPU, a transaction through
-# shared/tablebatch.py ~1.4 ms plus ~0.03 ms a row (measured against Azurite).
-TRANSACTION_MIN = 2
-
-
-def partition_chunks(rows: list[dict[str, Any]]) -> list[list[int]]:
-    """Indexes of `rows` grouped by partition, at most one transaction's worth each: the
-    rows of one entity-group transaction must share a partition."""
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row["PartitionKey"], []).append(i)
-    return [idx[j:j + TRANSACTION_MAX] for idx in groups.values() for j in range(0, len(idx), TRANSACTION_MAX)]
-
-
 _PROXY_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
