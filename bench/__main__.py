@@ -37,6 +37,9 @@ class Plan:
     scale_small: int = 10_000
     scale_big: int = 100_000
     scale_budget_s: float = 900.0  # per initial sync, from its poll
+    # The app's FUNCTIONS_WORKER_PROCESS_COUNT: one Python worker per core, as Azure's
+    # Python performance guide suggests for CPU-bound apps.
+    worker_processes: int = min(os.cpu_count() or 1, 10)
 
 
 QUICK = Plan(naive_sample=40, realtime_sequential=10, realtime_per_caller=2, latency_pool=100, edits_per_s=2.0,
@@ -52,9 +55,10 @@ def run(plan: Plan, quick: bool, out: Path) -> dict[str, Any]:
     that fails (or is stopped) late still leaves what it measured."""
     results: dict[str, Any] = {"env.mode": "quick" if quick else "full", "env.cpus": os.cpu_count(),
                                "env.python": platform.python_version(),
+                               "env.worker_processes": plan.worker_processes,
                                "env.loadavg_1m_start": round(os.getloadavg()[0], 2)}
     started = time.monotonic()
-    with BenchSystem() as system:
+    with BenchSystem(worker_processes=plan.worker_processes) as system:
         system.start_app(None)
         system.sync(1)  # first poll: both cursors start now
         say(f"api cost: {plan.cost_n} changes each way, naive flow on {plan.naive_sample}")
@@ -104,8 +108,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scale-budget", type=float, default=None, metavar="SECONDS",
                         help="longest wait for each initial sync (default 900, quick 300); "
                              "a sync cut short is extrapolated and marked incomplete")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="the app's FUNCTIONS_WORKER_PROCESS_COUNT (default: one per core, at most 10)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else Plan()
+    if args.workers is not None:
+        plan = replace(plan, worker_processes=args.workers)
     if args.scale_budget is not None:
         plan = replace(plan, scale_budget_s=args.scale_budget)
     out = args.out or HERE / ("results.quick.json" if args.quick else "results.json")

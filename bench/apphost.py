@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--function-key", required=True)
     args = parser.parse_args(argv)
     host = FunctionHost(load_app(), connection_string=os.environ["AzureWebJobsStorage"], host_json=ROOT / "host.json",
-                        function_key=args.function_key, http_port=args.port,
+                        function_key=args.function_key, http_port=args.port, script_file=ROOT / "function_app.py",
                         log=lambda line: print(line, file=sys.stderr, flush=True))
     host.start()
     try:

@@ -42,7 +42,7 @@ class Counters:
 
 
 class BenchSystem:
-    def __init__(self, log: TextIO | None = None) -> None:
+    def __init__(self, log: TextIO | None = None, *, worker_processes: int = 1) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="leadsync-bench-")
         self.log_path = Path(self._tmp.name) / "app.log"
         self.stack = Stack(StackConfig(start_host=False, app_port=0), log=lambda line: None)
@@ -53,6 +53,7 @@ class BenchSystem:
         self.app_url = ""
         self.function_key = DEV_FUNCTION_KEY
         self._log = log or sys.stderr
+        self.worker_processes = worker_processes
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> BenchSystem:
@@ -81,7 +82,8 @@ class BenchSystem:
         self.stop_app()
         schedule = NEVER if poll_seconds is None else schedule_every(poll_seconds)
         env = {**os.environ, **self.env, "MARKETO_POLL_SCHEDULE": schedule, "DATAVERSE_POLL_SCHEDULE": schedule,
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1",
+               "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.worker_processes)}
         port = _free_port()
         log = open(self.log_path, "a")  # noqa: SIM115 - the child owns it until stop_app
         self.app = subprocess.Popen(
@@ -160,20 +162,22 @@ class BenchSystem:
         return Counters(int(self.marketo.stats()["counted_calls"]), int(self.dataverse.stats()["total_requests"]))
 
     def app_memory_kb(self) -> dict[str, int]:
-        """The app process's current (VmRSS) and peak (VmHWM) resident memory, in kB."""
+        """The app's current (VmRSS) and peak (VmHWM) resident memory, in kB: the host
+        process and its worker processes, summed (so the peak is an upper bound)."""
         assert self.app is not None
-        out: dict[str, int] = {}
-        for line in Path(f"/proc/{self.app.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
+        out = {"VmRSS": 0, "VmHWM": 0}
+        for pid in _process_tree(self.app.pid):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in out:
+                    out[key] += int(value.split()[0])
         return out
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far (user + system) by the app, Azurite, and this process (the
         emulators and the load generators): who the two cores were busy for."""
         assert self.app is not None and self.stack.azurite is not None and self.stack.azurite.process is not None
-        return {"app": _cpu_seconds(self.app.pid), "azurite": _process_tree_cpu(self.stack.azurite.process.pid),
+        return {"app": _process_tree_cpu(self.app.pid), "azurite": _process_tree_cpu(self.stack.azurite.process.pid),
                 "emulators": _cpu_seconds(os.getpid())}
 
     def sync_person(self, http: Any, lead_id: int) -> Any:
@@ -186,12 +190,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Azurite runs under an npm/node launcher; the app's worker
+    processes are started by one of its threads, so every thread's children count)."""
+    found = [pid]
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        children = [int(c) for task in tasks for c in (task / "children").read_text().split()]
+    except FileNotFoundError:  # it (or one of its threads) has just exited
+        return found
+    for child in children:
+        found += _process_tree(child)
+    return found
+
+
 def _process_tree_cpu(pid: int) -> float:
-    """CPU of `pid` and its children (Azurite runs under an npm/node launcher)."""
-    total = _cpu_seconds(pid)
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        total += _process_tree_cpu(int(child))
-    return total
+    return sum(_cpu_seconds(p) for p in _process_tree(pid))
 
 
 def _free_port() -> int:

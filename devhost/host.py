@@ -17,6 +17,11 @@ values. So two hosts with different `env` must not run in one process at once.
 binding expressions do. A queue trigger's `connection` names the setting that holds
 the connection string (default `AzureWebJobsStorage`; `AzureWebJobs<name>` also found).
 
+`FUNCTIONS_WORKER_PROCESS_COUNT` (from `env` or the environment, 1 to 10) runs the
+functions in that many worker processes (devhost.workers), which import `script_file`
+(the app's function_app.py) as the Python worker does; the triggers stay in this process.
+With the default of 1 the functions run in this process, on the `app` object given.
+
 Not reproduced: output and input bindings (start() refuses a function that declares
 one), `func.Context` arguments, functionTimeout enforcement (a Python thread cannot be
 stopped; a run that exceeds it is only reported), timer schedule status kept in storage,
@@ -45,6 +50,7 @@ from devhost.hostjson import HostSettings, read_host_json
 from devhost.http import HttpFunction, HttpServer
 from devhost.queues import MESSAGE_LEASE, QueueListener
 from devhost.timers import TimerRunner, parse_schedule
+from devhost.workers import COUNT_SETTING, WorkerPool, worker_count
 
 __all__ = ["FunctionHost", "HostSettings", "read_host_json"]
 
@@ -81,6 +87,7 @@ class FunctionHost:
         log: Callable[[str], None] | None = None,
         shutdown_timeout: float = 30.0,
         message_lease: timedelta = MESSAGE_LEASE,
+        script_file: Path | str | None = None,
     ) -> None:
         if not function_key:
             raise ValueError("function_key must not be empty")
@@ -99,6 +106,8 @@ class FunctionHost:
         self._queues: list[QueueListener] = []
         self._http: HttpServer | None = None
         self._functions: list[Any] | None = None
+        self.script_file = script_file
+        self._workers: WorkerPool | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -108,6 +117,7 @@ class FunctionHost:
             raise RuntimeError("host already started")
         self._apply_env()
         try:
+            self._start_workers()
             self._index()
             for listener in self._queues:
                 listener.start()
@@ -139,7 +149,9 @@ class FunctionHost:
             self._log(f"host  stopped while still running: {', '.join(unfinished)}")
         if self._http is not None:
             self._http.stop(max(1.0, deadline - time.monotonic()))
-        self._timers, self._queues, self._http = [], [], None
+        if self._workers is not None:
+            self._workers.stop(max(1.0, deadline - time.monotonic()))
+        self._timers, self._queues, self._http, self._workers = [], [], None, None
         self._restore_env()
 
     def __enter__(self) -> FunctionHost:
@@ -171,6 +183,11 @@ class FunctionHost:
             return False
 
     @property
+    def worker_pids(self) -> list[int]:
+        """The worker processes' ids (empty when the functions run in this process)."""
+        return self._workers.pids() if self._workers is not None else []
+
+    @property
     def http_url(self) -> str:
         """http://127.0.0.1:<port> once started (routes are under /<routePrefix>/)."""
         if self._http is None:
@@ -185,13 +202,18 @@ class FunctionHost:
             # azure-functions lets an app be indexed once: a second get_functions() call
             # raises "does not have a unique function name". Keep the list for restarts.
             self._functions = list(self.app.get_functions())
+        if self._workers is not None:
+            mine = sorted(fn.get_function_name() for fn in self._functions)
+            if mine != self._workers.functions:
+                raise ValueError(f"the workers indexed {self.script_file} as functions {self._workers.functions}, "
+                                 f"but the app given to the host has {mine}: pass the app that file defines")
         for fn in self._functions:
             name = fn.get_function_name()
             trigger = fn.get_trigger().get_dict_repr()
             kind = trigger["type"]
             self._check_bindings(name, fn, kind)
-            user_function = fn.get_user_function()
             arg = trigger["name"]
+            user_function = fn.get_user_function() if self._workers is None else self._remote(name, arg)
             if kind == "timerTrigger":
                 schedule_text = self._resolve(str(trigger["schedule"]), name)
                 try:
@@ -237,6 +259,23 @@ class FunctionHost:
                 log=self._log,
                 run_function=self._run_by_name,
             )
+
+    def _start_workers(self) -> None:
+        count = worker_count(os.environ.get(COUNT_SETTING))
+        if count == 1:
+            return
+        if self.script_file is None:
+            raise ValueError(f"{COUNT_SETTING}={count} needs the app's script file (script_file=.../function_app.py)")
+        self._workers = WorkerPool(count, self.script_file).start()
+
+    def _remote(self, name: str, arg: str) -> Callable[..., Any]:
+        pool = self._workers
+        assert pool is not None
+
+        def run_in_worker(**kwargs: Any) -> Any:
+            return pool.invoke(name, kwargs[arg])
+
+        return run_in_worker
 
     @staticmethod
     def _check_bindings(name: str, fn: Any, kind: str) -> None:

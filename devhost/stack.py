@@ -124,7 +124,8 @@ class Stack:
         app = load_app()
         self.host = FunctionHost(app, connection_string=self.env["AzureWebJobsStorage"],
                                  host_json=self.config.host_json, function_key=self.config.function_key,
-                                 http_port=self.config.app_port, env=self.env, log=self.log)
+                                 http_port=self.config.app_port, env=self.env, log=self.log,
+                                 script_file=ROOT / "function_app.py")
         self.host.start()
 
     @property

@@ -63,6 +63,7 @@ class Settings:
     dataverse_ca_bundle: str | None = None
     marketo_calls_per_20s: int = 90
     marketo_max_concurrency: int = 8
+    worker_processes: int = 1  # FUNCTIONS_WORKER_PROCESS_COUNT: the processes sharing this instance's budget
     marketo_activity_type: str = "leadsyncEvent"
     marketo_deleted_field: str = "msftIsDeleted"
     sync_filter_field: str = "new_synctomkto"
@@ -149,6 +150,7 @@ class Settings:
             dataverse_ca_bundle=ca_bundle,
             marketo_calls_per_20s=integer("MARKETO_CALLS_PER_20S", 90, 1, 100),
             marketo_max_concurrency=integer("MARKETO_MAX_CONCURRENCY", 8, 1, 10),
+            worker_processes=integer("FUNCTIONS_WORKER_PROCESS_COUNT", 1, 1, 10),
             marketo_activity_type=optional("MARKETO_ACTIVITY_TYPE") or "leadsyncEvent",
             marketo_deleted_field=optional("MARKETO_DELETED_FIELD") or "msftIsDeleted",
             sync_filter_field=optional("DATAVERSE_SYNC_FILTER_FIELD") or "new_synctomkto",
@@ -159,6 +161,15 @@ class Settings:
             webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
         )
+
+    def marketo_budget(self) -> tuple[int, int]:
+        """This process's share of the instance's Marketo budget: (calls per 20 s, concurrent calls).
+
+        The budget settings are per instance; each of its worker processes keeps its own
+        count, so each takes an equal share (never below one call).
+        """
+        return (max(1, self.marketo_calls_per_20s // self.worker_processes),
+                max(1, self.marketo_max_concurrency // self.worker_processes))
 
     def __repr__(self) -> str:
         # Secret already masks itself; listing fields keeps the repr useful in logs.

@@ -36,10 +36,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from shared import tablebatch
+from shared import tablebatch, tablerest
 from shared.errors import StateConflict
 from shared.fieldmap import Value
 from shared.storage import Storage
@@ -143,10 +142,8 @@ class LinkStore:
 
     # -- reads -------------------------------------------------------------------------
     def get(self, marketo_id: int) -> Link | None:
-        try:
-            return _from_entity(self._table.get_entity(*link_key(marketo_id)))
-        except ResourceNotFoundError:
-            return None
+        row = tablerest.get(self._table, *link_key(marketo_id))
+        return _from_entity(row) if row is not None else None
 
     def get_many(self, marketo_ids: Iterable[int]) -> dict[int, Link]:
         ids = list(dict.fromkeys(marketo_ids))
@@ -171,9 +168,8 @@ class LinkStore:
         return found
 
     def _resolve(self, entity: str, dynamics_id: str) -> tuple[Link | None, datetime | None]:
-        try:
-            pointer = self._table.get_entity(*index_key(entity, dynamics_id))
-        except ResourceNotFoundError:
+        pointer = tablerest.get(self._table, *index_key(entity, dynamics_id))
+        if pointer is None:
             return None, None
         marketo_id = int(pointer.get("marketo_id") or 0)
         link = self.get(marketo_id) if marketo_id else None
@@ -193,18 +189,17 @@ class LinkStore:
         one gets the claim. A claim older than `stale_after` (its holder died) is taken over.
         """
         link = Link(marketo_id, state=CREATING)
+        etag = tablerest.create(self._table, _to_entity(link))
+        if etag is not None:
+            return replace(link, etag=etag)
+        current = self.get(marketo_id)
+        if (current is None or current.state != CREATING or current.updated_at is None
+                or datetime.now(UTC) - current.updated_at < stale_after):
+            return None
         try:
-            meta = self._table.create_entity(_to_entity(link))
-            return replace(link, etag=meta.get("etag"))
-        except ResourceExistsError:
-            current = self.get(marketo_id)
-            if (current is None or current.state != CREATING or current.updated_at is None
-                    or datetime.now(UTC) - current.updated_at < stale_after):
-                return None
-            try:
-                return self.save(replace(current, state=CREATING))
-            except StateConflict:
-                return None
+            return self.save(replace(current, state=CREATING))
+        except StateConflict:
+            return None
 
     def save(self, link: Link, *, index: bool = True) -> Link:
         """Store the link row (conditional on its ETag), then its index row.
@@ -213,17 +208,19 @@ class LinkStore:
         state of a link whose Dynamics record is unchanged (most saves).
         """
         entity = _to_entity(link)
-        try:
-            if link.etag is None:
-                meta = self._table.create_entity(entity)
-            else:
-                meta = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=link.etag,
-                                                 match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
+        conflict = StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently")
+        if link.etag is None:
+            etag = tablerest.create(self._table, entity)
+            if etag is None:
+                raise conflict
+        else:
+            try:
+                etag = tablerest.replace(self._table, entity, link.etag)
+            except tablerest.Conflict as exc:
+                raise conflict from exc
         if index and link.entity and link.dynamics_id:
-            self._table.upsert_entity(_pointer(link), mode=UpdateMode.REPLACE)
-        return replace(link, etag=meta.get("etag"), updated_at=entity["updated_at"])
+            tablerest.upsert(self._table, _pointer(link))
+        return replace(link, etag=etag, updated_at=entity["updated_at"])
 
     def save_many(self, links: Iterable[Link], *, index: bool = True) -> list[Link | StateConflict]:
         """Save each link, as `save` does, in one transaction per partition and 100 rows.
@@ -278,7 +275,7 @@ class LinkStore:
         live link whose stale `ended_at` is ignored, never a deletion without its tombstone.
         """
         if tombstone_at is not None and link.entity and link.dynamics_id:
-            self._table.upsert_entity({**_pointer(link), "ended_at": tombstone_at}, mode=UpdateMode.REPLACE)
+            tablerest.upsert(self._table, {**_pointer(link), "ended_at": tombstone_at})
         pk, rk = link_key(link.marketo_id)
         try:
             self._table.delete_entity(pk, rk, etag=link.etag,

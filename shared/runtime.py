@@ -58,10 +58,10 @@ class Services:
         storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix,
                           account=settings.storage_account)
         if marketo is None:
+            calls, concurrency = settings.marketo_budget()
             marketo = MarketoClient(
                 settings.marketo_base_url, settings.marketo_client_id, settings.marketo_client_secret.reveal(),
-                budget=CallBudget(calls=settings.marketo_calls_per_20s, window_s=20,
-                                  concurrency=settings.marketo_max_concurrency),
+                budget=CallBudget(calls=calls, window_s=20, concurrency=concurrency),
             )
         if dataverse is None:
             certificate: dict[str, Any] | None = None

@@ -88,6 +88,17 @@ def test_integer_settings_at_their_limits() -> None:
     assert (s.marketo_calls_per_20s, s.marketo_max_concurrency, s.batch_size) == (100, 1, 300)
 
 
+def test_worker_processes_share_the_instance_budget() -> None:
+    assert Settings.from_env(ENV).marketo_budget() == (90, 8)
+    two = Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="2"))
+    assert two.worker_processes == 2 and two.marketo_budget() == (45, 4)
+    ten = Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="10", MARKETO_CALLS_PER_20S="18",
+                                MARKETO_MAX_CONCURRENCY="2"))
+    assert ten.marketo_budget() == (1, 1)  # never below one call: a process with no budget could not sync
+    with pytest.raises(ConfigError, match="FUNCTIONS_WORKER_PROCESS_COUNT"):
+        Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="11"))
+
+
 def test_ca_bundle_that_exists(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")

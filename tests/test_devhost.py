@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -407,3 +409,87 @@ def test_a_stopped_host_starts_again(
     host.start()
     queue_client(storage_connection_string, queue).send_message("{}")
     rec.wait_for("consume", 1)
+
+
+# -- worker processes (FUNCTIONS_WORKER_PROCESS_COUNT) ---------------------------------
+WORKER_APP = ROOT / "tests" / "devhost_app" / "worker_app.py"
+
+
+def load_worker_app() -> func.FunctionApp:
+    """A fresh copy of the worker app: azure-functions indexes an app object only once."""
+    spec = importlib.util.spec_from_file_location(f"worker_app_{uuid.uuid4().hex}", WORKER_APP)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app: func.FunctionApp = module.app
+    return app
+
+
+def worker_host(run_host: Callable[..., FunctionHost], name_prefix: str, **env: str) -> FunctionHost:
+    return run_host(load_worker_app(), host_json(maxDequeueCount=2), script_file=WORKER_APP,
+                    env={"FUNCTIONS_WORKER_PROCESS_COUNT": "2", "WORKER_TEST_QUEUE": f"{name_prefix}-in",
+                         "WORKER_TEST_OUT": f"{name_prefix}-out", **env})
+
+
+def test_worker_processes_serve_http_with_the_request_intact(
+    run_host: Callable[..., FunctionHost], name_prefix: str
+) -> None:
+    host = worker_host(run_host, name_prefix)
+    workers = set(host.worker_pids)
+    assert len(workers) == 2 and os.getpid() not in workers
+    with httpx.Client(timeout=30) as http:
+        replies = [http.post(f"{host.http_url}/api/where/Ann", params={"q": "1 2"}, content="héllo".encode(),
+                             headers={"x-functions-key": KEY, "x-test": "yes"}) for _ in range(6)]
+    for r in replies:
+        assert r.status_code == 201 and r.headers["x-from"] == "worker"
+        assert r.headers["content-type"] == "application/json"
+        assert {k: v for k, v in r.json().items() if k != "pid"} == {
+            "method": "POST", "name": "Ann", "q": "1 2", "header": "yes", "body": "héllo"}
+    assert {r.json()["pid"] for r in replies} == workers  # sequential calls go round both workers
+
+
+def test_a_failing_or_crashing_worker_gives_500_and_the_worker_is_replaced(
+    run_host: Callable[..., FunctionHost], name_prefix: str, lines: list[str]
+) -> None:
+    host = worker_host(run_host, name_prefix)
+    before = set(host.worker_pids)
+    with httpx.Client(timeout=30, headers={"x-functions-key": KEY}) as http:
+        failed = http.get(f"{host.http_url}/api/boom")
+        assert failed.status_code == 500 and failed.json()["function"] == "boom"
+        assert "boom in a worker" not in failed.text  # the traceback stays in the log
+        crashed = http.get(f"{host.http_url}/api/die")
+        assert crashed.status_code == 500
+        wait_until(lambda: len(host.worker_pids) == 2 and set(host.worker_pids) != before, timeout=60)
+        assert len(set(host.worker_pids) & before) == 1  # one replaced, the other untouched
+        after = {http.post(f"{host.http_url}/api/where/x").json()["pid"] for _ in range(4)}
+    assert after == set(host.worker_pids)
+
+
+def test_queue_messages_run_in_workers_and_a_failure_is_poisoned(
+    run_host: Callable[..., FunctionHost], storage_connection_string: str, name_prefix: str, lines: list[str]
+) -> None:
+    host = worker_host(run_host, name_prefix)
+    sender = queue_client(storage_connection_string, f"{name_prefix}-in")
+    out = queue_client(storage_connection_string, f"{name_prefix}-out", encode=False)
+    for body in ["a", "b", "bad", "c", "d"]:
+        sender.send_message(body)
+    poison = QueueClient.from_connection_string(storage_connection_string, f"{name_prefix}-in-poison")
+    wait_until(lambda: stored_count(out) == 4 and stored_count(poison) == 1, timeout=60)
+    done = [json.loads(m.content) for m in out.receive_messages(messages_per_page=32)]
+    assert sorted(d["body"] for d in done) == ["a", "b", "c", "d"]
+    assert {d["pid"] for d in done} <= set(host.worker_pids)
+    assert any(f"moved to {name_prefix}-in-poison" in line and "ValueError" in line for line in lines), lines
+
+
+def test_worker_count_is_checked_before_anything_starts(
+    storage_connection_string: str, name_prefix: str
+) -> None:
+    for env, script, complaint in (({"FUNCTIONS_WORKER_PROCESS_COUNT": "11"}, WORKER_APP, "from 1 to 10"),
+                                   ({"FUNCTIONS_WORKER_PROCESS_COUNT": "two"}, WORKER_APP, "whole number"),
+                                   ({"FUNCTIONS_WORKER_PROCESS_COUNT": "2"}, None, "script file"),
+                                   ({"FUNCTIONS_WORKER_PROCESS_COUNT": "2"}, WORKER_APP, "pass the app")):
+        host = FunctionHost(func.FunctionApp(), connection_string=storage_connection_string, host_json=host_json(),
+                            function_key=KEY, env=env, script_file=script)
+        with pytest.raises(ValueError, match=complaint):
+            host.start()
+        assert "FUNCTIONS_WORKER_PROCESS_COUNT" not in os.environ  # start() restored the settings
