@@ -87,7 +87,7 @@ def unpack(kind: str, data: dict[str, Any]) -> Any:
     if kind == "http":
         return func.HttpRequest(**data)
     if kind == "queue":
-        return QueueMessage(**data)
+        return QueueMessage(**data)  # type: ignore[no-untyped-call]
     return TimerRequest(**data)
 
 
@@ -109,7 +109,7 @@ def _load_functions(script_file: str) -> dict[str, tuple[Any, str]]:
         trigger = fn.get_trigger()
         if trigger is None:
             raise ImportError(f"function {fn.get_function_name()} has no trigger")
-        functions[fn.get_function_name()] = (fn.get_user_function(), trigger.get_dict_repr()["name"])
+        functions[str(fn.get_function_name())] = (fn.get_user_function(), trigger.get_dict_repr()["name"])
     return functions
 
 
