@@ -1,0 +1,70 @@
+"""End to end with FUNCTIONS_WORKER_PROCESS_COUNT=2: the real app in two worker processes.
+
+What changes when the functions run in several processes: each has its own clients,
+caches and Marketo budget, so what keeps the sync correct must live in storage. These
+tests run the product's own paths through both workers: the background sync, the
+real-time endpoint, and concurrent calls for one person landing in different processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from devhost.harness import Harness
+from devhost.stack import Stack, StackConfig
+
+pytestmark = pytest.mark.e2e
+NEVER = "0 0 0 1 1 *"
+
+
+@pytest.fixture(scope="module")
+def h() -> Iterator[Harness]:
+    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                                "MARKETO_DELETES_EVERY_S": "0", "FUNCTIONS_WORKER_PROCESS_COUNT": "2"})
+    with Stack(config, log=lambda line: None) as stack:
+        harness = Harness(stack)
+        harness.sync(1)
+        yield harness
+        harness.close()
+
+
+def email() -> str:
+    return f"w{uuid.uuid4().hex[:10]}@example.com"
+
+
+def test_the_app_runs_in_two_worker_processes(h: Harness) -> None:
+    assert len(h.stack.host.worker_pids) == 2
+
+
+def test_the_background_sync_works_through_the_workers(h: Harness) -> None:
+    address = email()
+    lead = h.dataverse.create("leads", {"lastname": "Worker", "emailaddress1": address, "subject": "w"})
+    h.sync()
+    (person,) = h.marketo.find_leads(address)
+    h.marketo.update_lead(int(person["id"]), title="Set in Marketo")
+    h.sync()
+    assert h.dataverse.get("leads", lead["leadid"])["jobtitle"] == "Set in Marketo"  # type: ignore[index]
+
+
+def test_concurrent_calls_in_different_workers_create_exactly_one_lead(h: Harness) -> None:
+    address = email()
+    marketo_id = h.marketo.create_lead(email=address, lastName="Twin")
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        status = h.sync_person(marketo_id).status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 9 + [201]
+    assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
