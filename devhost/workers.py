@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 import traceback
@@ -135,6 +136,8 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int]) -> None:
+    # Ctrl-C reaches the whole process group; the host decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s [worker {os.getpid()}] %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)

@@ -208,16 +208,15 @@ class LinkStore:
         state of a link whose Dynamics record is unchanged (most saves).
         """
         entity = _to_entity(link)
-        conflict = StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently")
         if link.etag is None:
-            etag = tablerest.create(self._table, entity)
-            if etag is None:
-                raise conflict
+            etag = tablerest.create(self._table, entity)  # None: the row exists
         else:
             try:
                 etag = tablerest.replace(self._table, entity, link.etag)
-            except tablerest.Conflict as exc:
-                raise conflict from exc
+            except tablerest.Conflict:
+                etag = None
+        if etag is None:
+            raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently")
         if index and link.entity and link.dynamics_id:
             tablerest.upsert(self._table, _pointer(link))
         return replace(link, etag=etag, updated_at=entity["updated_at"])

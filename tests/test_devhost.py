@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import json
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -463,6 +464,17 @@ def test_a_failing_or_crashing_worker_gives_500_and_the_worker_is_replaced(
         assert len(set(host.worker_pids) & before) == 1  # one replaced, the other untouched
         after = {http.post(f"{host.http_url}/api/where/x").json()["pid"] for _ in range(4)}
     assert after == set(host.worker_pids)
+
+
+def test_ctrl_c_leaves_the_workers_to_the_host(run_host: Callable[..., FunctionHost], name_prefix: str) -> None:
+    host = worker_host(run_host, name_prefix)
+    workers = set(host.worker_pids)
+    for pid in workers:  # Ctrl-C in a terminal reaches every process of the group
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert set(host.worker_pids) == workers
+    with httpx.Client(timeout=30, headers={"x-functions-key": KEY}) as http:
+        assert {http.post(f"{host.http_url}/api/where/x").json()["pid"] for _ in range(4)} == workers
 
 
 def test_queue_messages_run_in_workers_and_a_failure_is_poisoned(
