@@ -20,6 +20,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds of edits (default 6; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small, fast run for development")
     p.add_argument("--workdir", type=Path, default=None, help="keep Azurite's data and the app's log here")
+    p.add_argument("--workers", type=int, default=1, choices=range(1, 11), metavar="N",
+                   help="the app's FUNCTIONS_WORKER_PROCESS_COUNT (default 1); a kill takes its workers too")
     args = p.parse_args(argv)
     if args.people is None:
         args.people = 150 if args.quick else Config.people
@@ -51,7 +53,8 @@ def main(argv: list[str]) -> int:
     def log(line: str) -> None:
         print(f"[{time.monotonic() - started:7.1f} s] {line}", flush=True)
 
-    config = Config(seed=args.seed, people=args.people, rounds=args.rounds, workdir=args.workdir, log=log)
+    config = Config(seed=args.seed, people=args.people, rounds=args.rounds, workdir=args.workdir, log=log,
+                    worker_processes=args.workers)
     if args.quick:
         config.realtime_per_round = 2
     with Campaign(config) as campaign:

@@ -67,7 +67,8 @@ def child_main(argv: list[str]) -> int:
     host = devhost.host.FunctionHost(load_app(), connection_string=os.environ["AzureWebJobsStorage"],
                                      host_json=APP_ROOT / "host.json", function_key=args.function_key,
                                      http_port=args.port, env={}, log=line, shutdown_timeout=10,
-                                     message_lease=timedelta(seconds=args.lease_s))
+                                     message_lease=timedelta(seconds=args.lease_s),
+                                     script_file=APP_ROOT / "function_app.py")
     host.start()
     line(f"READY {host.http_url}")
     stop.wait()

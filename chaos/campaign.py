@@ -68,6 +68,7 @@ class Config:
     bad_messages_per_round: int = 1  # malformed (non-JSON / bad version) per round, alternating
     unknown_messages_per_round: int = 1  # valid messages naming records that do not exist
     lease_s: float = 20.0
+    worker_processes: int = 1  # the app's FUNCTIONS_WORKER_PROCESS_COUNT
     workdir: Path | None = None
     log: Callable[[str], None] = print
 
@@ -118,7 +119,8 @@ class Campaign:
             self.azurite = RestartableAzurite(self.workdir / "azurite")
             connection = self.azurite.start()
             config = StackConfig(connection_string=connection, start_host=False,
-                                 extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})
+                                 extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                            "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.cfg.worker_processes)})
             self.stack = Stack(config, log=lambda _line: None).start()
             self.marketo = MarketoAdmin(self.stack.marketo.base_url)
             self.dataverse = DataverseAdmin(self.stack.dataverse.base_url, self.stack.dataverse.ca_path)

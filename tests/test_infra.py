@@ -46,6 +46,8 @@ NOT_DEPLOYED = {
     "DATAVERSE_CERTIFICATE_PATH": "the deployment authenticates with the client secret from Key Vault",
     "DATAVERSE_CERTIFICATE_THUMBPRINT": "as DATAVERSE_CERTIFICATE_PATH",
     "DATAVERSE_CA_BUNDLE": "only for a private endpoint or the emulator",
+    "FUNCTIONS_WORKER_PROCESS_COUNT": "the host's own setting, left at 1: Flex Consumption adds instances instead; "
+                                      "LeadSync reads it to share the Marketo budget between worker processes",
 }
 
 # Settings LeadSync reads that the deployment leaves at their defaults.
