@@ -30,8 +30,6 @@ and identity-based connections.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
 import re
@@ -50,7 +48,7 @@ from devhost.hostjson import HostSettings, read_host_json
 from devhost.http import HttpFunction, HttpServer
 from devhost.queues import MESSAGE_LEASE, QueueListener
 from devhost.timers import TimerRunner, parse_schedule
-from devhost.workers import COUNT_SETTING, WorkerPool, worker_count
+from devhost.workers import COUNT_SETTING, WorkerPool, run_function, worker_count
 
 __all__ = ["FunctionHost", "HostSettings", "read_host_json"]
 
@@ -293,10 +291,7 @@ class FunctionHost:
         def invoke(value: Any) -> Any:
             started = time.monotonic()
             try:
-                result = user_function(**{arg: value})
-                if inspect.isawaitable(result):
-                    result = asyncio.run(_await(result))
-                return result
+                return run_function(user_function, arg, value)
             except Exception:
                 logger.exception("function %s failed", name)
                 raise
@@ -346,7 +341,3 @@ class FunctionHost:
     def _log(self, line: str) -> None:
         with self._log_lock:
             self._sink(f"{datetime.now():%H:%M:%S} {line}")
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable

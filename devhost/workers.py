@@ -44,7 +44,7 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-__all__ = ["MAX_WORKERS", "WorkerError", "WorkerPool", "worker_count"]
+__all__ = ["MAX_WORKERS", "WorkerError", "WorkerPool", "run_function", "worker_count"]
 
 MAX_WORKERS = 10  # the host's limit for FUNCTIONS_WORKER_PROCESS_COUNT
 COUNT_SETTING = "FUNCTIONS_WORKER_PROCESS_COUNT"
@@ -114,7 +114,8 @@ def _load_functions(script_file: str) -> dict[str, tuple[Any, str]]:
     return functions
 
 
-def _run(user_function: Any, arg: str, value: Any) -> Any:
+def run_function(user_function: Any, arg: str, value: Any) -> Any:
+    """Call a user function with its trigger value; an `async def` runs on a loop of its own."""
     result = user_function(**{arg: value})
     if inspect.isawaitable(result):
         result = asyncio.run(_await(result))
@@ -155,7 +156,7 @@ def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int])
     def execute(call_id: int, name: str, kind: str, data: dict[str, Any]) -> None:
         try:
             user_function, arg = functions[name]
-            reply: tuple[Any, ...] = (call_id, True, _run(user_function, arg, unpack(kind, data)))
+            reply: tuple[Any, ...] = (call_id, True, run_function(user_function, arg, unpack(kind, data)))
         except Exception as exc:
             logging.getLogger("devhost.worker").exception("function %s failed", name)
             reply = (call_id, False, _portable(exc))
