@@ -27,7 +27,6 @@ from typing import Any
 
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient
-from azure.data.tables._serialize import _add_entity_properties
 
 from shared import tablerest
 
@@ -118,7 +117,7 @@ def upsert_all(table: TableClient, rows: list[dict[str, Any]], pool: Executor) -
 
 
 def _part(host: str, table: str, op: Op, boundary: str) -> str:
-    payload = json.dumps(_add_entity_properties(op.entity), separators=(",", ":"))
+    payload = tablerest.entity_json(op.entity)
     if op.kind == "create":
         line, extra = f"POST {host}/{table} HTTP/1.1", "Prefer: return-no-content\r\n"
     elif op.kind in ("replace", "upsert"):

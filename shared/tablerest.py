@@ -37,7 +37,7 @@ from azure.data.tables import TableClient, TableEntity
 from azure.data.tables._deserialize import _convert_to_entity
 from azure.data.tables._serialize import _add_entity_properties
 
-__all__ = ["Conflict", "create", "get", "host", "key", "replace", "send", "upsert"]
+__all__ = ["Conflict", "create", "entity_json", "get", "host", "key", "replace", "send", "upsert"]
 
 _ERRORS = {404: ResourceNotFoundError, 409: ResourceExistsError, 412: ResourceModifiedError}
 
@@ -73,7 +73,8 @@ def get(table: TableClient, partition_key: str, row_key: str) -> TableEntity | N
 def create(table: TableClient, row: Mapping[str, Any]) -> str | None:
     """Insert the row; its ETag, or None if a row with its keys exists (atomic insert-if-absent)."""
     response, body = send(table, HttpRequest("POST", f"{host(table)}/{table.table_name}", headers={
-        **_headers(table), "Content-Type": "application/json", "Prefer": "return-no-content"}, content=_json(row)))
+        **_headers(table), "Content-Type": "application/json", "Prefer": "return-no-content"},
+        content=entity_json(row).encode()))
     if response.status_code == 409:
         return None
     _check(response, body, 204)
@@ -101,7 +102,7 @@ def _put(table: TableClient, row: Mapping[str, Any], etag: str | None) -> tuple[
     if etag is not None:
         headers["If-Match"] = etag
     return send(table, HttpRequest("PUT", _row_url(table, row["PartitionKey"], row["RowKey"]), headers=headers,
-                                   content=_json(row)))
+                                   content=entity_json(row).encode()))
 
 
 def _row_url(table: TableClient, partition_key: str, row_key: str) -> str:
@@ -113,8 +114,9 @@ def _headers(table: TableClient) -> dict[str, str]:
             "Accept": "application/json;odata=minimalmetadata"}
 
 
-def _json(row: Mapping[str, Any]) -> bytes:
-    return json.dumps(_add_entity_properties(row), separators=(",", ":")).encode()
+def entity_json(row: Mapping[str, Any]) -> str:
+    """The row as the service takes it, property types annotated as the SDK writes them."""
+    return json.dumps(_add_entity_properties(row), separators=(",", ":"))
 
 
 def _check(response: HttpResponse, body: bytes, expected: int) -> None:
