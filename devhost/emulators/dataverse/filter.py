@@ -425,8 +425,8 @@ def compile_filter(node: Node) -> Callable[[dict[str, Any]], bool]:
         except Exception:
             return lambda row: evaluate(node, row)
         return _member(node[1], wanted, node[3])
-    if kind == "cmp" and node[1] == "eq" and _eq_parts(node) is not None:
-        column, literal = _eq_parts(node)  # type: ignore[misc]
+    if (parts := _eq_parts(node)) is not None:
+        column, literal = parts
         try:
             value = _norm(literal)
         except Exception:
