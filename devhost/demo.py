@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from devhost.harness import Harness
-from devhost.stack import Stack, StackConfig
+from devhost.harness import Harness, running
+from devhost.stack import StackConfig
 from shared import activity
 from shared.runtime import services
 
@@ -180,12 +180,11 @@ def main(argv: list[str]) -> int:
     config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
                                                 "MARKETO_DELETES_EVERY_S": "0"})
     print("LeadSync demo: starting Azurite, the Marketo and Dataverse emulators, and the app…", flush=True)
-    with Stack(config, log=log) as stack:
-        h = Harness(stack)
+    with running(config, log=log, first_sync=False) as h:
+        stack = h.stack
         print(f"   app {stack.app_url}  marketo {stack.marketo.base_url}  dataverse {stack.dataverse.base_url}")
         h.sync(1)
         failed = play(h, lambda line: print(line, flush=True))
-        h.close()
     if failed:
         print(f"\nDEMO FAILED: {len(failed)} expectation(s) did not hold:", *failed, sep="\n  - ")
         return 1

@@ -7,13 +7,15 @@ system through the same eyes.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from devhost.emulators.dataverse import DataverseAdmin
 from devhost.emulators.marketo import MarketoAdmin
-from devhost.stack import Stack
+from devhost.stack import Stack, StackConfig
 from shared.activity import Entry
 from shared.runtime import services
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
@@ -68,12 +70,44 @@ class Harness:
                                             str(lead_id).encode())
         return httpx.post(f"{self.stack.app_url}/api/sync-person", content=body, headers=headers, timeout=60)
 
+    def sync_person_at_once(self, lead_id: int, callers: int) -> list[int]:
+        """`callers` webhook calls for one person, all in flight together: their statuses, sorted."""
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            status = self.sync_person(lead_id).status_code
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=call) for _ in range(callers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(statuses)
+
     def marketo_by_email(self, email: str) -> list[dict[str, Any]]:
         return self.marketo.find_leads(email)
 
     def close(self) -> None:
         self.marketo.close()
         self.dataverse.close()
+
+
+@contextmanager
+def running(config: StackConfig, *, log: Callable[[str], None] | None = None,
+            first_sync: bool = True) -> Iterator[Harness]:
+    """A started Stack with a Harness on it; `first_sync` runs one round first, so both
+    pollers' cursors start now."""
+    with Stack(config, log=log or (lambda line: None)) as stack:
+        harness = Harness(stack)
+        try:
+            if first_sync:
+                harness.sync(1)
+            yield harness
+        finally:
+            harness.close()
 
 
 def eventually(check: Callable[[], T], timeout: float = 30.0, every: float = 0.2) -> T:

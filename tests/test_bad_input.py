@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devhost.harness import Harness, eventually
-from devhost.stack import Stack, StackConfig
+from devhost.harness import Harness, eventually, running
+from devhost.stack import StackConfig
 from shared import activity
 from shared.runtime import services
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
@@ -29,19 +29,13 @@ pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"
 
 
-def _stack(lines: list[str]) -> Stack:
-    return Stack(StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER}),
-                 log=lines.append)
+CONFIG = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})
 
 
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
-    lines: list[str] = []
-    with _stack(lines) as stack:
-        harness = Harness(stack)
-        harness.sync(1)
+    with running(CONFIG) as harness:
         yield harness
-        harness.close()
 
 
 def email() -> str:
@@ -94,11 +88,8 @@ headers = st.fixed_dictionaries(
 @pytest.fixture(scope="module")
 def empty() -> Iterator[Harness]:
     """A system with no Marketo people at all: no body, however valid-looking, names one."""
-    lines: list[str] = []
-    with _stack(lines) as stack:
-        harness = Harness(stack)
+    with running(CONFIG, first_sync=False) as harness:
         yield harness
-        harness.close()
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from devhost.harness import Harness, eventually
-from devhost.stack import Stack, StackConfig
+from devhost.harness import Harness, eventually, running
+from devhost.stack import StackConfig
 from shared.runtime import services
 from shared.workqueue import FROM_MARKETO, Work
 
@@ -29,11 +29,8 @@ WIDE = {"COLUMNS": "250"}  # rich wraps tables at 80 columns when not on a termi
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
     config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})
-    with Stack(config, log=lambda line: None) as stack:
-        harness = Harness(stack)
-        harness.sync(1)
+    with running(config) as harness:
         yield harness
-        harness.close()
 
 
 def leadsync(h: Harness, *args: str, env: dict[str, str | None] | None = None) -> Result:

@@ -8,7 +8,6 @@ and isolate themselves by unique emails.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from devhost.harness import Harness, eventually
-from devhost.stack import Stack, StackConfig
+from devhost.harness import Harness, eventually, running
+from devhost.stack import StackConfig
 from shared import activity
 from shared.links import Link, index_key, link_key
 from shared.runtime import services
@@ -29,14 +28,10 @@ NEVER = "0 0 0 1 1 *"
 
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
-    lines: list[str] = []
     config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
                                                 "MARKETO_DELETES_EVERY_S": "0"})
-    with Stack(config, log=lines.append) as stack:
-        harness = Harness(stack)
-        harness.sync(1)  # first poll: cursors start now
+    with running(config) as harness:
         yield harness
-        harness.close()
 
 
 def email() -> str:
@@ -250,20 +245,7 @@ def test_a_call_that_died_mid_create_does_not_block_the_person_for_good(h: Harne
 def test_concurrent_calls_for_one_person_create_exactly_one_lead(h: Harness) -> None:
     address = email()
     marketo_id = h.marketo.create_lead(email=address, lastName="Twin")
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def call() -> None:
-        status = h.sync_person(marketo_id).status_code
-        with lock:
-            statuses.append(status)
-
-    threads = [threading.Thread(target=call) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(statuses) == [200] * 9 + [201]
+    assert h.sync_person_at_once(marketo_id, 10) == [200] * 9 + [201]
     assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
 
 

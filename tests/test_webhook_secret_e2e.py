@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from devhost.harness import Harness
-from devhost.stack import Stack, StackConfig
+from devhost.harness import Harness, running
+from devhost.stack import StackConfig
 from shared.realtime import SECRET_HEADER
 
 pytestmark = pytest.mark.e2e
@@ -19,10 +19,8 @@ def h() -> Iterator[Harness]:
     config = StackConfig(app_port=0, extra_env={"LEADSYNC_WEBHOOK_SECRET": "marketo-webhook-secret",
                                                 "MARKETO_POLL_SCHEDULE": "0 0 0 1 1 *",
                                                 "DATAVERSE_POLL_SCHEDULE": "0 0 0 1 1 *"})
-    with Stack(config, log=lambda line: None) as stack:
-        harness = Harness(stack)
+    with running(config, first_sync=False) as harness:
         yield harness
-        harness.close()
 
 
 def call(h: Harness, lead_id: int, secret: str | None) -> httpx.Response:

@@ -8,14 +8,13 @@ real-time endpoint, and concurrent calls for one person landing in different pro
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from devhost.harness import Harness
-from devhost.stack import Stack, StackConfig
+from devhost.harness import Harness, running
+from devhost.stack import StackConfig
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"
@@ -25,11 +24,8 @@ NEVER = "0 0 0 1 1 *"
 def h() -> Iterator[Harness]:
     config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
                                                 "MARKETO_DELETES_EVERY_S": "0", "FUNCTIONS_WORKER_PROCESS_COUNT": "2"})
-    with Stack(config, log=lambda line: None) as stack:
-        harness = Harness(stack)
-        harness.sync(1)
+    with running(config) as harness:
         yield harness
-        harness.close()
 
 
 def email() -> str:
@@ -53,18 +49,5 @@ def test_the_background_sync_works_through_the_workers(h: Harness) -> None:
 def test_concurrent_calls_in_different_workers_create_exactly_one_lead(h: Harness) -> None:
     address = email()
     marketo_id = h.marketo.create_lead(email=address, lastName="Twin")
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def call() -> None:
-        status = h.sync_person(marketo_id).status_code
-        with lock:
-            statuses.append(status)
-
-    threads = [threading.Thread(target=call) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(statuses) == [200] * 9 + [201]
+    assert h.sync_person_at_once(marketo_id, 10) == [200] * 9 + [201]
     assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
