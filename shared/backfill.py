@@ -16,9 +16,10 @@ from typing import Any
 from shared import activity
 from shared.activity import Entry
 from shared.errors import StateConflict
+from shared.jsonable import to_jsonable
 from shared.links import Link, person_key
 from shared.merge import merge
-from shared.ops import Progress, to_jsonable
+from shared.ops import Progress
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.workqueue import chunked
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import ssl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -28,7 +26,21 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from shared import odata
+from shared.dataverse_models import (
+    AttributeMetadata,
+    DeltaPage,
+    EntityMetadata,
+    Record,
+    WriteOp,
+    WriteResult,
+    entity_id,
+    entity_metadata,
+    primary_key,
+    write_result,
+)
 from shared.errors import ConcurrencyConflict, ConfigError, CursorExpired, DataverseError, DataverseTransient
+
+__all__ = ["AttributeMetadata", "DataverseClient", "DeltaPage", "EntityMetadata", "Record", "WriteOp", "WriteResult"]
 
 API_PATH = "/api/data/v9.2"
 MAX_PAGE_SIZE = 5000
@@ -38,80 +50,9 @@ MICROSOFT_AUTHORITY_HOSTS = {
     "login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn", "login-us.microsoftonline.com",
 }
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-PRIMARY_KEYS = {"leads": "leadid", "contacts": "contactid", "accounts": "accountid"}
-_ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 
 # A private generator, so retries in worker threads never touch the global random state.
 _jitter = random.Random()
-
-
-class Record(TypedDict, total=False):
-    """A row as the Web API returns it: columns plus `@odata.etag`."""
-
-
-@dataclass(frozen=True)
-class DeltaPage:
-    """One page of a change-tracking read. Store `delta_link` (set on the last page only)."""
-
-    records: list[dict[str, Any]]
-    deleted_ids: list[str]
-    next_link: str | None
-    delta_link: str | None
-
-
-@dataclass(frozen=True)
-class WriteOp:
-    """One write for `batch_write`. Build with `create`, `update` or `upsert`."""
-
-    kind: Literal["create", "update", "upsert"]
-    entity_set: str
-    record: Mapping[str, Any]
-    key: str | Mapping[str, Any] | None = None
-    etag: str | None = None
-
-    @classmethod
-    def create(cls, entity_set: str, record: Mapping[str, Any]) -> WriteOp:
-        return cls("create", entity_set, record)
-
-    @classmethod
-    def update(cls, entity_set: str, record_id: str, changes: Mapping[str, Any], etag: str | None = None) -> WriteOp:
-        """Update only (`If-Match: <etag>` or `*`): never creates."""
-        return cls("update", entity_set, changes, record_id, etag)
-
-    @classmethod
-    def upsert(cls, entity_set: str, key: str | Mapping[str, Any], record: Mapping[str, Any]) -> WriteOp:
-        return cls("upsert", entity_set, record, key)
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """Outcome of one `WriteOp`, aligned with the input."""
-
-    ok: bool
-    status: int
-    id: str | None = None
-    etag: str | None = None
-    created: bool = False
-    error_code: str | None = None
-    error_message: str | None = None
-
-
-@dataclass(frozen=True)
-class AttributeMetadata:
-    logical_name: str
-    attribute_type: str
-    required_level: str
-    max_length: int | None = None
-    format: str | None = None
-    options: tuple[int, ...] | None = None
-    valid_for_create: bool = True
-    valid_for_update: bool = True
-
-
-@dataclass(frozen=True)
-class EntityMetadata:
-    logical_name: str
-    attributes: dict[str, AttributeMetadata] = field(default_factory=dict)
 
 
 class _Retry(Exception):
@@ -361,7 +302,7 @@ class DataverseClient:
     def get_by_ids(self, entity_set: str, ids: Sequence[str], select: Sequence[str],
                    key_column: str | None = None) -> list[dict[str, Any]]:
         """Rows for `ids` (missing ones are absent), in input order, each with `@odata.etag`."""
-        key = key_column or PRIMARY_KEYS.get(entity_set) or entity_set.rstrip("s") + "id"
+        key = key_column or primary_key(entity_set)
         guids = [odata.Guid(i) for i in ids]
         found = {r[key]: r for r in self.find_by(entity_set, key, guids, list(select))}
         return [found[g] for g in dict.fromkeys(guids) if g in found]
@@ -392,10 +333,10 @@ class DataverseClient:
     # -- single writes ------------------------------------------------------------------------
     @staticmethod
     def _id_from(resp: httpx.Response) -> str:
-        m = _ENTITY_ID.search(resp.headers.get("OData-EntityId", ""))
-        if not m:
+        found = entity_id(resp.headers.get("OData-EntityId", ""))
+        if found is None:
             raise DataverseError(resp.status_code, "", "response carries no OData-EntityId")
-        return m.group(1).lower()
+        return found
 
     def create(self, entity_set: str, record: Mapping[str, Any]) -> str:
         """POST; returns the new id. (A retry after a dropped connection may create twice.)"""
@@ -427,7 +368,7 @@ class DataverseClient:
 
     # -- bulk -----------------------------------------------------------------------------------
     def _part(self, op: WriteOp) -> odata.BatchPart:
-        pk = PRIMARY_KEYS.get(op.entity_set) or op.entity_set.rstrip("s") + "id"
+        pk = primary_key(op.entity_set)
         headers = {"Prefer": "return=representation"}
         if op.kind == "create":
             return odata.BatchPart("POST", f"{self.api}/{op.entity_set}?$select={pk}", op.record, headers)
@@ -453,24 +394,8 @@ class DataverseClient:
             if len(parts) != len(chunk):
                 raise DataverseError(resp.status_code, "", f"$batch returned {len(parts)} parts for {len(chunk)} ops")
             for op, part in zip(chunk, parts, strict=True):
-                results.append(self._result(op, part))
+                results.append(write_result(op, part))
         return results
-
-    @staticmethod
-    def _result(op: WriteOp, part: odata.BatchResponse) -> WriteResult:
-        if part.status >= 400:
-            try:
-                err = (part.json() or {}).get("error", {})
-            except ValueError:
-                err = {"message": part.body.decode("utf-8", "replace")[:500]}
-            return WriteResult(False, part.status, error_code=str(err.get("code") or ""),
-                               error_message=str(err.get("message") or ""))
-        doc = part.json() or {}
-        pk = PRIMARY_KEYS.get(op.entity_set) or op.entity_set.rstrip("s") + "id"
-        m = _ENTITY_ID.search(part.headers.get("odata-entityid", ""))
-        record_id = doc.get(pk) or (m.group(1).lower() if m else None)
-        etag = doc.get("@odata.etag") or part.headers.get("etag")
-        return WriteResult(True, part.status, id=record_id, etag=etag, created=part.status == 201)
 
     def _multiple(self, action: str, entity_set: str, logical_name: str, records: Sequence[Mapping[str, Any]],
                   chunk_size: int | None) -> list[Any]:
@@ -520,32 +445,14 @@ class DataverseClient:
         base = f"{self.api}/EntityDefinitions(LogicalName={odata.literal(odata.column(logical_name))})/Attributes"
         items = self._json("GET", base, params={
             "$select": "LogicalName,AttributeType,RequiredLevel,IsValidForCreate,IsValidForUpdate"})["value"]
-        strings = {
-            a["LogicalName"]: a for a in self._json(
-                "GET", f"{base}/Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                params={"$select": "LogicalName,MaxLength,FormatName"})["value"]
-        }
+        strings = self._json("GET", f"{base}/Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                             params={"$select": "LogicalName,MaxLength,FormatName"})["value"]
         options: dict[str, tuple[int, ...]] = {}
         for cast in ("PicklistAttributeMetadata", "StateAttributeMetadata", "StatusAttributeMetadata"):
             for a in self._json("GET", f"{base}/Microsoft.Dynamics.CRM.{cast}",
                                 params={"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})["value"]:
                 opts = (a.get("OptionSet") or {}).get("Options") or []
                 options[a["LogicalName"]] = tuple(int(o["Value"]) for o in opts)
-        attrs = {}
-        for a in items:
-            name = a["LogicalName"]
-            s = strings.get(name, {})
-            fmt = (s.get("FormatName") or {}).get("Value") if isinstance(s.get("FormatName"), dict) else s.get("Format")
-            attrs[name] = AttributeMetadata(
-                logical_name=name,
-                attribute_type=str(a.get("AttributeType")),
-                required_level=str((a.get("RequiredLevel") or {}).get("Value", "None")),
-                max_length=s.get("MaxLength"),
-                format=fmt,
-                options=options.get(name),
-                valid_for_create=bool(a.get("IsValidForCreate", True)),
-                valid_for_update=bool(a.get("IsValidForUpdate", True)),
-            )
-        meta = EntityMetadata(logical_name, attrs)
+        meta = entity_metadata(logical_name, items, strings, options)
         self._metadata[logical_name] = meta
         return meta

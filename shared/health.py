@@ -34,7 +34,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,7 @@ from shared import activity, telemetry
 from shared.config import Settings, poll_schedule
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.errors import MarketoError, QuotaExhausted
+from shared.jsonable import to_jsonable
 from shared.marketo import MarketoClient
 from shared.runtime import Services
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
@@ -153,23 +154,13 @@ class HealthSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
-        body = _jsonable(asdict(self))
+        body = to_jsonable(self)
         for feed, out in zip(self.feeds, body["feeds"], strict=True):
             out["lagging"] = feed.lagging
         for queue, out in zip(self.queues, body["queues"], strict=True):
             out["poison"] = queue.poison
         body["quota"]["fraction"] = self.quota.fraction
         return dict(body)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 # --------------------------------------------------------------------------- writing

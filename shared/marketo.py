@@ -20,15 +20,32 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NotRequired, TypedDict, cast
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from shared.errors import CursorExpired, MarketoError, MarketoTransient, QuotaExhausted
+from shared.marketo_models import (
+    ActivityAttribute,
+    ActivityEntry,
+    ActivityJSON,
+    ChangePage,
+    DeletedLead,
+    DeletedPage,
+    DescribeJSON,
+    EnvelopeJSON,
+    FieldChange,
+    FieldInfo,
+    LeadChange,
+    Reason,
+    RecordResult,
+    lead_change,
+    next_reset,
+    parse_date,
+    record_results,
+)
 from shared.ratelimit import CallBudget, budget_for
 
 __all__ = [
@@ -43,181 +60,12 @@ MAX_BATCH = 300
 MAX_URI = 8000  # Marketo answers 414 above 8 KB; stay clear of it
 MAX_BODY = 1_000_000  # Marketo answers 413 above 1 MB
 TOKEN_MARGIN_S = 60.0
-CENTRAL = ZoneInfo("America/Chicago")
 
 # Per-endpoint timeouts from the spec §3 (seconds).
 TIMEOUT_DEFAULT = 30.0
 TIMEOUT_SYNC = 90.0
 TIMEOUT_GET_LEADS = 60.0
 TIMEOUT_PAGING_TOKEN = 300.0
-
-
-# --------------------------------------------------------------------------- raw JSON
-
-
-class ErrorJSON(TypedDict):
-    code: str
-    message: str
-
-
-class EnvelopeJSON(TypedDict):
-    requestId: str
-    success: bool
-    result: NotRequired[list[Any]]
-    errors: NotRequired[list[ErrorJSON]]
-    warnings: NotRequired[list[Any]]
-    nextPageToken: NotRequired[str]
-    moreResult: NotRequired[bool]
-
-
-class FieldChangeJSON(TypedDict):
-    id: int
-    name: str
-    newValue: str | None
-    oldValue: str | None
-
-
-class ActivityJSON(TypedDict):
-    id: int
-    marketoGUID: str
-    leadId: int
-    activityDate: str
-    activityTypeId: int
-    primaryAttributeValueId: NotRequired[int]
-    primaryAttributeValue: NotRequired[str]
-    fields: NotRequired[list[FieldChangeJSON]]
-    attributes: NotRequired[list[dict[str, Any]]]
-
-
-class RecordJSON(TypedDict):
-    status: str
-    id: NotRequired[int]
-    marketoGUID: NotRequired[str]
-    reasons: NotRequired[list[ErrorJSON]]
-    errors: NotRequired[list[ErrorJSON]]
-
-
-class DescribeJSON(TypedDict):
-    id: int
-    displayName: str
-    dataType: str
-    length: NotRequired[int]
-    rest: dict[str, Any]
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    old: str | None
-    new: str | None
-
-
-@dataclass(frozen=True)
-class LeadChange:
-    """One activity of type 12 (New Lead, `fields` empty) or 13 (Change Data Value, one field)."""
-
-    marketo_guid: str
-    lead_id: int
-    activity_date: datetime
-    activity_type_id: int
-    fields: dict[str, FieldChange]
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ChangePage:
-    changes: list[LeadChange]
-    next_token: str
-    more: bool
-
-
-@dataclass(frozen=True)
-class DeletedLead:
-    marketo_guid: str
-    lead_id: int
-    activity_date: datetime
-
-
-@dataclass(frozen=True)
-class DeletedPage:
-    deletions: list[DeletedLead]
-    next_token: str
-    more: bool
-
-    @property
-    def lead_ids(self) -> list[int]:
-        return [d.lead_id for d in self.deletions]
-
-
-@dataclass(frozen=True)
-class Reason:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class RecordResult:
-    """One input record's outcome, at the same index as its input."""
-
-    status: Literal["created", "updated", "skipped", "added", "deleted"]
-    id: int | None
-    reasons: list[Reason] = field(default_factory=list)
-    marketo_guid: str | None = None
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    id: int
-    name: str
-    display_name: str
-    data_type: str
-    length: int | None
-    read_only: bool
-
-
-@dataclass(frozen=True)
-class ActivityAttribute:
-    api_name: str
-    name: str
-    data_type: str = "string"
-
-    def json(self) -> dict[str, str]:
-        return {"apiName": self.api_name, "name": self.name, "dataType": self.data_type}
-
-
-@dataclass(frozen=True)
-class ActivityEntry:
-    """One custom activity to write to a person's Activity Log."""
-
-    lead_id: int
-    activity_type_id: int
-    primary_attribute_value: str
-    activity_date: datetime
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-
-    def json(self) -> dict[str, Any]:
-        return {
-            "leadId": self.lead_id,
-            "activityTypeId": self.activity_type_id,
-            "primaryAttributeValue": self.primary_attribute_value,
-            "activityDate": self.activity_date.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "attributes": [{"apiName": k, "value": v} for k, v in self.attributes.items()],
-        }
-
-
-def next_reset(now: datetime | None = None) -> datetime:
-    """The next midnight in US Central (when Marketo's daily quota resets), as an aware datetime."""
-    local = (now or datetime.now(UTC)).astimezone(CENTRAL)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=CENTRAL)
-    return midnight
-
-
-def parse_date(text: str) -> datetime:
-    """Marketo's activityDate (`2014-09-17T22:31:49+0000` or with `Z`) as an aware datetime."""
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -465,7 +313,8 @@ class MarketoClient:
         params = {"nextPageToken": token, "fields": ",".join(fields), "batchSize": str(min(batch_size, MAX_BATCH))}
         for envelope in self._activity_pages("/v1/activities/leadchanges.json", params):
             items = cast(list[ActivityJSON], envelope.get("result") or [])
-            yield ChangePage([_change(i) for i in items], envelope["nextPageToken"], bool(envelope.get("moreResult")))
+            yield ChangePage([lead_change(i) for i in items], envelope["nextPageToken"],
+                             bool(envelope.get("moreResult")))
 
     def deleted_leads(self, token: str, batch_size: int = MAX_BATCH) -> Iterator[DeletedPage]:
         """Delete Lead (37) activities after `token`, page by page (same paging as `lead_changes`)."""
@@ -534,7 +383,7 @@ class MarketoClient:
         for chunk in _chunks([dict(r) for r in records]):
             body = {"action": action, "lookupField": lookup_field, "input": chunk}
             envelope = self._call("POST", "/v1/leads.json", body=body, timeout=TIMEOUT_SYNC)
-            results.extend(_records(envelope, len(chunk)))
+            results.extend(record_results(envelope, len(chunk)))
         return results
 
     def add_activities(self, entries: Sequence[ActivityEntry | Mapping[str, Any]]) -> list[RecordResult]:
@@ -545,7 +394,7 @@ class MarketoClient:
         results: list[RecordResult] = []
         for chunk in _chunks([e.json() if isinstance(e, ActivityEntry) else dict(e) for e in entries]):
             envelope = self._call("POST", "/v1/activities/external.json", body={"input": chunk}, timeout=TIMEOUT_SYNC)
-            results.extend(_records(envelope, len(chunk)))
+            results.extend(record_results(envelope, len(chunk)))
         return results
 
     def ensure_activity_type(
@@ -581,30 +430,6 @@ class MarketoClient:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _change(item: ActivityJSON) -> LeadChange:
-    return LeadChange(
-        marketo_guid=str(item.get("marketoGUID") or item["id"]),
-        lead_id=int(item["leadId"]),
-        activity_date=parse_date(item["activityDate"]),
-        activity_type_id=int(item["activityTypeId"]),
-        fields={f["name"]: FieldChange(f.get("oldValue"), f.get("newValue")) for f in item.get("fields") or []},
-        attributes={a["name"]: a.get("value") for a in item.get("attributes") or [] if "name" in a},
-    )
-
-
-def _records(envelope: EnvelopeJSON, expected: int) -> list[RecordResult]:
-    items = cast(list[RecordJSON], envelope.get("result") or [])
-    if len(items) != expected:
-        raise MarketoError("result-count", f"{len(items)} results for {expected} records", envelope.get("requestId"))
-    out = []
-    for item in items:
-        reasons = item.get("reasons") or item.get("errors") or []
-        status = cast(Literal["created", "updated", "skipped", "added", "deleted"], item["status"])
-        out.append(RecordResult(status, item.get("id"), [Reason(str(r["code"]), str(r.get("message", "")))
-                                                         for r in reasons], item.get("marketoGUID")))
-    return out
 
 
 def _chunks(items: list[dict[str, Any]], size: int = MAX_BATCH, max_bytes: int = MAX_BODY - 10_000) -> Iterator[

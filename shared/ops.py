@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from shared.activity import ActivityLog, Entry
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
 from shared.errors import BadMessage, StateConflict
 from shared.health import HealthSnapshot
+from shared.jsonable import to_jsonable
 from shared.links import PARKED, Link, LinkStore, person_key
 from shared.poison import POISON_PERSON
 from shared.runtime import Services
@@ -73,19 +74,6 @@ class StateStores:
 def redact(text: str) -> str:
     """`text` with every email address replaced."""
     return telemetry.redact(text)
-
-
-def to_jsonable(value: Any) -> Any:
-    """Dataclasses, datetimes and tuples as plain JSON values."""
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items() if k != "etag"}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return value
 
 
 # -- status ----------------------------------------------------------------------------
