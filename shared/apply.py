@@ -28,6 +28,7 @@ from typing import Any
 
 from shared import activity
 from shared.dataverse import WriteOp
+from shared.echo import never_modified
 from shared.errors import Problem, StateConflict
 from shared.fieldmap import Value
 from shared.links import CREATING, LINKED, PARKED, Link
@@ -91,11 +92,26 @@ def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     records = {r[key].lower(): r for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, svc.select(entity))}
-    found = svc.links.lookup(entity, list(records))
+    # Records never modified since created are almost all new: one insert each, in
+    # transactions, tells which have no index row, where a lookup reads each one.
+    reserved = svc.links.reserve_index(entity, [i for i, r in records.items() if _likely_new(svc, entity, r)])
+    found = svc.links.lookup(entity, [i for i in records if i not in reserved])
     unlinked = [r for i, r in records.items() if i not in found.links]
     new_links = _link_or_create(batch, entity, unlinked, found.buried)
     prefetched = {(entity, i): r for i, r in records.items()}
     _reconcile(batch, [*found.links.values(), *new_links], prefetched)
+
+
+def _likely_new(svc: Services, entity: str, record: Mapping[str, Any]) -> bool:
+    """Never modified since created, and a record `_link_or_create` would link or create
+    (so that what `reserve_index` inserts for it is soon a link's pointer)."""
+    if not never_modified(record) or not _passes_filter(svc, record):
+        return False
+    if entity == "contact" and record.get("_originatingleadid_value"):
+        return False
+    if entity == "lead" and record.get("statecode", OPEN) != OPEN:
+        return False
+    return svc.fields.email.canonical(record.get(svc.fields.email.column(entity) or "")) is not None
 
 
 def _passes_filter(svc: Services, record: Mapping[str, Any]) -> bool:

@@ -45,7 +45,7 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
     """
     key = PRIMARY_KEYS[entity]
     by_id = {str(r[key]).lower(): r for r in records}
-    links = svc.links.by_dynamics_many(entity, [rid for rid, r in by_id.items() if not (delta and _created(r))])
+    links = svc.links.by_dynamics_many(entity, [rid for rid, r in by_id.items() if not (delta and never_modified(r))])
     news = []
     for rid, record in by_id.items():
         link = links.get(rid)
@@ -55,7 +55,8 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
     return news
 
 
-def _created(record: Mapping[str, Any]) -> bool:
+def never_modified(record: Mapping[str, Any]) -> bool:
+    """The record is as it was created (Dataverse's `modifiedon` equals `createdon`)."""
     created = record.get("createdon")
     return created is not None and created == record.get("modifiedon")
 

@@ -5,7 +5,8 @@ Table `<prefix>links` holds two kinds of rows:
     link row   PK "m<lead id mod 16, 2 digits>"  RK "<lead id>"
                entity, dynamics_id, base (JSON of canonical values), state, parked_*
     index row  PK "d<first hex digit of the GUID>"  RK "<entity>:<guid>"
-               marketo_id: the person this record is linked to
+               marketo_id: the person this record is linked to (none: a reservation,
+               see `reserve_index`, which reads as "not linked")
                ended_at: set (and the link row deleted) when that person was deleted in
                Marketo; the record is not re-created in Marketo until Dynamics changes it
                after that moment
@@ -258,6 +259,37 @@ class LinkStore:
                         if isinstance(r, Link) and r.entity and r.dynamics_id for p in [_pointer(r)]}
             tablebatch.upsert_all(self._table, list(pointers.values()), self._pool)
         return results
+
+    def reserve_index(self, entity: str, dynamics_ids: Iterable[str]) -> set[str]:
+        """Insert an index row without a person for each of these records that has none;
+        the ids reserved (they had no index row: not linked, no tombstone).
+
+        For records Dynamics reports as never modified since they were created, of which
+        almost none has an index row yet: inserts in one transaction per partition answer
+        "indexed?" for all of them, where reads cost a request each. An insert is atomic,
+        so this answers exactly what a read would, and a concurrent save of a link for
+        the record simply replaces the reservation. A reservation left behind (the record
+        was not linked after all) reads as "not linked", like a pointer left by a crash.
+        """
+        rows = [{"PartitionKey": pk, "RowKey": rk}
+                for pk, rk in (index_key(entity, i) for i in dict.fromkeys(dynamics_ids))]
+        reserved: list[set[int]] = list(self._pool.map(lambda chunk: self._reserve(rows, chunk),
+                                                       tablebatch.partition_chunks(rows)))
+        return {rows[i]["RowKey"].split(":", 1)[1] for found in reserved for i in found}
+
+    def _reserve(self, rows: list[dict[str, Any]], chunk: list[int]) -> set[int]:
+        left = list(chunk)
+        while len(left) >= tablebatch.TRANSACTION_MIN:
+            try:
+                tablebatch.submit(self._table, [tablebatch.Op("create", rows[i]) for i in left])
+                return set(left)
+            except tablebatch.TransactionFailed as exc:
+                # Nothing was written. A row that exists is dropped and the rest sent again;
+                # without the service naming the row, each row goes on its own.
+                if exc.status != 409 or exc.index is None or not 0 <= exc.index < len(left):
+                    break
+                del left[exc.index]
+        return {i for i in left if tablerest.create(self._table, rows[i]) is not None}
 
     def move(self, link: Link, entity: str, dynamics_id: str) -> Link:
         """Point the link at another record (a lead qualified into a contact)."""

@@ -272,6 +272,34 @@ def test_a_tombstone_written_before_a_failed_delete_does_not_hide_the_live_link(
     assert found.links[did].base == {"title": "B"} and found.buried == {}
 
 
+def test_reserving_index_rows_tells_unindexed_records_in_a_transaction_per_partition(storage: Storage) -> None:
+    counting = CountingStorage(storage)
+    links = LinkStore(counting)
+    linked, buried, held = "a" + guid()[1:], "a" + guid()[1:], "b" + guid()[1:]  # among the new ones' partitions
+    links.delete(links.save(Link(7, "lead", buried)), tombstone_at=datetime.now(UTC).replace(microsecond=0))
+    links.save(Link(8, "lead", linked))
+    assert links.reserve_index("lead", [held]) == {held}
+    new = [guid() for _ in range(300)]
+    before = counting.requests
+    assert links.reserve_index("lead", [linked, *new, buried, held, new[0]]) == set(new)
+    assert counting.requests - before <= 16 + 3  # a transaction per partition, one resend per row that exists
+    # A reservation is no link and no tombstone; the other rows answer as before.
+    found = links.lookup("lead", [held, new[0], linked, buried])
+    assert found.links.keys() == {linked} and found.buried.keys() == {buried}
+    saved = links.save(Link(9, "lead", new[0]))  # a link's pointer replaces the reservation
+    assert links.by_dynamics("lead", new[0]) == saved
+    assert links.reserve_index("lead", new[:50]) == set()
+    assert links.reserve_index("contact", new[:3]) == set(new[:3])  # one entity's rows are not another's
+
+
+def test_concurrent_reservations_of_the_same_records_reserve_each_once(links: LinkStore) -> None:
+    ids = [guid() for _ in range(120)]
+    results = race(4, lambda: links.reserve_index("lead", ids))
+    won = [r for r in results if isinstance(r, set)]
+    assert len(won) == 4
+    assert sorted(i for r in won for i in r) == sorted(ids)
+
+
 class CountingStorage(Storage):
     """The same account, counting the table requests the code under test makes."""
 
