@@ -7,13 +7,19 @@ Table `<prefix>activity` holds each entry twice:
                (person: e.g. "m1042", or "lead:<guid>" before a Marketo id exists)
                newest first: `leadsync explain` reads one RowKey range of one partition
     by hour    PK "h<yyyymmddhh>"  RK "<inverted ticks>-<random>"
-               what the health page and "failures in the last hour/day" read
+               what the health page and "failures in the last hour/day" read; routine
+               outcomes (synced, created, linked, unchanged) as one summary row per
+               kind, direction and write, with their `count`; every other entry as itself
 
 Why 16 person buckets instead of a partition per person: a batch logs up to 300 people at
 once, and only rows that share a partition can go in one entity-group transaction (up to
 100 rows, one request). With a partition per person that was 300 requests a batch; with
 16 buckets it is about 16, and a person's entries are still one range read. The by-hour
 copies of one batch share a partition too. Entries are immutable: written once.
+
+Why summaries by hour: what reads that view counts routine outcomes and lists the others.
+An initial sync of 100,000 people logged 100,000 "created" rows there, each one more row
+to write and for the health page to read back; now it is one row per batch of 300.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +50,7 @@ MOVED = "moved"  # lead qualified into a contact
 DELETED = "deleted"
 SKIPPED = "skipped"
 FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED})
+ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
 _MAX_TICKS = 10**19
 PERSON_BUCKETS = 16
@@ -57,6 +65,7 @@ class Entry:
     details: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     operation_id: str = ""
+    count: int = 1  # above 1: a by-hour summary of that many routine outcomes (person "")
 
 
 def _row_key(at: datetime) -> str:
@@ -77,7 +86,7 @@ def _to_entity(entry: Entry, pk: str, rk: str) -> dict[str, Any]:
         "PartitionKey": pk, "RowKey": rk, "person": entry.person, "kind": entry.kind,
         "message": entry.message[:8000], "direction": entry.direction,
         "details": _details_json(entry.details), "at": entry.at,
-        "operation_id": entry.operation_id,
+        "operation_id": entry.operation_id, "count": entry.count,
     }
 
 
@@ -91,7 +100,33 @@ def _details_json(details: dict[str, Any]) -> str:
 
 def _from_entity(e: Any) -> Entry:
     return Entry(person=e["person"], kind=e["kind"], message=e["message"], direction=e.get("direction", ""),
-                 details=json.loads(e.get("details") or "{}"), at=e["at"], operation_id=e.get("operation_id", ""))
+                 details=json.loads(e.get("details") or "{}"), at=e["at"], operation_id=e.get("operation_id", ""),
+                 count=int(e.get("count") or 1))
+
+
+def by_hour(entries: Sequence[Entry]) -> list[Entry]:
+    """What the by-hour view keeps of `entries`: routine outcomes as one summary per hour,
+    kind and direction (at the newest one's time), every other entry as itself."""
+    kept: list[Entry] = []
+    routine: dict[tuple[str, str, str], list[Entry]] = {}
+    for e in entries:
+        if e.kind in ROUTINE_KINDS:
+            routine.setdefault((_hour(e.at), e.kind, e.direction), []).append(e)
+        else:
+            kept.append(e)
+    for (_, kind, direction), group in routine.items():
+        count = sum(e.count for e in group)
+        kept.append(Entry("", kind, f"{count} {kind}", direction, {}, max(e.at for e in group),
+                          group[0].operation_id, count))
+    return kept
+
+
+def counted(entries: Iterable[Entry]) -> Counter[str]:
+    """Outcomes by kind, summaries counting for what they summarise."""
+    kinds: Counter[str] = Counter()
+    for e in entries:
+        kinds[e.kind] += e.count
+    return kinds
 
 
 class ActivityLog:
@@ -102,9 +137,8 @@ class ActivityLog:
     def write(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        rows = [(e, _row_key(e.at)) for e in entries]
-        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{rk}") for e, rk in rows]
-        hourly = [_to_entity(e, _hour(e.at), rk) for e, rk in rows]
+        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{_row_key(e.at)}") for e in entries]
+        hourly = [_to_entity(e, _hour(e.at), _row_key(e.at)) for e in by_hour(entries)]
         tablebatch.upsert_all(self._table, person_rows + hourly, self._pool)
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
@@ -122,7 +156,8 @@ class ActivityLog:
         return out
 
     def since(self, start: datetime, kinds: Iterable[str] | None = None) -> Iterator[Entry]:
-        """Entries from `start` to now, newest first, optionally of some kinds only."""
+        """Entries from `start` to now, newest first, optionally of some kinds only; routine
+        outcomes come as summaries (`count`, no person: `for_person` has each one)."""
         wanted = set(kinds) if kinds is not None else None
         now = datetime.now(UTC)
         hour = now.replace(minute=0, second=0, microsecond=0)

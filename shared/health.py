@@ -253,9 +253,9 @@ def _activity(svc: Services, now: datetime, latest: int, max_entries: int
             break
         if entry.at > now:
             continue
-        day_kinds[entry.kind] += 1
+        day_kinds[entry.kind] += entry.count
         if entry.at >= hour_start:
-            hour_kinds[entry.kind] += 1
+            hour_kinds[entry.kind] += entry.count
         if entry.kind == activity.COLLISION and len(collisions) < latest:
             collisions.append(_event(entry))
         elif entry.kind in activity.FAILURE_KINDS and len(failures) < latest:

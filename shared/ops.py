@@ -15,7 +15,6 @@ is the operator looking at one person, so it shows values as stored.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -142,8 +141,8 @@ def status(state: State, svc: Services | None = None) -> Status:
     queues = tuple(QueueStatus(name + suffix, state.queues.depth(name + suffix), bool(suffix))
                    for suffix in ("", POISON_SUFFIX) for name in WORK_QUEUES)
     day = list(state.activity.since(now - timedelta(days=1)))
-    hour = Counter(e.kind for e in day if e.at >= now - timedelta(hours=1))
-    return Status(now, feeds, queues, total, parked, _counted(hour), _counted(Counter(e.kind for e in day)))
+    hour = activity.counted(e for e in day if e.at >= now - timedelta(hours=1))
+    return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)))
 
 
 # -- failures --------------------------------------------------------------------------

@@ -18,7 +18,17 @@ from typing import TypeVar
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.activity import COLLISION, PARKED, SYNCED, VALIDATION_FAILED, ActivityLog, Entry
+from shared.activity import (
+    COLLISION,
+    CREATED,
+    PARKED,
+    SYNCED,
+    VALIDATION_FAILED,
+    ActivityLog,
+    Entry,
+    by_hour,
+    counted,
+)
 from shared.cursors import CursorStore
 from shared.errors import StateConflict
 from shared.links import CREATING, LINKED, Link, LinkStore, index_key, link_key
@@ -409,16 +419,35 @@ def test_since_returns_the_window_by_kind_newest_first(storage: Storage) -> None
     start = now - timedelta(hours=1)
     failures = list(log.since(start, kinds={VALIDATION_FAILED, PARKED}))
     assert [e.message for e in failures] == ["in window, newer", "in window, older"]
-    assert [e.message for e in log.since(start)] == ["in window, newer", "not a failure", "in window, older"]
+    # A routine outcome is counted by hour, not listed: its entry there is a summary.
+    assert [(e.person, e.message) for e in log.since(start)] == [
+        ("m3", "in window, newer"), ("", "1 synced"), ("m1", "in window, older")]
     assert [e.message for e in log.since(now - timedelta(hours=4), kinds={VALIDATION_FAILED})] == [
         "in window, older", "too old"]
+
+
+def test_the_hourly_view_counts_routine_outcomes_and_keeps_the_others_whole() -> None:
+    at = datetime(2026, 11, 26, 10, 59, 58, tzinfo=UTC)
+    entries = [Entry(f"m{i}", SYNCED, "to Marketo: title", "dynamics->marketo", at=at + timedelta(seconds=i))
+               for i in range(4)]  # two in the 10:00 hour, two in the 11:00 hour
+    entries += [Entry("m9", SYNCED, "to Dynamics: city", "marketo->dynamics", at=at),
+                Entry("m8", CREATED, "created", "dynamics->marketo", at=at),
+                Entry("m7", VALIDATION_FAILED, "email is blank", at=at),
+                Entry("m6", COLLISION, "title changed on both sides", at=at)]
+    kept = by_hour(entries)
+    assert sorted((e.person, e.kind, e.direction, e.count, e.at.hour) for e in kept) == [
+        ("", CREATED, "dynamics->marketo", 1, 10), ("", SYNCED, "dynamics->marketo", 2, 10),
+        ("", SYNCED, "dynamics->marketo", 2, 11), ("", SYNCED, "marketo->dynamics", 1, 10),
+        ("m6", COLLISION, "", 1, 10), ("m7", VALIDATION_FAILED, "", 1, 10)]
+    assert counted(kept) == counted(entries) == {SYNCED: 5, CREATED: 1, VALIDATION_FAILED: 1, COLLISION: 1}
 
 
 def test_a_batch_larger_than_one_transaction_is_written_whole(storage: Storage) -> None:
     log = ActivityLog(storage)
     at = datetime.now(UTC)
     log.write([Entry(f"m{i}", SYNCED, f"n{i}", at=at - timedelta(seconds=i)) for i in range(250)])
-    assert len(list(log.since(at - timedelta(minutes=10)))) == 250
+    summaries = list(log.since(at - timedelta(minutes=10)))
+    assert sum(e.count for e in summaries) == 250 and len(summaries) <= 2  # 2 if the 250 s span an hour
     assert [e.message for e in log.for_person("m249")] == ["n249"]
 
 
