@@ -3,8 +3,10 @@
 Azurite is started with `--skipApiVersionCheck` because the Python SDKs speak a newer
 storage API version than Azurite 3.37 advertises, and with `--disableTelemetry`: by default
 Azurite reports every request to Microsoft, which cost it a fifth of its CPU per request
-here and kept it busy (~7 % of a core) while idle, with nowhere to send to. Ports default to 0 (the OS picks free
-ones); the chosen ports are read back from Azurite's own "listening at" lines.
+here and kept it busy (~7 % of a core) while idle, with nowhere to send to.
+
+Ports default to 0 (the OS picks free ones); the chosen ports are read back from Azurite's
+own "listening at" lines.
 """
 
 from __future__ import annotations
