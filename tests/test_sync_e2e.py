@@ -511,6 +511,8 @@ def test_a_webhook_lead_whose_person_was_deleted_meanwhile_is_not_brought_back(h
 
 
 def test_new_leads_are_linked_without_an_index_read_each(h: Harness) -> None:
+    edited, _ = new_linked_lead(h)
+    h.dataverse.update("leads", edited, {"jobtitle": "Changed"})  # a changed record is looked up, as before
     records = [{"firstname": "New", "lastname": f"Lead{i}", "emailaddress1": email(), "companyname": "Bulk",
                 "subject": "import"} for i in range(40)]
     created = [h.dataverse.create("leads", r)["leadid"] for r in records]
@@ -527,7 +529,7 @@ def test_new_leads_are_linked_without_an_index_read_each(h: Harness) -> None:
         h.sync(1, marketo=False)
     finally:
         del store._resolve  # noqa: SLF001
-    assert set(reads).isdisjoint(created)
+    assert edited in reads and set(reads).isdisjoint(created)
     for lead_id, record in zip(created, records, strict=True):
         (person,) = h.marketo.find_leads(record["emailaddress1"])
         assert services().links.by_dynamics("lead", lead_id) == link_of(int(person["id"]))
