@@ -271,11 +271,11 @@ class LinkStore:
         the record simply replaces the reservation. A reservation left behind (the record
         was not linked after all) reads as "not linked", like a pointer left by a crash.
         """
-        rows = [{"PartitionKey": pk, "RowKey": rk}
-                for pk, rk in (index_key(entity, i) for i in dict.fromkeys(dynamics_ids))]
+        ids = list(dict.fromkeys(dynamics_ids))
+        rows = [{"PartitionKey": pk, "RowKey": rk} for pk, rk in (index_key(entity, i) for i in ids)]
         reserved: list[set[int]] = list(self._pool.map(lambda chunk: self._reserve(rows, chunk),
                                                        tablebatch.partition_chunks(rows)))
-        return {rows[i]["RowKey"].split(":", 1)[1] for found in reserved for i in found}
+        return {ids[i] for found in reserved for i in found}
 
     def _reserve(self, rows: list[dict[str, Any]], chunk: list[int]) -> set[int]:
         left = list(chunk)
