@@ -82,12 +82,15 @@ def _hour(at: datetime) -> str:
 
 
 def _to_entity(entry: Entry, pk: str, rk: str) -> dict[str, Any]:
-    return {
+    row = {
         "PartitionKey": pk, "RowKey": rk, "person": entry.person, "kind": entry.kind,
         "message": entry.message[:8000], "direction": entry.direction,
         "details": _details_json(entry.details), "at": entry.at,
-        "operation_id": entry.operation_id, "count": entry.count,
+        "operation_id": entry.operation_id,
     }
+    if entry.count != 1:  # only summaries carry it: every other row reads back as 1
+        row["count"] = entry.count
+    return row
 
 
 def _details_json(details: dict[str, Any]) -> str:
