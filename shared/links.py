@@ -34,19 +34,27 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from shared import tablebatch, tablerest
+from shared import tablebatch, tablerows
 from shared.errors import StateConflict
 from shared.fieldmap import Value
 from shared.storage import Storage
 
-LINKED = "linked"
-CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
-PARKED = "parked"  # a validation failure; not retried until either side changes
+
+class LinkState(StrEnum):
+    """A link row's `state`, stored as its value."""
+
+    LINKED = "linked"
+    CREATING = "creating"  # the real-time endpoint holds this person while it creates the lead
+    PARKED = "parked"  # a validation failure; not retried until either side changes
+
+
+LINKED, CREATING, PARKED = LinkState.LINKED, LinkState.CREATING, LinkState.PARKED
 CLAIM_STALE_AFTER = timedelta(minutes=2)  # a creating claim older than this lost its holder
 PARTITIONS = 16
 
@@ -65,7 +73,7 @@ class Link:
     entity: str | None = None
     dynamics_id: str | None = None
     base: dict[str, Value] = field(default_factory=dict)
-    state: str = LINKED
+    state: LinkState = LINKED
     parked_reason: str | None = None
     parked_fingerprint: str | None = None
     updated_at: datetime | None = None
@@ -128,7 +136,7 @@ def _from_entity(e: Any) -> Link:
         entity=e.get("entity") or None,
         dynamics_id=e.get("dynamics_id") or None,
         base=json.loads(e.get("base") or "{}"),
-        state=e.get("state") or LINKED,
+        state=LinkState(e.get("state") or LINKED),
         parked_reason=e.get("parked_reason") or None,
         parked_fingerprint=e.get("parked_fingerprint") or None,
         updated_at=e.get("updated_at"),
@@ -141,9 +149,13 @@ class LinkStore:
         self._table = storage.table("links")
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="links")
 
+    def close(self) -> None:
+        """Stop the read/write threads (after the calls in flight finish)."""
+        self._pool.shutdown(wait=True)
+
     # -- reads -------------------------------------------------------------------------
     def get(self, marketo_id: int) -> Link | None:
-        row = tablerest.get(self._table, *link_key(marketo_id))
+        row = tablerows.get(self._table, *link_key(marketo_id))
         return _from_entity(row) if row is not None else None
 
     def get_many(self, marketo_ids: Iterable[int]) -> dict[int, Link]:
@@ -169,7 +181,7 @@ class LinkStore:
         return found
 
     def _resolve(self, entity: str, dynamics_id: str) -> tuple[Link | None, datetime | None]:
-        pointer = tablerest.get(self._table, *index_key(entity, dynamics_id))
+        pointer = tablerows.get(self._table, *index_key(entity, dynamics_id))
         if pointer is None:
             return None, None
         marketo_id = int(pointer.get("marketo_id") or 0)
@@ -190,7 +202,7 @@ class LinkStore:
         one gets the claim. A claim older than `stale_after` (its holder died) is taken over.
         """
         link = Link(marketo_id, state=CREATING)
-        etag = tablerest.create(self._table, _to_entity(link))
+        etag = tablerows.create(self._table, _to_entity(link))
         if etag is not None:
             return replace(link, etag=etag)
         current = self.get(marketo_id)
@@ -210,16 +222,16 @@ class LinkStore:
         """
         entity = _to_entity(link)
         if link.etag is None:
-            etag = tablerest.create(self._table, entity)  # None: the row exists
+            etag = tablerows.create(self._table, entity)  # None: the row exists
         else:
             try:
-                etag = tablerest.replace(self._table, entity, link.etag)
-            except tablerest.Conflict:
+                etag = tablerows.replace(self._table, entity, link.etag)
+            except tablerows.Conflict:
                 etag = None
         if etag is None:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently")
         if index and link.entity and link.dynamics_id:
-            tablerest.upsert(self._table, _pointer(link))
+            tablerows.upsert(self._table, _pointer(link))
         return replace(link, etag=etag, updated_at=entity["updated_at"])
 
     def save_many(self, links: Iterable[Link], *, index: bool = True) -> list[Link | StateConflict]:
@@ -289,7 +301,7 @@ class LinkStore:
                 if exc.status != 409 or exc.index is None or not 0 <= exc.index < len(left):
                     break
                 del left[exc.index]
-        return {i for i in left if tablerest.create(self._table, rows[i]) is not None}
+        return {i for i in left if tablerows.create(self._table, rows[i]) is not None}
 
     def move(self, link: Link, entity: str, dynamics_id: str) -> Link:
         """Point the link at another record (a lead qualified into a contact)."""
@@ -306,7 +318,7 @@ class LinkStore:
         live link whose stale `ended_at` is ignored, never a deletion without its tombstone.
         """
         if tombstone_at is not None and link.entity and link.dynamics_id:
-            tablerest.upsert(self._table, {**_pointer(link), "ended_at": tombstone_at})
+            tablerows.upsert(self._table, {**_pointer(link), "ended_at": tombstone_at})
         pk, rk = link_key(link.marketo_id)
         try:
             self._table.delete_entity(pk, rk, etag=link.etag,

@@ -1,18 +1,13 @@
-"""Entity-group transactions without the SDK's MIME machinery.
+"""Entity-group transactions written as plain `$batch` text, falling back to `submit_transaction`.
 
-`TableClient.submit_transaction` builds and parses a transaction through the `email`
-package: 13.6 ms of CPU for 20 rows, against 1.1 ms for one single write (measured on
-this project's machine), which made transactions the larger part of the app's CPU in an
-initial sync. This module writes the same OData `$batch` body (one changeset of PUT and
-POST sub-requests) as plain text and reads each row's status and ETag back from the
-response: 1.6 ms for the same 20 rows. It sends through the TableClient's own pipeline,
-so authentication (shared key or managed identity), retries and the transport stay the
-SDK's.
-
-It relies on private names of azure-data-tables, through shared/tablerest.py (which lists
-them): the generated client's pipeline, the account host, and `_add_entity_properties`
-(the SDK's own entity-to-JSON conversion, so property types are written exactly as the
-SDK writes them). tests/test_tablebatch.py exercises them against Azurite.
+Why: the SDK's `submit_transaction` builds and parses the multipart body through the
+`email` package, which costs the app several times the CPU of this writer per row (figures
+in bench/README.md, measured by `python -m bench.tablecpu`), and transactions carry most
+table writes of an initial sync. It is the one module that uses private names of
+azure-data-tables (the generated client's pipeline, the account host, and the SDK's own
+entity-to-JSON conversion, so property types are written exactly as the SDK writes them);
+if a release removes them, every transaction goes through `submit_transaction` instead.
+tests/test_tablebatch.py checks that both send the same sub-requests.
 """
 
 from __future__ import annotations
@@ -24,16 +19,22 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from azure.core.rest import HttpRequest
-from azure.data.tables import TableClient
+from azure.core import MatchConditions
+from azure.core.rest import HttpRequest, HttpResponse
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared import tablerest
+from shared import tablerows
+
+try:  # the private names this module relies on; without them, `submit_transaction` does the work
+    from azure.data.tables._serialize import _add_entity_properties
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    _add_entity_properties = None  # type: ignore[assignment]
 
 TRANSACTION_MAX = 100  # rows in one entity-group transaction (a Table Storage limit)
-# A lone row goes as a single write (tablerest.upsert, ~0.7 ms of CPU); from two rows one
-# transaction through `submit` (~1.4 ms plus ~0.03 ms a row) costs the app no more than
-# the single writes would, and the service one request instead of several.
+# A lone row goes as a single write; from two rows one transaction costs the app no more
+# than the single writes would, and the service one request instead of several.
 TRANSACTION_MIN = 2
 _STATUS = re.compile(r"^HTTP/1\.1 (\d{3})")
 _ERROR_INDEX = re.compile(r"^(\d+):")
@@ -60,11 +61,50 @@ class TransactionFailed(Exception):
         self.index = index  # the row that failed, when the service says
 
 
-def submit(table: TableClient, ops: Sequence[Op]) -> list[str]:
-    """Write `ops` (one partition, at most 100) as one transaction; their new ETags, in order."""
+def submit(table: TableClient, ops: Sequence[Op], *, hand_written: bool | None = None) -> list[str]:
+    """Write `ops` (one partition, at most 100) as one transaction; their new ETags, in order.
+
+    `hand_written` (default: whenever the SDK still has the private names it needs) picks
+    this module's `$batch` writer over the SDK's `submit_transaction`; both raise
+    TransactionFailed, with the failing row's index when the service names it.
+    """
     if len({op.entity["PartitionKey"] for op in ops}) != 1 or len(ops) > TRANSACTION_MAX:
         raise ValueError("a transaction holds 1 to 100 rows of one partition")
-    host = tablerest.host(table)
+    if hand_written is None:
+        hand_written = available(table)
+    return _submit_hand_written(table, ops) if hand_written else _submit_sdk(table, ops)
+
+
+def available(table: TableClient) -> bool:
+    """Whether the hand-written writer can run with the installed SDK."""
+    return (_add_entity_properties is not None and hasattr(table, "_client")
+            and hasattr(table, "_primary_hostname"))
+
+
+def _submit_sdk(table: TableClient, ops: Sequence[Op]) -> list[str]:
+    sdk_ops: list[Any] = []
+    for op in ops:
+        if op.kind == "create":
+            sdk_ops.append(("create", op.entity))
+        elif op.kind == "replace" and op.etag:
+            sdk_ops.append(("update", op.entity, {"mode": UpdateMode.REPLACE, "etag": op.etag,
+                                                  "match_condition": MatchConditions.IfNotModified}))
+        elif op.kind in ("replace", "upsert"):  # unconditional: a PUT without If-Match, as `_part` sends
+            sdk_ops.append(("upsert", op.entity, {"mode": UpdateMode.REPLACE}))
+        else:
+            raise ValueError(f"unknown transaction operation {op.kind!r}")
+    try:
+        results = table.submit_transaction(sdk_ops)
+    except TableTransactionError as exc:
+        index = _ERROR_INDEX.match(exc.message or "")
+        code = str(getattr(exc, "error_code", None) or "")
+        raise TransactionFailed(exc.status_code or 0, code, exc.message or str(exc),
+                                int(index.group(1)) if index else None) from exc
+    return [str(r.get("etag") or "") for r in results]
+
+
+def _submit_hand_written(table: TableClient, ops: Sequence[Op]) -> list[str]:
+    host = _host(table)
     changeset, batch = f"changeset_{uuid.uuid4()}", f"batch_{uuid.uuid4()}"
     parts = [_part(host, table.table_name, op, changeset) for op in ops]
     body = (f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
@@ -72,7 +112,7 @@ def submit(table: TableClient, ops: Sequence[Op]) -> list[str]:
     request = HttpRequest("POST", f"{host}/$batch", content=body, headers={
         "x-ms-version": table.api_version, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
         "Content-Type": f"multipart/mixed; boundary={batch}", "Accept": "application/json"})
-    response, raw = tablerest.send(table, request)
+    response, raw = _send(table, request)
     text = raw.decode("utf-8", "replace")
     if response.status_code != 202:
         raise TransactionFailed(response.status_code, *_error(text))
@@ -109,7 +149,7 @@ def upsert_all(table: TableClient, rows: list[dict[str, Any]], pool: Executor) -
     def group(chunk: list[int]) -> None:
         if len(chunk) < TRANSACTION_MIN:
             for i in chunk:
-                tablerest.upsert(table, rows[i])
+                tablerows.upsert(table, rows[i])
         else:
             submit(table, [Op("upsert", rows[i]) for i in chunk])
 
@@ -117,11 +157,11 @@ def upsert_all(table: TableClient, rows: list[dict[str, Any]], pool: Executor) -
 
 
 def _part(host: str, table: str, op: Op, boundary: str) -> str:
-    payload = tablerest.entity_json(op.entity)
+    payload = _entity_json(op.entity)
     if op.kind == "create":
         line, extra = f"POST {host}/{table} HTTP/1.1", "Prefer: return-no-content\r\n"
     elif op.kind in ("replace", "upsert"):
-        pk, rk = tablerest.key(op.entity["PartitionKey"]), tablerest.key(op.entity["RowKey"])
+        pk, rk = _key(op.entity["PartitionKey"]), _key(op.entity["RowKey"])
         keys = f"(PartitionKey='{pk}',RowKey='{rk}')"
         line = f"PUT {host}/{table}{keys} HTTP/1.1"
         extra = f"If-Match: {op.etag}\r\n" if op.kind == "replace" and op.etag else ""
@@ -144,3 +184,23 @@ def _error(text: str) -> tuple[str, str]:
     inner = error.get("odata.error", {})
     message = inner.get("message", {})
     return str(inner.get("code", "")), str(message.get("value", "") if isinstance(message, dict) else message)
+
+
+def _host(table: TableClient) -> str:
+    return f"{table.scheme}://{table._primary_hostname}"  # noqa: SLF001 - see the module docstring
+
+
+def _send(table: TableClient, request: HttpRequest) -> tuple[HttpResponse, bytes]:
+    response = table._client._client.send_request(request, stream=True)  # noqa: SLF001 - see the module docstring
+    return response, response.read()
+
+
+def _key(value: str) -> str:
+    """A PartitionKey or RowKey as it goes inside `(PartitionKey='...')` in a URL."""
+    return quote(value.replace("'", "''"), safe="")
+
+
+def _entity_json(row: Mapping[str, Any]) -> str:
+    """The row as the service takes it, property types annotated as the SDK writes them."""
+    assert _add_entity_properties is not None
+    return json.dumps(_add_entity_properties(row), separators=(",", ":"))

@@ -1,8 +1,8 @@
-"""Single-row requests of shared/tablerest.py, against a real (Azurite) table.
+"""Single-row reads and writes of shared/tablerows.py, against a real (Azurite) table.
 
-They stand in for the SDK's get/create/update/upsert calls of the link store, so they
-must read and write exactly what the SDK does, hand back ETags that conditional writes
-accept, and report "missing", "exists" and "changed" as the link store expects.
+The link store branches on their answers, so they must read back what the SDK wrote (and
+the reverse), hand back ETags that conditional writes accept, and report "missing",
+"exists" and "changed" as values.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableClient
 
-from shared import tablerest
+from shared import tablerows
 from shared.storage import Storage
 
 
@@ -28,9 +28,9 @@ AWKWARD = {"PartitionKey": "p'1", "RowKey": "o'brien|lead:1 100% ü+&=", "text":
 
 
 def test_a_created_row_reads_back_as_the_sdk_reads_it(table: TableClient) -> None:
-    etag = tablerest.create(table, AWKWARD)
+    etag = tablerows.create(table, AWKWARD)
     assert etag
-    mine = tablerest.get(table, AWKWARD["PartitionKey"], AWKWARD["RowKey"])
+    mine = tablerows.get(table, AWKWARD["PartitionKey"], AWKWARD["RowKey"])
     sdk = table.get_entity(AWKWARD["PartitionKey"], AWKWARD["RowKey"])
     assert mine is not None
     assert dict(mine) == dict(sdk) and {k: mine[k] for k in AWKWARD} == AWKWARD
@@ -39,37 +39,37 @@ def test_a_created_row_reads_back_as_the_sdk_reads_it(table: TableClient) -> Non
 
 def test_a_row_the_sdk_wrote_reads_back_the_same(table: TableClient) -> None:
     table.create_entity(AWKWARD)
-    mine = tablerest.get(table, AWKWARD["PartitionKey"], AWKWARD["RowKey"])
+    mine = tablerows.get(table, AWKWARD["PartitionKey"], AWKWARD["RowKey"])
     assert mine is not None and {k: mine[k] for k in AWKWARD} == AWKWARD
 
 
 def test_missing_and_existing_rows_are_answers_not_errors(table: TableClient) -> None:
-    assert tablerest.get(table, "p", "nobody") is None
-    assert tablerest.create(table, {"PartitionKey": "p", "RowKey": "r", "v": 1})
-    assert tablerest.create(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}) is None
+    assert tablerows.get(table, "p", "nobody") is None
+    assert tablerows.create(table, {"PartitionKey": "p", "RowKey": "r", "v": 1})
+    assert tablerows.create(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}) is None
     assert table.get_entity("p", "r")["v"] == 1  # the second create wrote nothing
 
 
 def test_replace_is_conditional_on_the_etag(table: TableClient) -> None:
-    first = tablerest.create(table, {"PartitionKey": "p", "RowKey": "r", "v": 1, "old": "x"})
+    first = tablerows.create(table, {"PartitionKey": "p", "RowKey": "r", "v": 1, "old": "x"})
     assert first is not None
-    second = tablerest.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}, first)
-    with pytest.raises(tablerest.Conflict):
-        tablerest.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 3}, first)
+    second = tablerows.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 2}, first)
+    with pytest.raises(tablerows.Conflict):
+        tablerows.replace(table, {"PartitionKey": "p", "RowKey": "r", "v": 3}, first)
     stored = table.get_entity("p", "r")
     assert stored["v"] == 2 and "old" not in stored and stored.metadata["etag"] == second
-    with pytest.raises(tablerest.Conflict):  # a row that went is a conflict too
-        tablerest.replace(table, {"PartitionKey": "p", "RowKey": "gone", "v": 1}, second)
+    with pytest.raises(tablerows.Conflict):  # a row that went is a conflict too
+        tablerows.replace(table, {"PartitionKey": "p", "RowKey": "gone", "v": 1}, second)
 
 
 def test_upsert_inserts_then_replaces_the_whole_row(table: TableClient) -> None:
-    tablerest.upsert(table, {"PartitionKey": "p", "RowKey": "r", "old": "gone", "keep": 1})
-    etag = tablerest.upsert(table, {"PartitionKey": "p", "RowKey": "r", "keep": 2})
+    tablerows.upsert(table, {"PartitionKey": "p", "RowKey": "r", "old": "gone", "keep": 1})
+    etag = tablerows.upsert(table, {"PartitionKey": "p", "RowKey": "r", "keep": 2})
     stored = table.get_entity("p", "r")
     assert stored["keep"] == 2 and "old" not in stored and stored.metadata["etag"] == etag
 
 
 def test_other_failures_raise_as_the_sdk_does(table: TableClient) -> None:
     with pytest.raises(HttpResponseError) as refused:
-        tablerest.upsert(table, {"PartitionKey": "p", "RowKey": "bad\tkey", "v": 1})  # control characters refused
+        tablerows.upsert(table, {"PartitionKey": "p", "RowKey": "bad\tkey", "v": 1})  # control characters refused
     assert refused.value.status_code == 400
