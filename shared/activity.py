@@ -32,23 +32,39 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from shared import tablebatch
 from shared.storage import Storage
 
-# Outcome kinds. Failures are the ones a person must look at.
-SYNCED = "synced"
-UNCHANGED = "unchanged"
-COLLISION = "collision"
-CREATED = "created"
-LINKED = "linked"
-VALIDATION_FAILED = "validation_failed"
-REJECTED = "rejected"  # the target refused a record we thought valid
-PARKED = "parked"
-MOVED = "moved"  # lead qualified into a contact
-DELETED = "deleted"
-SKIPPED = "skipped"
+
+class Kind(StrEnum):
+    """Outcome kinds, stored as their values. Failures are the ones a person must look at."""
+
+    SYNCED = "synced"
+    UNCHANGED = "unchanged"
+    COLLISION = "collision"
+    CREATED = "created"
+    LINKED = "linked"
+    VALIDATION_FAILED = "validation_failed"
+    REJECTED = "rejected"  # the target refused a record we thought valid
+    PARKED = "parked"
+    MOVED = "moved"  # lead qualified into a contact
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+
+
+class Direction(StrEnum):
+    """Which way a write went, stored as its value ("" on an entry: no write)."""
+
+    MARKETO_TO_DYNAMICS = "marketo->dynamics"
+    DYNAMICS_TO_MARKETO = "dynamics->marketo"
+
+
+SYNCED, UNCHANGED, COLLISION = Kind.SYNCED, Kind.UNCHANGED, Kind.COLLISION
+CREATED, LINKED, MOVED, DELETED, SKIPPED = Kind.CREATED, Kind.LINKED, Kind.MOVED, Kind.DELETED, Kind.SKIPPED
+VALIDATION_FAILED, REJECTED, PARKED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED
 FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED})
 ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
@@ -61,7 +77,7 @@ class Entry:
     person: str
     kind: str
     message: str
-    direction: str = ""  # "marketo->dynamics" | "dynamics->marketo" | ""
+    direction: str = ""  # a Direction, or "" (no write)
     details: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     operation_id: str = ""
@@ -136,6 +152,10 @@ class ActivityLog:
     def __init__(self, storage: Storage, *, workers: int = 16) -> None:
         self._table = storage.table("activity")
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="activity")
+
+    def close(self) -> None:
+        """Stop the write threads (after the writes in flight finish)."""
+        self._pool.shutdown(wait=True)
 
     def write(self, entries: Sequence[Entry]) -> None:
         if not entries:

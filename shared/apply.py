@@ -40,8 +40,8 @@ from shared.workqueue import Work, chunked
 
 log = logging.getLogger("leadsync")
 
-M2D = "marketo->dynamics"
-D2M = "dynamics->marketo"
+M2D = activity.Direction.MARKETO_TO_DYNAMICS
+D2M = activity.Direction.DYNAMICS_TO_MARKETO
 OPEN = 0  # lead statecode Open; 1 Qualified, 2 Disqualified
 RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sent it back usually clears by then
 

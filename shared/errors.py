@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 
 class LeadSyncError(Exception):
@@ -93,12 +94,24 @@ class CursorExpired(LeadSyncError):
         super().__init__(f"{source} cursor expired: {detail}")
 
 
+class ValidationRule(StrEnum):
+    """Which rule a `Problem` breaks, stored in activity details as its value."""
+
+    REQUIRED = "required"
+    MAX_LENGTH = "max_length"
+    FORMAT = "format"
+    OPTION = "option"
+    TYPE = "type"
+    UNKNOWN = "unknown"  # a column Dynamics does not have
+    REJECTED = "rejected"  # the service refused a record that passed our checks
+
+
 @dataclass(frozen=True)
 class Problem:
     """One reason a record cannot be written: which field, what rule, in words."""
 
     field: str
-    rule: str  # "required" | "max_length" | "format" | "option" | "type" | "rejected"
+    rule: str  # a ValidationRule
     message: str
 
 

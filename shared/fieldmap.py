@@ -11,7 +11,7 @@ column it maps to on `lead` and/or `contact`. The sync compares and stores value
     boolean          True / False / None
     integer          int / None
 
-A field may carry a per-field merge `rule` (see `merge.Rule`).
+A field may carry a per-field merge `rule` (a `Rule`; `merge` applies it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,20 @@ from shared.errors import ConfigError
 
 ENTITIES = ("lead", "contact")
 TYPES = ("string", "email", "phone", "choice", "boolean", "integer")
-RULES = ("default", "marketo-wins", "dynamics-wins", "prefer-non-blank", "marketo-to-dynamics-only",
-         "dynamics-to-marketo-only")
+
+
+class Rule(StrEnum):
+    """A field's merge rule, spelled in the field map as its value."""
+
+    DEFAULT = "default"
+    MARKETO_WINS = "marketo-wins"
+    DYNAMICS_WINS = "dynamics-wins"
+    PREFER_NON_BLANK = "prefer-non-blank"
+    MARKETO_TO_DYNAMICS_ONLY = "marketo-to-dynamics-only"
+    DYNAMICS_TO_MARKETO_ONLY = "dynamics-to-marketo-only"
+
+
+RULES = tuple(Rule)
 DEFAULT_PATH = Path(__file__).with_name("fieldmap_default.json")
 
 Value = str | int | bool | None
@@ -39,7 +52,7 @@ class FieldSpec:
     marketo: str
     columns: Mapping[str, str]  # entity -> Dataverse logical name
     type: str = "string"
-    rule: str = "default"
+    rule: Rule = Rule.DEFAULT
     choices: Mapping[str, int] = field(default_factory=dict)
 
     def column(self, entity: str) -> str | None:
@@ -193,7 +206,7 @@ def parse(document: Mapping[str, Any], *, source: str = "LEADSYNC_FIELD_MAP") ->
         if kind == "choice" and (not isinstance(choices, dict) or not choices
                                  or not all(isinstance(v, int) for v in choices.values())):
             raise bad(f"{where}.choices must map labels to option values (integers)")
-        specs.append(FieldSpec(marketo=name, columns=columns, type=kind, rule=rule, choices=dict(choices)))
+        specs.append(FieldSpec(marketo=name, columns=columns, type=kind, rule=Rule(rule), choices=dict(choices)))
     defaults = document.get("create_defaults", {})
     if not isinstance(defaults, dict) or set(defaults) - set(ENTITIES):
         raise bad("'create_defaults' must map 'lead'/'contact' to column values")

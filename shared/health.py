@@ -1,16 +1,15 @@
 """Sync health: one read-only snapshot of how LeadSync is doing, for the health page.
 
+Why one snapshot: the page, its JSON and `leadsync status` must judge the sync the same way.
+
 What a snapshot reads:
 
-    last poll per feed   the heartbeat row `heartbeat-<feed>` in the cursors table, written by
-                         `record_poll` at the end of every poll. A poll that finds nothing does
-                         not move its cursor, so the cursor's own `updated_at` would call a quiet
-                         feed stale; it is only the fallback when no heartbeat exists yet.
+    last poll per feed   the heartbeat row of each feed (`shared.heartbeat`); the cursor's own
+                         `updated_at` is only the fallback when no heartbeat exists yet.
     queue depths         both work queues and their `-poison` queues
     activity             counts of the last hour and day from the by-hour activity partitions,
                          and the latest collisions and failures
-    Marketo quota        API calls used today against the 50,000 daily quota. Every call counts
-                         against that quota, so the figure is cached per client for 5 minutes.
+    Marketo quota        API calls used today against the daily quota (`shared.quota`).
 
 Status, worst first:
 
@@ -28,28 +27,22 @@ addresses redacted, since validation messages quote the offending value.
 from __future__ import annotations
 
 import json
-import re
-import threading
-import time
-import weakref
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.data.tables import UpdateMode
-
 from shared import activity, telemetry
-from shared.config import Settings, poll_schedule
+from shared.config import poll_schedule
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
-from shared.errors import MarketoError, QuotaExhausted
+from shared.heartbeat import HEARTBEAT_PREFIX
 from shared.jsonable import to_jsonable
-from shared.marketo import MarketoClient
+from shared.quota import Quota, marketo_quota
 from shared.runtime import Services
+from shared.schedules import schedule_interval
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
-HEARTBEAT_PREFIX = "heartbeat-"
 FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer schedule
     (MARKETO_CHANGES, "MARKETO_POLL_SCHEDULE"),
     (MARKETO_DELETES, "MARKETO_POLL_SCHEDULE"),
@@ -57,13 +50,10 @@ FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer sc
     (dataverse_feed("contact"), "DATAVERSE_POLL_SCHEDULE"),
 )
 QUEUES = (FROM_MARKETO, FROM_DYNAMICS, f"{FROM_MARKETO}-poison", f"{FROM_DYNAMICS}-poison")
-MARKETO_DAILY_QUOTA = 50_000
 QUOTA_WARN = 0.8
 LAG_FACTOR = 3
 LAG_FLOOR = timedelta(minutes=5)
 SYNCED_KINDS = frozenset({activity.SYNCED, activity.CREATED, activity.LINKED, activity.MOVED})
-USAGE_MAX_AGE_S = 300.0
-USAGE_ERROR_MAX_AGE_S = 60.0
 
 OK, DEGRADED, FAILING = "ok", "degraded", "failing"
 _RANK = {OK: 0, DEGRADED: 1, FAILING: 2}
@@ -119,20 +109,6 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Quota:
-    used: int | None  # None: unknown, see `error`
-    limit: int = MARKETO_DAILY_QUOTA
-    error: str | None = None
-    exhausted: bool = False
-
-    @property
-    def fraction(self) -> float | None:
-        if self.exhausted:
-            return 1.0
-        return None if self.used is None else self.used / self.limit
-
-
-@dataclass(frozen=True)
 class Reason:
     level: str  # DEGRADED | FAILING
     text: str
@@ -163,43 +139,7 @@ class HealthSnapshot:
         return dict(body)
 
 
-# --------------------------------------------------------------------------- writing
-
-
-def record_poll(svc: Services, feed: str, changed: int, deleted: int, *, at: datetime | None = None) -> None:
-    """Note that `feed` was polled (found `changed`/`deleted` ids); the pollers call this each run.
-
-    One row per feed, replaced every time (last writer wins: two overlapping polls both ran).
-    """
-    moment = at or datetime.now(UTC)
-    svc.storage.table("cursors").upsert_entity(
-        {"PartitionKey": "cursor", "RowKey": HEARTBEAT_PREFIX + feed, "updated_at": moment,
-         "value": json.dumps({"changed": changed, "deleted": deleted})},
-        mode=UpdateMode.REPLACE,
-    )
-
-
 # --------------------------------------------------------------------------- reading
-
-_services: tuple[Settings, Services] | None = None
-_services_lock = threading.Lock()
-
-
-def health_services() -> Services:
-    """Services for the health page, built from the app settings like `runtime.services()`.
-
-    Without its start-up check of the field map against both APIs: the page must load while
-    Dataverse or Marketo is down. Rebuilt when the settings change (devhost, tests).
-    Raises ConfigError naming a bad setting.
-    """
-    global _services
-    settings = Settings.from_env()
-    with _services_lock:
-        if _services is None or _services[0] != settings:
-            _services = (settings, Services.from_settings(settings))
-        return _services[1]
-
-
 
 def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, str] | None = None,
              latest: int = 10, max_entries: int = 100_000) -> HealthSnapshot:
@@ -285,38 +225,9 @@ def _event(entry: activity.Entry) -> Event:
     return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message))
 
 
-
-
 def redact(text: str) -> str:
     """`text` without quoted values or email addresses (service messages quote the value)."""
     return telemetry.redact(text, quoted=True)
-
-
-# --------------------------------------------------------------------------- Marketo quota
-
-_usage_cache: weakref.WeakKeyDictionary[MarketoClient, tuple[float, Quota]] = weakref.WeakKeyDictionary()
-_usage_lock = threading.Lock()
-
-
-def marketo_quota(client: MarketoClient) -> Quota:
-    """Calls used today; reuses a reading younger than 5 minutes (1 minute after an error)."""
-    with _usage_lock:
-        cached = _usage_cache.get(client)
-        if cached is not None and time.monotonic() < cached[0]:
-            return cached[1]
-    try:
-        quota = Quota(client.usage())
-        max_age = USAGE_MAX_AGE_S
-    except QuotaExhausted as exc:
-        quota = Quota(None, error=f"daily quota exhausted until {exc.resets_at:%Y-%m-%d %H:%M %Z}",
-                      exhausted=True)
-        max_age = USAGE_MAX_AGE_S
-    except MarketoError as exc:
-        quota = Quota(None, error=str(exc))
-        max_age = USAGE_ERROR_MAX_AGE_S
-    with _usage_lock:
-        _usage_cache[client] = (time.monotonic() + max_age, quota)
-    return quota
 
 
 # --------------------------------------------------------------------------- status
@@ -356,53 +267,3 @@ def duration(seconds: float) -> str:
     if s < 172800:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 86400} days"
-
-
-# --------------------------------------------------------------------------- schedules
-
-_TIMESPAN = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})$")
-
-
-def schedule_interval(schedule: str) -> timedelta | None:
-    """The longest gap between two runs of a timer schedule (NCRONTAB or hh:mm:ss).
-
-    None when the schedule restricts days, months or weekdays (it runs at most daily and
-    its lag is not judged) or cannot be read.
-    """
-    text = schedule.strip()
-    span = _TIMESPAN.match(text)
-    if span:
-        h, m, s = (int(g) for g in span.groups())
-        gap = timedelta(hours=h, minutes=m, seconds=s)
-        return gap if gap > timedelta(0) else None
-    parts = text.split()
-    if len(parts) != 6 or any(p not in ("*", "?") for p in parts[3:]):
-        return None
-    seconds, minutes, hours = _expand(parts[0], 59), _expand(parts[1], 59), _expand(parts[2], 23)
-    if not (seconds and minutes and hours):
-        return None
-    times = sorted(h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)] + [times[0] + 86400 - times[-1]]
-    return timedelta(seconds=max(gaps))
-
-
-def _expand(part: str, high: int) -> set[int] | None:
-    """The values of one cron field (`*`, `a`, `a-b`, any of them `/step`, comma lists)."""
-    out: set[int] = set()
-    for item in part.split(","):
-        base, slash, step_text = item.partition("/")
-        try:
-            step = int(step_text) if slash else 1
-            if base == "*":
-                low, top = 0, high
-            elif "-" in base:
-                low, top = (int(x) for x in base.split("-", 1))
-            else:
-                low = int(base)
-                top = high if slash else low
-        except ValueError:
-            return None
-        if step < 1 or not 0 <= low <= top <= high:
-            return None
-        out.update(range(low, top + 1, step))
-    return out

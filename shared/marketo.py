@@ -122,6 +122,7 @@ class MarketoClient:
         self.identity_url = base + "/identity"
         self._client_id = client_id
         self._client_secret = client_secret
+        self._owns_http = http is None
         self._http = http or httpx.Client(timeout=httpx.Timeout(TIMEOUT_DEFAULT, connect=10.0))
         self._budget = budget or budget_for(base)
         self._token = token_cache or token_cache_for(self.identity_url, client_id)
@@ -134,6 +135,11 @@ class MarketoClient:
         self.calls = 0
         """REST HTTP requests sent by this client, retries included (identity calls are not)."""
         self.token_requests = 0
+
+    def close(self) -> None:
+        """Close the HTTP client this client made (one passed in stays its owner's)."""
+        if self._owns_http:
+            self._http.close()
 
     def __repr__(self) -> str:
         return f"MarketoClient({self.rest_url!r}, client_id={self._client_id!r}, client_secret=***)"

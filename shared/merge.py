@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from shared.fieldmap import FieldSpec, Value
+from shared.fieldmap import FieldSpec, Rule, Value
 
 
 class Side(str, Enum):
@@ -46,7 +46,7 @@ class Collision:
     dynamics_value: Value
     base_value: Value
     winner: Side
-    rule: str
+    rule: Rule
     initial: bool = False
 
     @property
@@ -96,14 +96,14 @@ def merge(
         m_changed = initial or cm != spec.comparable(b)
         d_changed = initial or cd != spec.comparable(b)
         rule = spec.rule
-        if rule == "marketo-to-dynamics-only":
+        if rule == Rule.MARKETO_TO_DYNAMICS_ONLY:
             if m_changed and not (initial and _blank(m)):
                 to_dynamics[name] = m
                 if d_changed:
                     collisions.append(Collision(name, m, d, b, Side.MARKETO, rule, initial))
             new_base[name] = m
             continue
-        if rule == "dynamics-to-marketo-only":
+        if rule == Rule.DYNAMICS_TO_MARKETO_ONLY:
             if d_changed and not (initial and _blank(d)):
                 to_marketo[name] = d
                 if m_changed:
@@ -126,13 +126,13 @@ def merge(
     return MergeResult(to_marketo, to_dynamics, new_base, tuple(collisions))
 
 
-def _resolve(rule: str, entity: str, m: Value, d: Value, initial: bool) -> Side:
+def _resolve(rule: Rule, entity: str, m: Value, d: Value, initial: bool) -> Side:
     if initial and _blank(m) != _blank(d):
         return Side.DYNAMICS if _blank(m) else Side.MARKETO
-    if rule == "marketo-wins":
+    if rule == Rule.MARKETO_WINS:
         return Side.MARKETO
-    if rule == "dynamics-wins":
+    if rule == Rule.DYNAMICS_WINS:
         return Side.DYNAMICS
-    if rule == "prefer-non-blank" and _blank(m) != _blank(d):
+    if rule == Rule.PREFER_NON_BLANK and _blank(m) != _blank(d):
         return Side.DYNAMICS if _blank(m) else Side.MARKETO
     return default_winner(entity)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
 from shared.echo import dataverse_news, marketo_news
 from shared.errors import CursorExpired
-from shared.health import record_poll
+from shared.heartbeat import record_poll
 from shared.runtime import ENTITY_SETS, Services
 from shared.workqueue import chunked
 

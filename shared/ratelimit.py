@@ -1,7 +1,7 @@
 """A client-side call budget so this process cannot trip Marketo's rate (606) or concurrency (615) limits.
 
 Marketo allows 100 calls per sliding 20 s and 10 calls in flight per instance, shared by
-every integration (spec §3). `CallBudget` keeps this process under a lower ceiling
+every integration. `CallBudget` keeps this process under a lower ceiling
 (default 90 / 20 s, 8 in flight). One instance per base URL is shared by every client in the
 process through `budget_for`, because two clients of the same instance draw on one limit.
 """
@@ -68,15 +68,19 @@ class CallBudget:
             return sum(1 for t in self._sent if t > now - self.window_s)
 
 
-_registry: dict[str, CallBudget] = {}
+_registry: dict[tuple[str, int, float, int], CallBudget] = {}
 _registry_lock = threading.Lock()
 
 
-def budget_for(base_url: str) -> CallBudget:
-    """The process-wide budget of one Marketo instance (created with defaults on first use)."""
-    key = base_url.rstrip("/").lower()
+def budget_for(base_url: str, calls: int = 90, window_s: float = 20.0, concurrency: int = 8) -> CallBudget:
+    """The process-wide budget of one Marketo instance with these limits (created on first use).
+
+    Every client, and every rebuild of the services, with the same instance and limits draws
+    on the same budget.
+    """
+    key = (base_url.rstrip("/").lower(), calls, window_s, concurrency)
     with _registry_lock:
         budget = _registry.get(key)
         if budget is None:
-            budget = _registry[key] = CallBudget()
+            budget = _registry[key] = CallBudget(calls, window_s, concurrency)
         return budget

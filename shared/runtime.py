@@ -1,9 +1,11 @@
-"""The process-wide services the functions use, built once from Settings.
+"""The composition root: the one place the app's services are built, shared and closed.
 
-Functions call `services()`; the first call reads and checks the settings (failing with
-one line naming a bad setting), loads the field map, and creates the clients. Later calls
-return the same object, so tokens, connection pools and the Marketo call budget are
-shared by every invocation in the worker process.
+Why one place: tokens, connection pools, thread pools and the Marketo call budget must be
+shared by every invocation in a worker process (the health page included), and released
+when the settings change. Functions call `services()`; the first call reads and checks the
+settings (failing with one line naming a bad setting), loads the field map, and creates
+the clients. Settings come from the process environment (app settings, as on Azure) unless
+`configure` injected others.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,7 @@ from shared.dataverse import DataverseClient
 from shared.errors import ConfigError, StateConflict
 from shared.fieldmap import FieldMap
 from shared.links import LinkStore
-from shared.marketo import CallBudget, MarketoClient
+from shared.marketo import MarketoClient, budget_for
 from shared.storage import Storage
 from shared.validation import ColumnRule, EntityRules, labelled
 from shared.workqueue import WorkQueues
@@ -61,7 +64,7 @@ class Services:
             calls, concurrency = settings.marketo_budget()
             marketo = MarketoClient(
                 settings.marketo_base_url, settings.marketo_client_id, settings.marketo_client_secret.reveal(),
-                budget=CallBudget(calls=calls, window_s=20, concurrency=concurrency),
+                budget=budget_for(settings.marketo_base_url, calls=calls, window_s=20, concurrency=concurrency),
             )
         if dataverse is None:
             certificate: dict[str, Any] | None = None
@@ -78,6 +81,13 @@ class Services:
             )
         return cls(settings, fmap, storage, LinkStore(storage), CursorStore(storage), ActivityLog(storage),
                    WorkQueues(storage), marketo, dataverse)
+
+    def close(self) -> None:
+        """Release what the services hold: thread pools (after work in flight) and HTTP clients."""
+        self.links.close()
+        self.activity.close()
+        self.marketo.close()
+        self.dataverse.close()
 
     # -- derived, cached ---------------------------------------------------------------
     def select(self, entity: str) -> list[str]:
@@ -158,22 +168,52 @@ class Services:
 
 
 _services: Services | None = None
+_checked = False
+_env: Mapping[str, str] | None = None  # None: the process environment
 _services_lock = threading.Lock()
 
 
-def services() -> Services:
-    global _services
+def configure(env: Mapping[str, str] | None) -> None:
+    """Run this process with the app settings `env` (None: the process environment again).
+
+    For a host that runs the app in its own process (devhost, tests): the settings are handed
+    over instead of written into `os.environ`. The services built from the old ones are closed.
+    """
+    global _env
     with _services_lock:
+        _env = dict(env) if env is not None else None
+        _forget()
+
+
+def services(*, checked: bool = True) -> Services:
+    """This process's services, built on first use and again when the settings change.
+
+    `checked=False` skips the start-up check of the field map against both APIs (the health
+    page must load while Dataverse or Marketo is down); a later checked call still runs it
+    once. Raises ConfigError naming a bad setting.
+    """
+    global _services, _checked
+    settings = Settings.from_env(_env)
+    with _services_lock:
+        if _services is not None and _services.settings != settings:
+            _forget()
         if _services is None:
-            svc = Services.from_settings(Settings.from_env())
-            svc.check_field_map()
-            _services = svc
-            log.info("LeadSync services ready: %d mapped fields", len(svc.fields.fields))
+            _services = Services.from_settings(settings)
+        if checked and not _checked:
+            _services.check_field_map()
+            _checked = True
+            log.info("LeadSync services ready: %d mapped fields", len(_services.fields.fields))
         return _services
 
 
 def reset_services() -> None:
-    """Forget the cached services (tests and devhost change settings between runs)."""
-    global _services
+    """Close and forget this process's services; the next `services()` builds them again."""
     with _services_lock:
-        _services = None
+        _forget()
+
+
+def _forget() -> None:
+    global _services, _checked
+    if _services is not None:
+        _services.close()
+    _services, _checked = None, False

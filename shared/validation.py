@@ -2,9 +2,10 @@
 
 `EntityRules` is built from the entity metadata Dataverse serves
 (`EntityDefinitions(LogicalName=…)/Attributes`); `validate` is pure. Messages name the
-field and the rule, never the value: they reach the health page and logs, and the value is
-in the record for whoever looks at that person. A record that fails is never sent: the
-caller logs the problems to the person's activity logs and parks it.
+field and the rule; text values never appear in them, but an option, true/false or number
+check quotes the offending value (shortened), so whatever shows a message to others
+redacts quoted values. A record that fails is never sent: the caller logs the problems to
+the person's activity logs and parks it.
 
 Required levels: `SystemRequired` is enforced by the platform; `ApplicationRequired`
 ("business required") is enforced by Dynamics forms, not the Web API. A sync that
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import Problem
+from shared.errors import Problem, ValidationRule
 
 # Columns the platform fills itself on create; required in metadata but never ours to send.
 SERVER_DEFAULTED = frozenset({
@@ -85,12 +86,13 @@ def validate(
     for rule in rules.required_columns(business_required=business_required):
         present = rule.name in record
         if (creating and not present) or (present and _blank(record[rule.name])):
-            problems.append(Problem(rule.name, "required",
+            problems.append(Problem(rule.name, ValidationRule.REQUIRED,
                                     f"{_name(entity, rule)} is required by Dynamics but is blank"))
     for column, value in record.items():
         column_rule = rules.columns.get(column)
         if column_rule is None:
-            problems.append(Problem(column, "unknown", f"{entity}.{column} is not a column Dynamics knows"))
+            problems.append(Problem(column, ValidationRule.UNKNOWN,
+                                    f"{entity}.{column} is not a column Dynamics knows"))
             continue
         if _blank(value):
             continue
@@ -103,35 +105,36 @@ def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
     kind = rule.attribute_type
     if kind in STRING_TYPES:
         if not isinstance(value, str):
-            return [Problem(rule.name, "type", f"{name} must be text, got {type(value).__name__}")]
+            return [Problem(rule.name, ValidationRule.TYPE, f"{name} must be text, got {type(value).__name__}")]
         if _CONTROL.search(value):
-            return [Problem(rule.name, "format", f"{name} contains control characters")]
+            return [Problem(rule.name, ValidationRule.FORMAT, f"{name} contains control characters")]
         # Dataverse counts MaxLength in UTF-16 code units (.NET string length), not code points.
         length = len(value.encode("utf-16-le")) // 2
         if rule.max_length is not None and length > rule.max_length:
-            return [Problem(rule.name, "max_length",
+            return [Problem(rule.name, ValidationRule.MAX_LENGTH,
                             f"{name} is too long: {length} characters, Dynamics allows {rule.max_length}")]
         fmt = (rule.format or "").lower()
         if fmt == "email" and not _EMAIL.fullmatch(value):
-            return [Problem(rule.name, "format", f"{name} is not a valid email address")]
+            return [Problem(rule.name, ValidationRule.FORMAT, f"{name} is not a valid email address")]
         if fmt == "phone" and not _PHONE.fullmatch(value):
-            return [Problem(rule.name, "format", f"{name} is not a valid phone number")]
+            return [Problem(rule.name, ValidationRule.FORMAT, f"{name} is not a valid phone number")]
         if fmt == "url" and not _URL.fullmatch(value):
-            return [Problem(rule.name, "format", f"{name} is not a valid URL")]
+            return [Problem(rule.name, ValidationRule.FORMAT, f"{name} is not a valid URL")]
         return []
     if kind in ("Picklist", "State", "Status"):
         if isinstance(value, bool) or not isinstance(value, int) or (rule.options is not None
                                                                      and value not in rule.options):
             allowed = sorted(rule.options) if rule.options is not None else "an option value"
-            return [Problem(rule.name, "option", f"{name} has no option {_short(value)} (allowed: {allowed})")]
+            return [Problem(rule.name, ValidationRule.OPTION,
+                            f"{name} has no option {_short(value)} (allowed: {allowed})")]
         return []
     if kind == "Boolean":
         if not isinstance(value, bool):
-            return [Problem(rule.name, "type", f"{name} must be true or false, got {_short(value)}")]
+            return [Problem(rule.name, ValidationRule.TYPE, f"{name} must be true or false, got {_short(value)}")]
         return []
     if kind in ("Integer", "BigInt"):
         if isinstance(value, bool) or not isinstance(value, int):
-            return [Problem(rule.name, "type", f"{name} must be a whole number, got {_short(value)}")]
+            return [Problem(rule.name, ValidationRule.TYPE, f"{name} must be a whole number, got {_short(value)}")]
         return []
     return []
 
