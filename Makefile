@@ -8,7 +8,12 @@ NODE_STAMP := node_modules/.installed
 CHECKOV_VENV  := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup lint test demo run bench chaos clean chromium
+# The edit-test loop: pure rules, the registered handlers and the state stores (no devhost, no browser).
+FAST_TESTS := tests/test_merge.py tests/test_fieldmap.py tests/test_validation.py tests/test_config.py \
+              tests/test_odata.py tests/test_telemetry.py tests/test_handlers.py tests/test_state.py \
+              tests/test_tablerows.py tests/test_tablebatch.py tests/test_workqueue.py
+
+.PHONY: setup lint test test-fast screenshot demo run bench chaos clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +42,13 @@ chromium:
 
 test: setup lint chromium
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest $(FAST_TESTS)
+
+# Regenerates the health page screenshot in docs/ (tests write theirs to a temporary folder).
+screenshot: setup chromium
+	LEADSYNC_HEALTH_SCREENSHOT=$(CURDIR)/docs/health.png $(PY) -m pytest tests/test_health.py -k real_browser
 
 demo: setup
 	$(PY) -m devhost demo

@@ -6,10 +6,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from devhost.azurite import Azurite
 
 pytest_plugins = ["tests.dataverse_fixtures", "tests.marketo_fixtures"]
+
+# Hypothesis' per-example deadline is a wall-clock window: on a loaded 2-core machine a slow
+# example is not a failing one (pytest-timeout still stops a hung test).
+settings.register_profile("leadsync", deadline=None)
+settings.load_profile("leadsync")
 
 
 @pytest.fixture(scope="session")
