@@ -17,9 +17,9 @@ once, and only rows that share a partition can go in one entity-group transactio
 16 buckets it is about 16, and a person's entries are still one range read. The by-hour
 copies of one batch share a partition too. Entries are immutable: written once.
 
-Why summaries by hour: what reads that view counts routine outcomes and lists the others.
-An initial sync of 100,000 people logged 100,000 "created" rows there, each one more row
-to write and for the health page to read back; now it is one row per batch of 300.
+Why summaries by hour: what reads that view counts routine outcomes and lists the others,
+so a row per routine outcome would only make an initial sync write, and the health page
+read back, one row per person where one per batch says the same.
 """
 
 from __future__ import annotations

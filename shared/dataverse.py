@@ -1,8 +1,8 @@
 """Dataverse Web API v9.2 client (httpx + msal) used by the sync.
 
-What callers can rely on (wire facts: /work/shared/specs/dataverse-api.md):
-- Auth: msal client credentials, token cached by msal, re-acquired once on a 401 (§1, §7).
-- Every request carries the OData headers of §2.
+What callers can rely on (wire facts: Microsoft's Dataverse Web API documentation):
+- Auth: msal client credentials, token cached by msal, re-acquired once on a 401.
+- Every request carries the OData headers the Web API expects.
 - One place (`_send`) decides what is retried: 429 (sleeping `Retry-After`, else exponential),
   5xx, timeouts and dropped connections; when attempts run out → `DataverseTransient`.
   412 → `ConcurrencyConflict`; other 4xx → `DataverseError(status, code, message)`, never retried;
@@ -252,7 +252,7 @@ class DataverseClient:
 
     # -- reads -------------------------------------------------------------------------------
     def _pages(self, url: str, params: Mapping[str, str] | None, prefer: str) -> Iterator[dict[str, Any]]:
-        """The `@odata.nextLink` paginator: follows links verbatim with the same Prefer (spec §3)."""
+        """The `@odata.nextLink` paginator: follows links verbatim with the same Prefer."""
         next_url: str | None = url
         next_params = params
         while next_url:
@@ -269,7 +269,7 @@ class DataverseClient:
         prefer = f"odata.maxpagesize={min(page_size, MAX_PAGE_SIZE)}"
         if top is not None:
             params["$top"] = str(top)
-            prefer = ""  # spec §3: $top is ignored when maxpagesize is sent
+            prefer = ""  # $top is ignored when maxpagesize is sent
         rows: list[dict[str, Any]] = []
         for doc in self._pages(f"{self.api}/{entity_set}", params, prefer):
             rows += doc.get("value", [])
@@ -309,7 +309,7 @@ class DataverseClient:
 
     def changes(self, entity_set: str, select: Sequence[str], delta_link: str | None,
                 page_size: int = MAX_PAGE_SIZE) -> Iterator[DeltaPage]:
-        """Change tracking (spec §5). `delta_link=None` → full read; store the last page's `delta_link`.
+        """Change tracking. `delta_link=None` → full read; store the last page's `delta_link`.
 
         Raises CursorExpired when the stored link is too old: drop it and call again with None.
         """
@@ -352,7 +352,7 @@ class DataverseClient:
 
     def upsert(self, entity_set: str, key: str | Mapping[str, Any], record: Mapping[str, Any], *,
                create_only: bool = False, update_only: bool = False) -> str:
-        """PATCH on a key URL (spec §4); `key` is an id or an alternate key {column: value}. Returns the id."""
+        """PATCH on a key URL; `key` is an id or an alternate key {column: value}. Returns the id."""
         if create_only and update_only:
             raise ValueError("create_only and update_only exclude each other")
         headers = {"If-None-Match": "*"} if create_only else {"If-Match": "*"} if update_only else {}
@@ -411,7 +411,7 @@ class DataverseClient:
 
     def create_multiple(self, entity_set: str, logical_name: str, records: Sequence[Mapping[str, Any]],
                         chunk_size: int | None = None) -> list[str]:
-        """CreateMultiple (spec §6b): each chunk one transaction; returns the new ids in order."""
+        """CreateMultiple: each chunk one transaction; returns the new ids in order."""
         return [str(i) for i in self._multiple("CreateMultiple", entity_set, logical_name, records, chunk_size)]
 
     def update_multiple(self, entity_set: str, logical_name: str, records: Sequence[Mapping[str, Any]],
@@ -426,7 +426,7 @@ class DataverseClient:
 
     # -- actions and metadata -------------------------------------------------------------------
     def qualify_lead(self, lead_id: str, status: int = 3) -> str:
-        """QualifyLead creating a contact only (spec §10); returns the contact id."""
+        """QualifyLead creating a contact only; returns the contact id."""
         doc = self._json("POST", f"{self.api}/leads{odata.key_segment(lead_id)}/Microsoft.Dynamics.CRM.QualifyLead",
                          json_body={"CreateAccount": False, "CreateContact": True, "CreateOpportunity": False,
                                     "Status": status})
@@ -439,7 +439,7 @@ class DataverseClient:
         return dict(self._json("GET", f"{self.api}/WhoAmI"))
 
     def attributes(self, logical_name: str) -> EntityMetadata:
-        """Column metadata (spec §9), cached per client: type, RequiredLevel, MaxLength, Format, options."""
+        """Column metadata, cached per client: type, RequiredLevel, MaxLength, Format, options."""
         if logical_name in self._metadata:
             return self._metadata[logical_name]
         base = f"{self.api}/EntityDefinitions(LogicalName={odata.literal(odata.column(logical_name))})/Attributes"

@@ -115,7 +115,7 @@ def write_result(op: WriteOp, part: odata.BatchResponse) -> WriteResult:
 
 def entity_metadata(logical_name: str, attributes: list[dict[str, Any]], strings: list[dict[str, Any]],
                     option_sets: Mapping[str, tuple[int, ...]]) -> EntityMetadata:
-    """Column metadata from the three reads of spec §9: every attribute, the string
+    """Column metadata from the three metadata reads: every attribute, the string
     attributes (MaxLength, format) and the option values of choice columns."""
     by_name = {a["LogicalName"]: a for a in strings}
     out = {}

@@ -7,11 +7,11 @@ What callers can rely on:
   dropped connections) are retried with exponential backoff and jitter, honouring
   `Retry-After`; after `max_attempts` they raise `MarketoTransient` (the queue retries).
 - 601/602 refresh the access token and resend once without spending an attempt.
-- 607 raises `QuotaExhausted` with `resets_at` = next midnight US Central (spec §3).
+- 607 raises `QuotaExhausted` with `resets_at` = next midnight US Central.
 - A paging token Marketo refuses as too old raises `CursorExpired` (re-baseline).
 - Other call-level errors raise `MarketoError` with Marketo's string `code`.
 - Record-level skips are never retried: they come back as `RecordResult(status="skipped")`.
-Wire facts: /work/shared/specs/marketo-api.md.
+Wire facts: Adobe's Marketo REST API documentation (developer.adobe.com/marketo-apis).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ MAX_URI = 8000  # Marketo answers 414 above 8 KB; stay clear of it
 MAX_BODY = 1_000_000  # Marketo answers 413 above 1 MB
 TOKEN_MARGIN_S = 60.0
 
-# Per-endpoint timeouts from the spec §3 (seconds).
+# Per-endpoint timeouts (seconds), as Marketo documents them.
 TIMEOUT_DEFAULT = 30.0
 TIMEOUT_SYNC = 90.0
 TIMEOUT_GET_LEADS = 60.0
@@ -357,7 +357,7 @@ class MarketoClient:
         return out
 
     def _get_long(self, path: str, params: dict[str, str]) -> EnvelopeJSON:
-        """GET, or `POST ?_method=GET` with a form body when the URI would pass 8 KB (spec §5)."""
+        """GET, or `POST ?_method=GET` with a form body when the URI would pass 8 KB (Marketo's URI limit)."""
         url = httpx.URL(self.rest_url + path, params=params)
         if len(url.raw_path) <= MAX_URI:
             return self._call("GET", path, params=params, timeout=TIMEOUT_GET_LEADS)

@@ -1,7 +1,7 @@
 """Marketo's wire shapes and the typed results the client returns: no I/O.
 
-The `*JSON` TypedDicts are the envelopes and records as Marketo sends them (spec
-/work/shared/specs/marketo-api.md); the dataclasses are what `MarketoClient` hands callers.
+The `*JSON` TypedDicts are the envelopes and records as Marketo sends them; the dataclasses
+are what `MarketoClient` hands callers.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 segments, and `$batch` multipart encoding/decoding.
 
 Every value that goes into a `$filter` or a key segment passes through `literal()`: strings are
-single-quoted with `'` doubled (spec §3, "Escape a `'` inside a literal by doubling it"), so a
+single-quoted with `'` doubled (as OData requires of a `'` inside a literal), so a
 value can never end its literal and add operators. Column names are checked against an identifier
 pattern. Percent-encoding of the query string is httpx's job (it encodes `+ & = / ? # %`).
 """
@@ -26,7 +26,7 @@ _STATUS_LINE = re.compile(r"^HTTP/1\.[01] (\d{3})")
 
 
 class Guid(str):
-    """A GUID literal: written unquoted (`leadid eq 1a2b...`, spec §3). Validated on creation."""
+    """A GUID literal: written unquoted (`leadid eq 1a2b...`). Validated on creation."""
 
     def __new__(cls, value: str | uuid.UUID) -> Guid:
         text = str(value).strip("{}").lower()
@@ -70,7 +70,7 @@ def literal(value: Any) -> str:
 
 
 def eq(name: str, value: Any) -> str:
-    """`name eq <literal>` (string comparison is case-insensitive on the server, spec §3)."""
+    """`name eq <literal>` (string comparison is case-insensitive on the server)."""
     return f"{column(name)} eq {literal(value)}"
 
 
@@ -81,7 +81,7 @@ def compare(name: str, op: str, value: Any) -> str:
 
 
 def in_(name: str, values: Iterable[Any]) -> str:
-    """`Microsoft.Dynamics.CRM.In(PropertyName='x',PropertyValues=["a","b"])` (spec §3).
+    """`Microsoft.Dynamics.CRM.In(PropertyName='x',PropertyValues=["a","b"])`.
 
     Values are JSON strings (double quotes; spec: values containing `'` must use them).
     """
@@ -133,7 +133,7 @@ class BatchResponse:
 
 
 def encode_batch(parts: Sequence[BatchPart]) -> tuple[str, bytes]:
-    """A `$batch` body without change sets (each part independent; spec §6a part format)."""
+    """A `$batch` body without change sets (each part independent)."""
     boundary = f"batch_{uuid.uuid4()}"
     out: list[str] = []
     for part in parts:

@@ -93,8 +93,8 @@ def _pooled_session(size: int) -> requests.Session:
     session = requests.Session()
     if not any(os.environ.get(name) for name in _PROXY_SETTINGS):
         # With trust_env, requests scans the whole environment for proxy settings on every
-        # request: a sixth of the client's CPU per table call in an app whose settings are
-        # all environment variables. No proxy is set: skip the scan (the CA bundle it would
+        # request, a large share of the client's CPU per table call (bench/README.md) in an app
+        # whose settings are all environment variables. No proxy is set: skip the scan (the CA bundle it would
         # also find is read once, by `_ca_bundle`).
         session.trust_env = False
     adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size)

@@ -1,4 +1,4 @@
-"""The Dataverse emulator against the wire spec (/work/shared/specs/dataverse-api.md), over real HTTPS."""
+"""The Dataverse emulator against the wire spec (Microsoft's Dataverse Web API documentation), over real HTTPS."""
 
 from __future__ import annotations
 
@@ -333,7 +333,7 @@ def test_validation_errors(dataverse: Env, api: httpx.Client) -> None:
     for readonly in ({"fullname": "a b"}, {"createdon": "2024-01-01T00:00:00Z"}, {"versionnumber": 1}):
         assert api.post("leads", json=readonly).status_code == 400
     assert api.post("contacts", json={"new_synctomkto": "yes"}).status_code == 400
-    # ApplicationRequired (lastname) is served but not enforced by the Web API (spec §9).
+    # ApplicationRequired (lastname) is served but not enforced by the Web API.
     assert api.post("contacts", json={"firstname": "NoLast"}).status_code == 204
     admin.set_metadata("contact", "lastname", required_level="SystemRequired", max_length=5)
     assert api.post("contacts", json={"firstname": "NoLast"}).status_code == 400

@@ -101,7 +101,9 @@ def test_the_health_json_names_a_bad_setting(app_env: dict[str, str]) -> None:
     response = registered()["health_json"](request)
     assert response.status_code == 503
     assert json.loads(response.get_body()) == {
-        "status": "unknown", "error": "setting LEADSYNC_TABLE_PREFIX: must be letters and digits, starting with a letter"}
+        "status": "unknown",
+        "error": "setting LEADSYNC_TABLE_PREFIX: must be letters and digits, starting with a letter",
+    }
 
 
 def test_the_health_page_loads_without_dataverse(app_env: dict[str, str]) -> None:

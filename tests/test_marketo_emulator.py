@@ -1,4 +1,4 @@
-"""The Marketo emulator against the wire facts in /work/shared/specs/marketo-api.md, over real HTTP."""
+"""The Marketo emulator against the wire facts in Adobe's Marketo REST API documentation, over real HTTP."""
 
 from __future__ import annotations
 

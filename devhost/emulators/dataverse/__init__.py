@@ -1,12 +1,12 @@
 """Dataverse Web API v9.2 emulator (strict, HTTPS) for tests, the local host and the demo.
 
-Wire behaviour follows /work/shared/specs/dataverse-api.md; each module cites its sections.
+Wire behaviour follows Microsoft's Dataverse Web API documentation; each module says which behaviour it reproduces.
 
-    store.py     tables, row versions, tombstones, transactions, write validation (§4, §5, §9, §11)
-    filter.py    $filter tokenizer + parser + evaluator (§3)
-    batch.py     $batch multipart parsing/rendering (§6a)
+    store.py     tables, row versions, tombstones, transactions, write validation
+    filter.py    $filter tokenizer + parser + evaluator
+    batch.py     $batch multipart parsing/rendering
     webapi.py    the Web API dispatcher: query/paging/delta, CRUD, *Multiple, QualifyLead, metadata
-    app.py       Starlette app: Entra-like auth (§1, §7), faults, service protection (§8), stats
+    app.py       Starlette app: Entra-like auth, faults, service protection, stats
     admin.py     /_admin endpoints
     server.py    DataverseEmulator (in-process), main(argv) (CLI), DataverseAdmin (typed admin client)
 """

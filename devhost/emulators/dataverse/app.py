@@ -1,9 +1,9 @@
 """Starlette app: Entra-like auth, the Web API gate (faults, auth, service protection, stats) and /_admin.
 
-- Discovery + token endpoint: spec §1 (msal needs authorization_endpoint and token_endpoint;
+- Discovery + token endpoint: the service's documentation (msal needs authorization_endpoint and token_endpoint;
   token errors `{"error","error_description","error_codes",...}`).
-- 401 with `WWW-Authenticate: Bearer authorization_uri=..., resource_id=...` and empty body: spec §7.
-- 429 + integer `Retry-After` + 0x80072322 / 0x80072321 / 0x80072326: spec §8 (MS-docs:api-limits.md).
+- 401 with `WWW-Authenticate: Bearer authorization_uri=..., resource_id=...` and empty body.
+- 429 + integer `Retry-After` + 0x80072322 / 0x80072321 / 0x80072326: (MS-docs:api-limits.md).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .webapi import API_PREFIX, Req, WebApi, json_resp
 
 @dataclass
 class Limits:
-    """Service-protection limits (spec §8 defaults); `None` turns one off."""
+    """Service-protection limits (the service's documented defaults); `None` turns one off."""
 
     requests_per_window: int | None = 6000
     window_s: float = 300.0
@@ -148,7 +148,7 @@ class Emulator:
             return None
 
     def throttle(self) -> Response | None:
-        """Spec §8: count limit over a sliding window, execution time, concurrency (immediate)."""
+        """Service protection: count limit over a sliding window, execution time, concurrency (immediate)."""
         now = time.monotonic()
         lim = self.limits
         with self.lock:

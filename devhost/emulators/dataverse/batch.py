@@ -1,6 +1,6 @@
 """`$batch` multipart/mixed parsing and response rendering.
 
-Source: MS-docs:webapi/execute-batch-operations-using-web-api.md, spec §6a.
+Source: MS-docs:webapi/execute-batch-operations-using-web-api.md, the service's documentation.
 """
 
 from __future__ import annotations

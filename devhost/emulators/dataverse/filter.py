@@ -1,6 +1,6 @@
 """A real tokenizer + recursive-descent parser for the `$filter` subset Dataverse supports.
 
-Never evaluates text as Python. Supported (spec §3, MS-docs:webapi/query/filter-rows.md):
+Never evaluates text as Python. Supported (the service's documentation, MS-docs:webapi/query/filter-rows.md):
 `eq ne gt ge lt le`, `and or not`, parentheses, column-to-column comparison, string
 literals with doubled single quotes, unquoted GUIDs and ISO dates, ints/decimals, `null`,
 `true`/`false`, `contains/startswith/endswith` (SQL wildcards honoured),

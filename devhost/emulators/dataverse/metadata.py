@@ -1,7 +1,7 @@
 """Column definitions for `lead` and `contact` and their EntityDefinitions JSON.
 
-Column list, lengths and formats: spec "Core columns" and §9 (typical OOB lengths, marked
-[memory] there). Requirement levels: spec §9 (ApplicationRequired is served, never enforced).
+Column list, lengths and formats: the standard lead and contact columns (typical OOB lengths, marked
+[memory] there). Requirement levels: the service's documentation (ApplicationRequired is served, never enforced).
 Choice values: spec "Core columns" (leadsourcecode, statecode, statuscode).
 """
 
@@ -166,7 +166,7 @@ def _label(text: str) -> dict[str, Any]:
 
 
 def attribute_json(entity: EntityDef, attr: Attr, expand_options: bool) -> dict[str, Any]:
-    """One AttributeMetadata item as served by `EntityDefinitions(...)/Attributes` (spec §9)."""
+    """One AttributeMetadata item as served by `EntityDefinitions(...)/Attributes`."""
     out: dict[str, Any] = {
         "@odata.type": f"#Microsoft.Dynamics.CRM.{cast_name(attr)}",
         "MetadataId": attr.metadata_id,

@@ -1,15 +1,15 @@
 """In-memory tables with row versions, change tracking, transactions and write validation.
 
-- Row versions: one org-wide counter; `versionnumber` is the etag (`W/"<n>"`) (spec §4, §11).
+- Row versions: one org-wide counter; `versionnumber` is the etag (`W/"<n>"`).
 - `createdon`/`modifiedon`: UTC, second precision, `Z` (spec "Core columns").
 - Deletions leave tombstones so a delta reports them, even for rows created and deleted
-  between polls (spec §5).
+  between polls.
 - Indexes (emulator scale only, no wire effect): per table the ids in sorted order, the row and
   tombstone versions in ascending order, and lazily built per-column value indexes, so primary-key
   lookups, paging and delta pages stay cheap at 100k+ rows.
-- Validation (spec §9 and §7 table): MaxLength → 0x80044331 (two spaces after "occurred."),
+- Validation (documented error codes): MaxLength → 0x80044331 (two spaces after "occurred."),
   unknown property → 0x80048d19, read-only columns → 400, option values, Email format,
-  SystemRequired. ApplicationRequired is NOT enforced (spec §9).
+  SystemRequired. ApplicationRequired is NOT enforced.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ LOG_SLACK = 1024  # stale version-log entries tolerated beyond the live ones bef
 
 
 class ApiError(Exception):
-    """Becomes `{"error":{"code","message"}}` with `status` (spec §7)."""
+    """Becomes `{"error":{"code","message"}}` with `status`."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -53,7 +53,7 @@ def is_guid(text: str) -> bool:
 
 
 def payload_error(entity: EntityDef, detail: str) -> ApiError:
-    """Unknown/ill-typed property (spec §11: code 0x80048d19 seen in client repos)."""
+    """Unknown/ill-typed property (the service's documentation: code 0x80048d19 seen in client repos)."""
     return ApiError(
         400,
         "0x80048d19",
@@ -308,7 +308,7 @@ class Store:
         return None
 
     def check_key_defined(self, entity: EntityDef, columns: tuple[str, ...]) -> None:
-        """Alternate keys must be defined first; leads/contacts ship with none (spec §4) [message unverified]."""
+        """Alternate keys must be defined first; leads/contacts ship with none [message unverified]."""
         if tuple(sorted(columns)) not in [tuple(sorted(k)) for k in self.keys.get(entity.logical_name, [])]:
             raise ApiError(
                 400,
@@ -368,7 +368,7 @@ class Store:
         row["fullname"] = " ".join(parts) if parts else None
 
     def _check_unique(self, entity: EntityDef, row: dict[str, Any]) -> None:
-        """Alternate keys are unique: 0x80060892 DuplicateRecordEntityKey → 412 (spec §7)."""
+        """Alternate keys are unique: 0x80060892 DuplicateRecordEntityKey → 412."""
         for key in self.keys.get(entity.logical_name, []):
             if any(row.get(c) is None for c in key):
                 continue
@@ -397,7 +397,7 @@ class Store:
         return out
 
     def prepare(self, entity: EntityDef, body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-        """Validate a Web API body and return stored column values (spec §9, §11)."""
+        """Validate a Web API body and return stored column values."""
         out: dict[str, Any] = {}
         for key, value in body.items():
             if key in {"@odata.type", "@odata.id"}:
@@ -442,7 +442,7 @@ class Store:
             if missing:
                 raise ApiError(
                     400,
-                    "0x80040203",  # [unverified] spec §9: "code varies"
+                    "0x80040203",  # [unverified] the service's documentation: "code varies"
                     f"A validation error occurred.  The value for the '{attr.logical_name}' attribute of the "
                     f"'{entity.logical_name}' entity is required (RequiredLevel SystemRequired).",
                 )
@@ -463,7 +463,7 @@ class Store:
                     f"'{entity.logical_name}' entity exceeded the maximum allowed length of '{attr.max_length}'.",
                 )
             if attr.format_name == "Email" and value and not _EMAIL.match(value):
-                # [unverified code] spec §9: the server validates e-mail syntax on Email-format columns → 400.
+                # [unverified code] the server validates e-mail syntax on Email-format columns → 400.
                 raise ApiError(400, "0x80040203", f"Invalid e-mail address '{value}' for '{attr.logical_name}'.")
             return value
         if t in INT_TYPES:
@@ -495,7 +495,7 @@ class Store:
     def changes_since(
         self, set_name: str, since: int, upto: int, *, after: tuple[int, int] | None = None, limit: int | None = None
     ) -> tuple[list[dict[str, Any]], list[Tombstone]]:
-        """Rows created/updated and tombstones with version in (since, upto], each by version (spec §5).
+        """Rows created/updated and tombstones with version in (since, upto], each by version.
 
         Read as one list keyed (0, version) for rows then (1, version) for tombstones: `after` keeps only
         keys greater than it (the delta page cursor) and `limit` caps the total, rows first.

@@ -1,7 +1,7 @@
 """The Web API proper: one synchronous `dispatch(Req) -> Resp`, reused for `$batch` inner requests.
 
-Sources per behaviour: spec §2 (headers, status codes), §3 (query, paging), §4 (CRUD, conditional
-ops, alternate keys), §5 (change tracking), §6 (batch, *Multiple), §7 (errors), §9 (metadata), §10 (QualifyLead).
+Sources: Microsoft's Dataverse Web API documentation (headers, status codes, query and paging, CRUD,
+conditional ops, alternate keys, change tracking, batch and *Multiple, errors, metadata, QualifyLead).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def json_resp(status: int, obj: Any, headers: dict[str, str] | None = None) -> R
 
 
 def error_resp(err: ApiError) -> Resp:
-    """Spec §7: every non-2xx body is `{"error":{"code","message"}}`."""
+    """Every non-2xx body is `{"error":{"code","message"}}`."""
     return json_resp(err.status, {"error": {"code": err.code, "message": err.message}})
 
 
@@ -184,7 +184,7 @@ class WebApi:
         return cols
 
     def render(self, entity: EntityDef, row: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
-        """`@odata.etag` on every record; primary key always returned (spec §3)."""
+        """`@odata.etag` on every record; primary key always returned."""
         out: dict[str, Any] = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
         cols = select if select else list(entity.readable())
         for c in cols:
@@ -210,7 +210,7 @@ class WebApi:
         return body
 
     def _parse_key(self, entity: EntityDef, key: str) -> tuple[str | None, dict[str, Any] | None]:
-        """`(<guid>)` → id; `(col='v',col2=1)` → alternate key (must be defined, spec §4)."""
+        """`(<guid>)` → id; `(col='v',col2=1)` → alternate key (must be defined, the service's documentation)."""
         k = key.strip().strip("{}")
         if is_guid(k):
             return k.lower(), None
@@ -271,7 +271,7 @@ class WebApi:
         if tracking:
             for option in ("$filter", "$orderby", "$expand", "$top"):
                 if option in opts:
-                    # Spec §5 (status 400 assumed there).
+                    # Status 400 assumed (not documented).
                     raise ApiError(400, "0x80040203",
                                    f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
             applied.append("odata.track-changes")
@@ -304,7 +304,7 @@ class WebApi:
                 raise _bad_query(f"Invalid value '{opts['$top']}' for $top.") from exc
             if top < 0:
                 raise _bad_query("$top must be non-negative.")
-        limited = top is not None and "odata.maxpagesize" not in prefer  # spec §3: else $top is ignored
+        limited = top is not None and "odata.maxpagesize" not in prefer  # else $top is ignored
         cookie = _parse_cookie(opts["$skiptoken"]) if "$skiptoken" in opts else {}
         page_number = int(cookie.get("pagenumber", "1"))
         anchor = int(cookie.get("anchor", self.store.version))
@@ -366,13 +366,13 @@ class WebApi:
         return f"{self.root}{entity.entity_set}?{qs}"
 
     def _delta_link(self, entity: EntityDef, select: list[str] | None, version: int) -> str:
-        """Token `<version>!<MM/dd/yyyy HH:mm:ss>` as on live servers (spec §5); opaque to clients."""
+        """Token `<version>!<MM/dd/yyyy HH:mm:ss>` as on live servers; opaque to clients."""
         stamp = datetime.now(timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
         query = [("$select", ",".join(select))] if select else []
         return self._link(entity, query, "$deltatoken", f"{version}!{stamp}")
 
     def delta(self, req: Req, entity: EntityDef, select: list[str] | None, page_size: int, applied: list[str]) -> Resp:
-        """Changes since the token: upserted rows by version, then `$deletedEntity` items (spec §5)."""
+        """Changes since the token: upserted rows by version, then `$deletedEntity` items."""
         opts = dict(req.query)
         for option in ("$filter", "$orderby", "$expand", "$top"):
             if option in opts:
@@ -381,7 +381,7 @@ class WebApi:
         m = re.fullmatch(r"(\d+)!.*", opts["$deltatoken"])
         since = int(m.group(1)) if m else -1
         if since < self.store.min_delta_version or since > self.store.version:
-            # Status unverified (spec §5): 400 chosen.
+            # Status unverified: 400 chosen.
             raise ApiError(400, EXPIRED_CODE, EXPIRED_MESSAGE)
         cookie = _parse_cookie(opts["$skiptoken"]) if "$skiptoken" in opts else {}
         upto = int(cookie.get("upto", self.store.version))
@@ -438,12 +438,12 @@ class WebApi:
         return Resp(204, {"OData-Version": "4.0", **headers})
 
     def create(self, req: Req, entity: EntityDef) -> Resp:
-        """POST → 204 + OData-EntityId, or 201 + body with return=representation (spec §4)."""
+        """POST → 204 + OData-EntityId, or 201 + body with return=representation."""
         row = self.store.create(entity.entity_set, self._body(req, entity))
         return self._written(req, entity, row, created=True)
 
     def _check_conditions(self, req: Req, entity: EntityDef, row: dict[str, Any] | None, rid: str | None) -> None:
-        """If-Match `*`/etag and If-None-Match `*` (MS-docs perform-conditional-operations; spec §4)."""
+        """If-Match `*`/etag and If-None-Match `*` (MS-docs perform-conditional-operations)."""
         if_match = req.headers.get("if-match")
         if_none = req.headers.get("if-none-match")
         if if_match:
@@ -456,7 +456,7 @@ class WebApi:
             raise ApiError(412, "0x80040237", "A record with matching key values already exists.")
 
     def upsert(self, req: Req, entity: EntityDef, key: str) -> Resp:
-        """PATCH on a key URL is an upsert unless `If-Match: *` (spec §4)."""
+        """PATCH on a key URL is an upsert unless `If-Match: *`."""
         row, rid, alt = self._resolve(entity, key)
         self._check_conditions(req, entity, row, rid)
         body = self._body(req, entity)
@@ -481,7 +481,7 @@ class WebApi:
 
     # -- actions ----------------------------------------------------------------------------
     def multiple(self, req: Req, entity: EntityDef, action: str) -> Resp:
-        """Create/Update/UpsertMultiple: @odata.type mandatory per target; one transaction (spec §6b)."""
+        """Create/Update/UpsertMultiple: @odata.type mandatory per target; one transaction."""
         body = self._body(req, entity)
         targets = body.get("Targets")
         if not isinstance(targets, list) or not targets:
@@ -525,7 +525,7 @@ class WebApi:
         return Resp(204, {"OData-Version": "4.0"})
 
     def qualify(self, req: Req, entity: EntityDef, key: str) -> Resp:
-        """QualifyLead (spec §10): contact copies name/email/phone/address/jobtitle; lead → 1/Status."""
+        """QualifyLead: contact copies name/email/phone/address/jobtitle; lead → 1/Status."""
         row, rid, _ = self._resolve(entity, key)
         if row is None:
             raise self._missing(entity, rid)
@@ -560,7 +560,7 @@ class WebApi:
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata(self, req: Req, path: str) -> Resp:
-        """EntityDefinitions(LogicalName='x')[/Attributes[(LogicalName='y')][/<cast>]] (spec §9)."""
+        """EntityDefinitions(LogicalName='x')[/Attributes[(LogicalName='y')][/<cast>]]."""
         m = _METADATA_URL.match(path)
         if not m or req.method != "GET":
             raise ApiError(404, "0x8004f510", f"Resource not found for the segment '{path}'.")
@@ -600,14 +600,14 @@ class WebApi:
 
     # -- $batch -----------------------------------------------------------------------------
     def batch(self, req: Req) -> Resp:
-        """Spec §6a: ≤1000 ops, change sets atomic, Content-ID refs, continue-on-error semantics."""
+        """$batch: ≤1000 ops, change sets atomic, Content-ID refs, continue-on-error semantics."""
         try:
             items = batchfmt.parse(req.body, req.headers.get("content-type", ""))
         except (batchfmt.BatchFormatError, UnicodeDecodeError) as exc:
             raise ApiError(400, "0x80040203", str(exc)) from exc
         count = sum(len(i.requests) if isinstance(i, batchfmt.ChangeSet) else 1 for i in items)
         if count > MAX_BATCH:
-            # [message unverified] spec §6a: max 1000 requests per batch.
+            # [message unverified] the service's documentation: max 1000 requests per batch.
             raise ApiError(400, "0x80040203",
                            f"The number of requests in the batch ({count}) exceeds the maximum of {MAX_BATCH}.")
         keep_going = "odata.continue-on-error" in parse_prefer(req.headers.get("prefer"))

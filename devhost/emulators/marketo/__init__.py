@@ -5,7 +5,7 @@ connections be modelled with asyncio on one event loop — no thread per request
 handlers that do not await are atomic, so the in-memory person database needs no locking.
 
 Layout (each module's docstring cites its sources: spec sections of
-/work/shared/specs/marketo-api.md and Adobe's marketo-developer docs):
+Adobe's Marketo REST API documentation and Adobe's marketo-developer docs):
     store.py         people, activity log (12/13/37 + custom), activity types, paging tokens
     app.py           identity, /rest pipeline (414/413, faults, 615, 600-602, 606, 607), handlers
     admin_routes.py  /_admin: UI-like edits, bulk seeding, faults, clock, limits, stats, reset

@@ -7,13 +7,13 @@ request "in flight", which is how the 10-call concurrency limit (615) becomes ob
 Order of checks for a /rest call (each step's source in brackets):
   URI > 8 KB → HTTP 414, body > 1 MB → HTTP 413        [Adobe error-codes.md, HTTP-level]
   injected faults (admin API)                           [emulator only]
-  10 calls in flight → 615                              [spec §3]
-  access token: 600 none / 601 invalid / 602 expired    [spec §1; Adobe authentication.md]
+  10 calls in flight → 615
+  access token: 600 none / 601 invalid / 602 expired
     - the `access_token` query parameter is ignored, so a call carrying only that gets 600
-      "Empty access token": Adobe removes query-string support (spec §1), after which the
+      "Empty access token": Adobe removes query-string support, after which the
       parameter is simply not read; 601 would claim a token was sent and was wrong.
     - 600/601/602 are not counted against rate or quota  [Adobe error-codes.md, asterisked]
-  100 calls / 20 s sliding → 606; 50,000 / day (US Central day) → 607   [spec §3]
+  100 calls / 20 s sliding → 606; 50,000 / day (US Central day) → 607
     606/607/615 responses themselves ARE counted: Adobe does not asterisk them.
 """
 
@@ -59,7 +59,7 @@ DAY = 86400.0
 
 @dataclass
 class Limits:
-    """Every knob of the emulator. Defaults are Marketo's real values (spec §3, §4). None = off."""
+    """Every knob of the emulator. Defaults are Marketo's real values. None = off."""
 
     rate_calls: int | None = 100
     rate_window_s: float = 20.0

@@ -4,17 +4,17 @@ Nothing here knows about HTTP. Every method is synchronous and is only called fr
 event loop thread (or under `Store.lock` by the admin helpers), so each call is atomic.
 
 Sources, per behaviour:
-- Field set and describe shape: spec §5; Adobe "List of standard fields" (help/rest-api/
+- Field set and describe shape: the service's documentation; Adobe "List of standard fields" (help/rest-api/
   list-of-standard-fields.md) for REST names and 255-character strings.
-- Sync Leads semantics (actions, lookupField, 1003–1007, input order): spec §6; Adobe
+- Sync Leads semantics (actions, lookupField, 1003–1007, input order): the service's documentation; Adobe
   help/rest-api/error-codes.md (record-level codes) and leads.md.
-- Activities 12 / 13 / 37 and their item shape: spec §4. API writes log the same
+- Activities 12 / 13 / 37 and their item shape: the service's documentation. API writes log the same
   activities as UI edits (a "Change Data Value" per changed field): Adobe lead-database
-  docs; the Source attribute value "Web service API" is from the spec §4 example, the
+  docs; the Source attribute value "Web service API" is from the service's documentation example, the
   UI value "Marketo UI" is an emulator choice (unverified).
-- Paging tokens are date based (spec §4; Adobe paging-tokens.md): the token carries the
+- Paging tokens are date based (the service's documentation; Adobe paging-tokens.md): the token carries the
   date it stands for plus the log position, base32 encoded like Marketo's. A token whose
-  date is older than the retention (90 days for 12/13, 14 days for 37; spec §4) is
+  date is older than the retention (90 days for 12/13, 14 days for 37; the service's documentation) is
   refused with 701 "nextPageToken expired" (code unverified: Adobe documents none).
 """
 
@@ -357,7 +357,7 @@ class Store:
         return [i for i, lead in self.leads.items() if lead.get(field_name) == value]
 
     def sync(self, action: str, lookup: str, record: dict[str, Any]) -> dict[str, Any]:
-        """One Sync Leads input record → its result item (spec §6). Raises RecordSkip."""
+        """One Sync Leads input record → its result item. Raises RecordSkip."""
         if lookup not in self.fields:
             raise RecordSkip("1006", f"Field '{lookup}' not found")
         if not self.fields[lookup].searchable:
