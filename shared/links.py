@@ -30,6 +30,7 @@ queue message is retried against fresh state.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -148,6 +149,9 @@ class LinkStore:
     def __init__(self, storage: Storage, *, workers: int = 16) -> None:
         self._table = storage.table("links")
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="links")
+        self._count_lock = threading.Lock()
+        self.index_reads = 0
+        """Index rows read by this store (what a lookup by Dynamics id costs), for tests and metrics."""
 
     def close(self) -> None:
         """Stop the read/write threads (after the calls in flight finish)."""
@@ -181,6 +185,8 @@ class LinkStore:
         return found
 
     def _resolve(self, entity: str, dynamics_id: str) -> tuple[Link | None, datetime | None]:
+        with self._count_lock:
+            self.index_reads += 1
         pointer = tablerows.get(self._table, *index_key(entity, dynamics_id))
         if pointer is None:
             return None, None
