@@ -90,15 +90,15 @@ def test_api_without_valid_token_is_401_with_www_authenticate(dataverse: Env, da
 def test_expired_token_is_401(dataverse: Env) -> None:
     emu = dataverse[0]
     assert emu.emulator is not None
-    emu.emulator.token_lifetime_s = 1
+    token = emu.emulator.issue_token()
+    url, headers = f"{emu.base_url}/api/data/v9.2/WhoAmI", {"Authorization": f"Bearer {token}"}
+    assert httpx.get(url, headers=headers, verify=tls(emu)).status_code == 200
+    issued_at = time.time()
+    emu.emulator.clock = lambda: issued_at + emu.emulator.token_lifetime_s + 1  # type: ignore[union-attr]
     try:
-        token = emu.emulator.issue_token()
-        time.sleep(1.1)
-        resp = httpx.get(f"{emu.base_url}/api/data/v9.2/WhoAmI", headers={"Authorization": f"Bearer {token}"},
-                         verify=tls(emu))
-        assert resp.status_code == 401
+        assert httpx.get(url, headers=headers, verify=tls(emu)).status_code == 401
     finally:
-        emu.emulator.token_lifetime_s = 3599
+        emu.emulator.clock = time.time
 
 
 # --- query --------------------------------------------------------------------------------------
@@ -374,13 +374,16 @@ def test_request_limit_gives_429_with_retry_after(dataverse: Env, api: httpx.Cli
 
 
 def test_concurrency_limit_is_immediate(dataverse: Env, api: httpx.Client) -> None:
-    admin = dataverse[1]
+    emu, admin = dataverse
+    assert emu.emulator is not None
     admin.set_limits(concurrency=1)
-    admin.fault("slow", count=1, delay_s=0.6)
+    admin.fault("slow", count=1, delay_s=5.0)  # held in flight until the second call has been refused
     results: list[int] = []
     slow = threading.Thread(target=lambda: results.append(api.get("WhoAmI").status_code))
     slow.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while emu.emulator.in_flight < 1 and time.monotonic() < deadline:  # the slow call is in flight
+        time.sleep(0.01)
     resp = api.get("WhoAmI")
     slow.join()
     assert results == [200] and resp.status_code == 429

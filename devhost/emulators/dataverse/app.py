@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -97,10 +98,11 @@ class Emulator:
         self.window: deque[float] = deque()
         self.exec_window: deque[tuple[float, float]] = deque()
         self.in_flight = 0
+        self.clock: Callable[[], float] = time.time  # token issue and expiry; tests move it instead of sleeping
 
     # -- auth ---------------------------------------------------------------------------------
     def issue_token(self) -> str:
-        now = int(time.time())
+        now = int(self.clock())
         header = _b64(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
         payload = _b64(json.dumps({
             "aud": self.base_url, "iss": f"{self.base_url}/{self.tenant}/v2.0", "tid": self.tenant,
@@ -118,7 +120,7 @@ class Emulator:
             return False
         with self.lock:
             exp = self.tokens.get(authorization[len("Bearer "):].strip())
-        return exp is not None and exp > time.time()
+        return exp is not None and exp > self.clock()
 
     def revoke_tokens(self) -> int:
         with self.lock:
