@@ -8,10 +8,12 @@ It indexes the app the way the host does (`app.get_functions()`), then drives:
   the host.json `extensions.queues` reference),
 - HTTP triggers (devhost.http; "Azure Functions HTTP trigger").
 
-Settings: the app reads its settings from `os.environ`, as on Azure where app settings
-are environment variables. start() sets `AzureWebJobsStorage` to `connection_string`
-and then every `env` entry (env wins) in `os.environ`; stop() restores the previous
-values. So two hosts with different `env` must not run in one process at once.
+Settings: the app settings are the process environment, then `AzureWebJobsStorage` =
+`connection_string`, then every `env` entry (env wins). The host never writes them into
+its own `os.environ`: start() hands them to an app running in this process through
+`shared.config.use_env` (stop() takes them back), and to each worker process as that
+process's environment, as the Functions host does. So two hosts with different `env` must
+not run in one process at once.
 
 `%Name%` in a queue name or timer schedule is replaced by that setting, as the host's
 binding expressions do. A queue trigger's `connection` names the setting that holds
@@ -49,6 +51,7 @@ from devhost.http import HttpFunction, HttpServer
 from devhost.queues import MESSAGE_LEASE, QueueListener
 from devhost.timers import TimerRunner, parse_schedule
 from devhost.workers import COUNT_SETTING, WorkerPool, run_function, worker_count
+from shared import config
 
 __all__ = ["FunctionHost", "HostSettings", "read_host_json"]
 
@@ -99,7 +102,7 @@ class FunctionHost:
         self.message_lease = message_lease
         self._sink = log or _print_line
         self._log_lock = threading.Lock()
-        self._saved_env: dict[str, str | None] | None = None
+        self._settings: dict[str, str] | None = None  # the app settings while started
         self._timers: list[TimerRunner] = []
         self._queues: list[QueueListener] = []
         self._http: HttpServer | None = None
@@ -111,9 +114,10 @@ class FunctionHost:
 
     def start(self) -> FunctionHost:
         """Apply the settings, index the app and start every trigger."""
-        if self._saved_env is not None:
+        if self._settings is not None:
             raise RuntimeError("host already started")
-        self._apply_env()
+        self._settings = {**os.environ, DEFAULT_CONNECTION: self.connection_string, **self.env}
+        config.use_env(self._settings)
         try:
             self._start_workers()
             self._index()
@@ -130,7 +134,7 @@ class FunctionHost:
 
     def stop(self) -> None:
         """Stop triggers, wait (up to shutdown_timeout) for runs in flight, stop the HTTP
-        server, restore os.environ. Safe to call twice."""
+        server, take the app settings back. Safe to call twice."""
         deadline = time.monotonic() + self.shutdown_timeout
         for timer in self._timers:
             timer.stop()
@@ -150,7 +154,9 @@ class FunctionHost:
         if self._workers is not None:
             self._workers.stop(max(1.0, deadline - time.monotonic()))
         self._timers, self._queues, self._http, self._workers = [], [], None, None
-        self._restore_env()
+        if self._settings is not None:
+            config.use_env(None)
+            self._settings = None
 
     def __enter__(self) -> FunctionHost:
         return self.start()
@@ -259,12 +265,12 @@ class FunctionHost:
             )
 
     def _start_workers(self) -> None:
-        count = worker_count(os.environ.get(COUNT_SETTING))
+        count = worker_count(self._setting(COUNT_SETTING))
         if count == 1:
             return
         if self.script_file is None:
             raise ValueError(f"{COUNT_SETTING}={count} needs the app's script file (script_file=.../function_app.py)")
-        self._workers = WorkerPool(count, self.script_file).start()
+        self._workers = WorkerPool(count, self.script_file, env=self._settings).start()
 
     def _remote(self, name: str, arg: str) -> Callable[..., Any]:
         pool = self._workers
@@ -304,36 +310,22 @@ class FunctionHost:
 
     # -- settings ------------------------------------------------------------------------
 
-    def _apply_env(self) -> None:
-        values = {DEFAULT_CONNECTION: self.connection_string, **self.env}
-        self._saved_env = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
+    def _setting(self, name: str) -> str | None:
+        return (self._settings or {}).get(name)
 
-    def _restore_env(self) -> None:
-        if self._saved_env is None:
-            return
-        for key, old in self._saved_env.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-        self._saved_env = None
-
-    @staticmethod
-    def _resolve(text: str, function: str) -> str:
+    def _resolve(self, text: str, function: str) -> str:
         def setting(m: re.Match[str]) -> str:
-            value = os.environ.get(m.group(1))
+            value = self._setting(m.group(1))
             if value is None:
                 raise ValueError(f"function {function}: setting {m.group(1)!r} (used as %{m.group(1)}%) is not set")
             return value
 
         return _SETTING_REF.sub(setting, text)
 
-    @staticmethod
-    def _connection(name: str | None, function: str) -> str:
+    def _connection(self, name: str | None, function: str) -> str:
         name = name or DEFAULT_CONNECTION
         for key in (name, "AzureWebJobs" + name):
-            value = os.environ.get(key)
+            value = self._setting(key)
             if value:
                 return value
         raise ValueError(f"function {function}: connection setting {name!r} is not set")

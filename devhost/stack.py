@@ -62,7 +62,7 @@ class Stack:
         self.dataverse: Any = None
         self.host: Any = None
         self.env: dict[str, str] = {}
-        self._saved_env: dict[str, str | None] | None = None
+        self._configured = False  # the app settings were handed to this process's app
         self._tmp = tempfile.TemporaryDirectory(prefix="leadsync-")
 
     def start(self) -> Stack:
@@ -115,12 +115,11 @@ class Stack:
 
     def start_host(self) -> None:
         from devhost.host import FunctionHost
-        from shared.runtime import reset_services
+        from shared import runtime
 
-        if self._saved_env is None:
-            self._saved_env = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        reset_services()
+        # Handed to the app before it is imported: its timer schedules are read at import.
+        runtime.configure({**os.environ, **self.env})
+        self._configured = True
         app = load_app()
         self.host = FunctionHost(app, connection_string=self.env["AzureWebJobsStorage"],
                                  host_json=self.config.host_json, function_key=self.config.function_key,
@@ -146,18 +145,13 @@ class Stack:
         if self.azurite is not None:
             self.azurite.stop()
             self.azurite = None
-        if self._saved_env is not None:
-            # The app reads its settings from the process environment: leave it as found,
-            # so whatever runs next in this process (another test module) sees no trace of us.
-            for key, value in self._saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            self._saved_env = None
-            from shared.runtime import reset_services
+        if self._configured:
+            # Take the settings back and close the services built on them, so whatever runs
+            # next in this process (another test module) sees no trace of us.
+            from shared import runtime
 
-            reset_services()
+            runtime.configure(None)
+            self._configured = False
         self._tmp.cleanup()
 
     def __enter__(self) -> Stack:
@@ -168,7 +162,7 @@ class Stack:
 
 
 def load_app() -> Any:
-    """Import the product's FunctionApp (its timer schedules are read from the env now)."""
+    """Import the product's FunctionApp (its timer schedules are read from the app settings now)."""
     import importlib
 
     for name in ("function_app", "functions.timers", "functions.queues", "functions.http", "functions"):

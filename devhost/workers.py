@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -136,9 +137,13 @@ def _portable(exc: BaseException) -> BaseException:
         return WorkerError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int]) -> None:
+def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int],
+                 env: dict[str, str] | None = None) -> None:
     # Ctrl-C reaches the whole process group; the host decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if env is not None:  # this worker's own environment: the app settings the host handed over
+        os.environ.clear()
+        os.environ.update(env)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s [worker {os.getpid()}] %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -191,16 +196,19 @@ class _Worker:
 class WorkerPool:
     """`count` worker processes running the functions of `script_file`'s FunctionApp.
 
-    start() returns once every worker has indexed the app (ValueError if one could not);
-    the workers inherit os.environ as it is then.
+    start() returns once every worker has indexed the app (ValueError if one could not).
+    `env` (default: this process's environment) is each worker's environment, its app
+    settings, as the Functions host gives its language workers theirs.
     """
 
-    def __init__(self, count: int, script_file: Path | str, *, startup_timeout: float = 60.0) -> None:
+    def __init__(self, count: int, script_file: Path | str, *, startup_timeout: float = 60.0,
+                 env: Mapping[str, str] | None = None) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ValueError(f"count must be from 1 to {MAX_WORKERS}")
         self.count = count
         self.script_file = str(script_file)
         self.startup_timeout = startup_timeout
+        self.env = dict(env) if env is not None else None
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
@@ -220,7 +228,7 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
         levels = {name: logging.getLogger(name or None).level for name in ("", "leadsync")}
-        process = self._context.Process(target=_worker_main, args=(child, self.script_file, levels),
+        process = self._context.Process(target=_worker_main, args=(child, self.script_file, levels, self.env),
                                         name="devhost-worker", daemon=True)
         process.start()
         child.close()

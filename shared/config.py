@@ -15,6 +15,23 @@ from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
+_injected: Mapping[str, str] | None = None  # settings a host handed over; None: the process environment
+
+
+def use_env(env: Mapping[str, str] | None) -> None:
+    """Read the app settings from `env` from now on (None: the process environment again).
+
+    For a host that runs the app inside its own process (devhost, tests): it hands the
+    settings over here instead of writing them into `os.environ`.
+    """
+    global _injected
+    _injected = dict(env) if env is not None else None
+
+
+def app_env() -> Mapping[str, str]:
+    """The app settings: what a host handed over with `use_env`, else the process environment."""
+    return _injected if _injected is not None else os.environ
+
 DEFAULT_POLL_SCHEDULE = "*/30 * * * * *"
 _NCRONTAB = re.compile(r"^\s*(\S+\s+){5}\S+\s*$")
 _TIMESPAN = re.compile(r"^\d{1,2}:\d{2}:\d{2}$")
@@ -77,7 +94,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise ConfigError naming the first bad one."""
-        e = os.environ if env is None else env
+        e = app_env() if env is None else env
 
         def required(name: str) -> str:
             value = e.get(name, "").strip()
@@ -183,7 +200,7 @@ def poll_schedule(name: str, env: Mapping[str, str] | None = None) -> str:
     Read at import time by the timer blueprint, since the host needs schedules when it
     indexes the functions.
     """
-    e = os.environ if env is None else env
+    e = app_env() if env is None else env
     value = e.get(name, "").strip() or DEFAULT_POLL_SCHEDULE
     if not (_NCRONTAB.match(value) or _TIMESPAN.match(value)):
         raise ConfigError(name, f"must be a six-field NCRONTAB expression or hh:mm:ss, got {value!r}")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import config
 from shared import fieldmap as fieldmap_mod
 from shared.activity import ActivityLog
 from shared.config import Settings
@@ -169,7 +170,6 @@ class Services:
 
 _services: Services | None = None
 _checked = False
-_env: Mapping[str, str] | None = None  # None: the process environment
 _services_lock = threading.Lock()
 
 
@@ -179,9 +179,8 @@ def configure(env: Mapping[str, str] | None) -> None:
     For a host that runs the app in its own process (devhost, tests): the settings are handed
     over instead of written into `os.environ`. The services built from the old ones are closed.
     """
-    global _env
     with _services_lock:
-        _env = dict(env) if env is not None else None
+        config.use_env(env)
         _forget()
 
 
@@ -193,7 +192,7 @@ def services(*, checked: bool = True) -> Services:
     once. Raises ConfigError naming a bad setting.
     """
     global _services, _checked
-    settings = Settings.from_env(_env)
+    settings = Settings.from_env()
     with _services_lock:
         if _services is not None and _services.settings != settings:
             _forget()

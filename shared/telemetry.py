@@ -18,13 +18,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics
+
+from shared.config import app_env
 
 log = logging.getLogger("leadsync")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
@@ -70,7 +71,7 @@ class RedactingFilter(logging.Filter):
 def setup(env: Mapping[str, str] | None = None) -> None:
     """Install the PII filter on every root handler and, if configured, Azure Monitor. Idempotent."""
     global _done
-    e = os.environ if env is None else env
+    e = app_env() if env is None else env
     with _setup_lock:
         if _done:
             return

@@ -25,6 +25,7 @@ from devhost.hostjson import QueueSettings, parse_timespan, read_host_json
 from devhost.http import compile_route
 from devhost.queues import QueueListener
 from devhost.timers import CronSchedule, IntervalSchedule, parse_schedule
+from shared import config
 from tests.devhost_app import Recorder, http_app, queue_app, timer_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +205,8 @@ def test_queue_message_is_delivered_decoded_then_deleted(
     rec = Recorder()
     before = os.environ.get("DEVHOST_TEST_INBOX")
     host = run_host(queue_app(rec, queue="%DEVHOST_TEST_INBOX%"), env={"DEVHOST_TEST_INBOX": queue})
-    assert os.environ["DEVHOST_TEST_INBOX"] == queue
+    assert config.app_env()["DEVHOST_TEST_INBOX"] == queue  # handed to the app in this process
+    assert os.environ.get("DEVHOST_TEST_INBOX") == before  # not written into the host's environment
     sender = queue_client(storage_connection_string, queue)
     body = json.dumps({"personId": 42, "email": "a@example.com"})
     sender.send_message(body)
@@ -217,7 +219,7 @@ def test_queue_message_is_delivered_decoded_then_deleted(
     wait_until(lambda: any("msg=" in line and "dequeue=1  ok" in line for line in lines))
 
     host.stop()
-    assert os.environ.get("DEVHOST_TEST_INBOX") == before
+    assert config.app_env() is os.environ  # stop() took the settings back
 
 
 def test_message_encoding_none_passes_the_text_through(
@@ -504,4 +506,5 @@ def test_worker_count_is_checked_before_anything_starts(
                             function_key=KEY, env=env, script_file=script)
         with pytest.raises(ValueError, match=complaint):
             host.start()
-        assert "FUNCTIONS_WORKER_PROCESS_COUNT" not in os.environ  # start() restored the settings
+        assert "FUNCTIONS_WORKER_PROCESS_COUNT" not in os.environ  # never written into this process's environment
+        assert config.app_env() is os.environ  # the failed start() took the settings back
