@@ -136,6 +136,11 @@ class MarketoClient:
         """REST HTTP requests sent by this client, retries included (identity calls are not)."""
         self.token_requests = 0
 
+    @property
+    def budget(self) -> CallBudget:
+        """The call budget this client draws on (shared by every client of the instance in the process)."""
+        return self._budget
+
     def close(self) -> None:
         """Close the HTTP client this client made (one passed in stays its owner's)."""
         if self._owns_http:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,6 @@ from shared.validation import validate
 
 MAX_BODY = 4096
 SECRET_HEADER = "x-leadsync-secret"
-_LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="realtime")
 
 
 def webhook_secret_ok(expected: Secret, given: str | None) -> bool:
@@ -92,8 +90,8 @@ def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> R
     email = values.get(email_spec.marketo)
     if email is not None:
         # Leads and contacts at once: the webhook waits for both lookups, not their sum.
-        lookups = {entity: _LOOKUPS.submit(svc.dataverse.find_by, ENTITY_SETS[entity], column, [str(email)],
-                                           [PRIMARY_KEYS[entity]])
+        lookups = {entity: svc.lookups.submit(svc.dataverse.find_by, ENTITY_SETS[entity], column, [str(email)],
+                                              [PRIMARY_KEYS[entity]])
                    for entity in ("lead", "contact") if (column := email_spec.column(entity)) is not None}
         for entity, lookup in lookups.items():  # a lead with the email wins over a contact with it
             matches = lookup.result()

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class Services:
     queues: WorkQueues
     marketo: MarketoClient
     dataverse: DataverseClient
+    # The webhook's lead and contact lookups run at once on this pool.
+    lookups: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="realtime"))
     _rules: dict[str, EntityRules] = field(default_factory=dict)
     _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _activity_type_id: int | None = None
@@ -85,6 +88,7 @@ class Services:
 
     def close(self) -> None:
         """Release what the services hold: thread pools (after work in flight) and HTTP clients."""
+        self.lookups.shutdown(wait=True)
         self.links.close()
         self.activity.close()
         self.marketo.close()

@@ -19,7 +19,9 @@ import pytest
 from devhost.emulators.dataverse import DataverseEmulator
 from function_app import app
 from shared import activity, runtime
+from shared.config import Settings
 from shared.poison import POISON_PERSON
+from shared.runtime import Services
 from shared.workqueue import FROM_MARKETO
 from tests.marketo_fixtures import MarketoEnv
 
@@ -113,3 +115,31 @@ def test_the_health_page_loads_without_dataverse(app_env: dict[str, str]) -> Non
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     assert b"<title>LeadSync health: failing</title>" in response.get_body()  # no poller has run yet
+
+
+# -- the composition root ------------------------------------------------------------------
+def test_the_health_page_and_the_sync_share_one_set_of_services(app_env: dict[str, str]) -> None:
+    page = runtime.services(checked=False)
+    assert runtime.services() is page is runtime.services(checked=False)
+
+
+def test_every_build_in_a_process_draws_on_one_marketo_budget(app_env: dict[str, str]) -> None:
+    settings = Settings.from_env(app_env)
+    first, second = Services.from_settings(settings), Services.from_settings(settings)
+    try:
+        assert first.marketo.budget is second.marketo.budget is runtime.services(checked=False).marketo.budget
+    finally:
+        first.close()
+        second.close()
+
+
+def test_new_settings_close_the_services_built_on_the_old_ones(app_env: dict[str, str], name_prefix: str) -> None:
+    old = runtime.services(checked=False)
+    runtime.configure({**app_env, "LEADSYNC_TABLE_PREFIX": name_prefix + "b"})
+    new = runtime.services(checked=False)
+    assert new is not old and new.settings.table_prefix == name_prefix + "b"
+    with pytest.raises(RuntimeError):  # its thread pools are shut down
+        old.lookups.submit(print)
+    with pytest.raises(RuntimeError):
+        old.links.get_many([1, 2])
+
