@@ -1,8 +1,9 @@
 """The whole local system in one object: Azurite, both emulators, and the app in devhost.
 
 Used by `python -m devhost run`, the demo and the end-to-end tests, so all three run the
-same wiring. The app is configured exactly as in Azure: through environment variables
-(app settings) that point its clients at the emulators.
+same wiring. The app is configured with the same app settings as in Azure, pointing its
+clients at the emulators; they are handed to the app (`shared.runtime.configure`, and each
+worker process's environment), never written into this process's `os.environ`.
 """
 
 from __future__ import annotations
