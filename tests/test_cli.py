@@ -34,8 +34,9 @@ def h() -> Iterator[Harness]:
 
 
 def leadsync(h: Harness, *args: str, env: dict[str, str | None] | None = None) -> Result:
+    """The CLI as an operator runs it: the app settings exported in its environment."""
     result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], *args],
-                                env={**WIDE, **(env or {})})
+                                env={**h.stack.env, **WIDE, **(env or {})})
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result
 
