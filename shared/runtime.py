@@ -93,6 +93,7 @@ class Services:
         self.activity.close()
         self.marketo.close()
         self.dataverse.close()
+        self.storage.close()
 
     # -- derived, cached ---------------------------------------------------------------
     def select(self, entity: str) -> list[str]:

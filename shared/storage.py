@@ -37,7 +37,8 @@ class Storage:
         self._credential: Any = None
         # Link and activity reads fan out over a thread pool; a pool of 10 connections
         # (requests' default) would make most of those threads open a fresh connection.
-        self._transport = RequestsTransport(session=_pooled_session(32), session_owner=False,
+        self._session = _pooled_session(32)
+        self._transport = RequestsTransport(session=self._session, session_owner=False,
                                             connection_verify=_ca_bundle())
         if connection_string:
             self._tables = TableServiceClient.from_connection_string(connection_string, transport=self._transport)
@@ -84,6 +85,10 @@ class Storage:
                         raise
                 self._queue_clients[name] = client
             return client
+
+    def close(self) -> None:
+        """Close the table clients' pooled connections."""
+        self._session.close()
 
     def queue_names(self) -> list[str]:
         return [q.name for q in self._queues.list_queues()]
