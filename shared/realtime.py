@@ -53,21 +53,64 @@ class Result:
 
 
 def parse_body(raw: bytes) -> int:
-    """The Marketo lead id from a webhook body; BadMessage says what is wrong."""
+    """The Marketo lead id from a webhook body; BadMessage says what is wrong.
+
+    The body must be exactly the webhook template `{"leadId": {{lead.Id}}}` as Marketo
+    renders it: UTF-8 JSON (no byte-order mark) of at most MAX_BODY bytes, one object whose
+    only key is `leadId`, once, holding a JSON integer in 1..2**31-1. JSON whitespace
+    between tokens is allowed; strings, floats, booleans, extra or repeated keys are not.
+    """
     if len(raw) > MAX_BODY:
         raise BadMessage(f"body is larger than {MAX_BODY} bytes")
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadMessage("body is not UTF-8") from None
+    if text.startswith("\ufeff"):
+        raise BadMessage("body starts with a byte-order mark; send plain UTF-8 JSON")
+    # Checked before parsing, because json.loads recurses once per level and a 4 KiB body
+    # can nest deep enough to exhaust the stack.
+    if _nesting(text) > 1:
+        raise BadMessage('body must be a flat JSON object like {"leadId": 1234}')
+    try:
+        body = json.loads(text, object_pairs_hook=_pairs)
+    except ValueError:
         raise BadMessage('body must be JSON like {"leadId": 1234}') from None
-    if not isinstance(body, dict) or "leadId" not in body:
-        raise BadMessage('body must be a JSON object with "leadId"')
+    if not isinstance(body, dict) or list(body) != ["leadId"]:
+        raise BadMessage('body must be a JSON object with the one key "leadId"')
     lead_id = body["leadId"]
-    if isinstance(lead_id, str) and lead_id.strip().isdigit():
-        lead_id = int(lead_id.strip())
-    if isinstance(lead_id, bool) or not isinstance(lead_id, int) or not 0 < lead_id < 2**31:
-        raise BadMessage('"leadId" must be a positive whole number (the webhook token {{lead.Id}})')
+    if type(lead_id) is not int or not 0 < lead_id < 2**31:
+        raise BadMessage('"leadId" must be a JSON integer from 1 to 2147483647 (the webhook token {{lead.Id}})')
     return lead_id
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise BadMessage("body repeats a key")
+    return dict(pairs)
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of JSON arrays and objects in `text`, brackets inside strings ignored."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float = 20.0) -> Result:
