@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,7 +228,8 @@ def run_phase(*, examples: int, seed: int, log: Callable[[str], None]) -> tuple[
         result = fuzz_webhook(h.stack.app_url, h.stack.config.function_key, examples=examples, seed=seed)
         seconds = time.monotonic() - started
         leads = len(h.dataverse.find("leads"))
-    log(f"webhook fuzz: {result.examples} requests in {seconds:.0f} s, statuses {dict(sorted(result.statuses.items()))}")
+    statuses = dict(sorted(result.statuses.items()))
+    log(f"webhook fuzz: {result.examples} requests in {seconds:.0f} s, statuses {statuses}")
     return result, seconds, leads
 
 

@@ -232,7 +232,8 @@ def failures(state: State) -> Failures:
         for m in state.storage.raw_queue(name).peek_messages(max_messages=PEEK_MAX):
             stored = str(m.content or "")
             text = decode_stored(stored)
-            shown = text if text is not None else f"(not base64, {len(stored)} characters, sha256 {fingerprint(stored)})"
+            shown = (text if text is not None else
+                     f"(not base64, {len(stored)} characters, sha256 {fingerprint(stored)})")
             poison.append(PoisonMessage(name, source, m.id, m.inserted_on, redact(shown[:2000]),
                                         redact(_why_poisoned(source, m.id, text, logged))))
     return Failures(parked, tuple(poison), depths)
@@ -338,7 +339,8 @@ def _poison_verdict(source: str, message_id: str, stored: str, *, moved: bool) -
         reason = exc.reason if decoded is not None else "not base64-encoded UTF-8, nor a work message"
         return PoisonRetry(source + POISON_SUFFIX, message_id, "left", f"unreadable: {reason}"), None
     outcome = "moved" if moved else "would move"
-    return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, f"{outcome} to {source} (op={work.operation_id})"), text
+    note = f"{outcome} to {source} (op={work.operation_id})"
+    return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, note), text
 
 
 # -- explain ---------------------------------------------------------------------------

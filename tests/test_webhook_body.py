@@ -101,7 +101,8 @@ def test_a_body_that_is_not_plain_utf8_is_a_400(empty: Harness, raw: bytes) -> N
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("raw", [b'{"leadId": 7}', b'{"leadId":7}', b' \r\n\t{ "leadId" :\n7 }\n', b'{"leadId": 2147483647}'])
+@pytest.mark.parametrize("raw", [b'{"leadId": 7}', b'{"leadId":7}', b' \r\n\t{ "leadId" :\n7 }\n',
+                                 b'{"leadId": 2147483647}'])
 def test_the_webhook_template_with_any_json_whitespace_is_accepted(empty: Harness, raw: bytes) -> None:
     response = empty.sync_person(None, raw=raw)
     assert response.status_code == 404, response.text  # parsed, then looked up: Marketo has no such person
