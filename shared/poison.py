@@ -8,6 +8,8 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
+from azure.core.exceptions import AzureError
+
 from shared import activity
 from shared.activity import Entry
 from shared.errors import BadMessage
@@ -48,8 +50,17 @@ def note_unlogged_poison(svc: Services, queues: Sequence[str], *, peek: int = 32
     The Functions host moves a message to `<queue>-poison` by itself when it cannot decode
     it (not base64) or when every delivery failed, and says why only in its own log. The
     entry names the poison message's id, its size and digest, never its content, which may
-    hold names. Returns the entries written; a message is noted once (by its id).
+    hold names. Returns the entries written; a message is noted once (by its id). A storage
+    error is logged and left for the next call: the caller's own work is already done.
     """
+    try:
+        return _note(svc, queues, peek)
+    except AzureError as exc:
+        log.warning("poison messages not checked for activity entries: %s", type(exc).__name__)
+        return 0
+
+
+def _note(svc: Services, queues: Sequence[str], peek: int) -> int:
     waiting = [(q, m) for q in queues for m in svc.storage.raw_queue(f"{q}-poison").peek_messages(max_messages=peek)]
     if not waiting:
         return 0
@@ -60,11 +71,12 @@ def note_unlogged_poison(svc: Services, queues: Sequence[str], *, peek: int = 32
         text = decode_stored(content)
         if m.id in known[0] or (text is not None and (queue, text[:2000]) in known[1]):
             continue
+        size = len(content.encode("utf-8", "surrogatepass"))
         entries.append(Entry(POISON_PERSON, activity.PARKED, f"bad message on {queue}: {_why(text)}",
-                             details={"queue": queue, "poison_message_id": m.id, "bytes": len(content),
+                             details={"queue": queue, "poison_message_id": m.id, "bytes": size,
                                       "sha256": fingerprint(content)}))
         log.error("message %s on %s-poison (sha256 %s, %d bytes) had no reason logged: %s", m.id, queue,
-                  fingerprint(content), len(content), _why(text))
+                  fingerprint(content), size, _why(text))
     svc.activity.write(entries)
     return len(entries)
 
