@@ -14,6 +14,8 @@ by making the emulator kinder:
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,3 +183,26 @@ def test_rate_limit_606_and_the_clients_retry_without_token(mc: MarketoClient, m
     # Work-around in the script: wait for the 20 s window to slide, then call again.
     marketo.admin.advance_clock(21)
     assert mc.execute(method="get_lead_by_id", id=lead_id)[0]["id"] == lead_id
+
+
+def test_concurrency_615_at_the_real_limit(mc: MarketoClient, marketo: MarketoEnv) -> None:
+    lead_id = marketo.admin.create_lead(email="ann@example.com")
+    mc.execute(method="describe")
+    token = mc.token
+    marketo.admin.fault("slow", count=10, delay_s=2.0)  # ten slow calls hold Marketo's ten slots
+    holders = [threading.Thread(target=httpx.get, args=(f"{marketo.emu.base_url}/rest/v1/leads/describe.json",),
+                                kwargs={"headers": {"Authorization": f"Bearer {token}"}, "timeout": 30})
+               for _ in range(10)]
+    for t in holders:
+        t.start()
+    deadline = time.monotonic() + 20
+    while marketo.admin.stats()["faults_injected"].get("slow", 0) < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(Exception) as exc:
+        mc.execute(method="get_lead_by_id", id=lead_id)
+    # Same client bug as after 606: the retry of the 615 goes out without the token.
+    codes = marketo.admin.stats()["responses_by_code"]
+    assert codes.get("615", 0) >= 1 and codes.get("600", 0) == 1 and code_of(exc) == "600"
+    for t in holders:
+        t.join()
+    assert mc.execute(method="get_lead_by_id", id=lead_id)[0]["id"] == lead_id  # the script's retry, later
