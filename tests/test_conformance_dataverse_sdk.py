@@ -174,6 +174,17 @@ def test_retrieve_metadata_changes_version_stamps(dataverse: Env,
         assert [e["LogicalName"] for e in changes(first["ServerVersionStamp"]).json()["EntityMetadata"]] == ["lead"]
         expired = changes("123!01/01/2020 00:00:00")
         assert expired.status_code == 400 and expired.json()["error"]["code"] == "0x80044352"
+        assert http.post("RetrieveMetadataChanges(Query=@q)", params={"@q": query}).status_code == 405
+        # The collection is strict too: unknown properties and tables are refused with the service's codes.
+        bogus = http.get("EntityDefinitions", params={"$select": "LogicalName,Bogus"})
+        assert bogus.status_code == 400 and "Bogus" in bogus.json()["error"]["message"]
+        assert http.get("EntityDefinitions", params={"$filter": "Bogus eq 'x'"}).status_code == 400
+        missing = http.get("EntityDefinitions(00000000-0000-0000-0000-000000000001)")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "0x80040217"
+        by_name = http.get("EntityDefinitions", params={"$filter": "LogicalName eq 'contact'",
+                                                        "$select": "MetadataId,EntitySetName"}).json()["value"]
+        by_id = http.get(f"EntityDefinitions({by_name[0]['MetadataId']})").json()
+        assert by_name[0]["EntitySetName"] == by_id["EntitySetName"] == "contacts"
 
 
 def test_batch_with_changesets(sdk: DataverseClient, dataverse: Env) -> None:

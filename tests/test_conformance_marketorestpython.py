@@ -206,3 +206,33 @@ def test_concurrency_615_at_the_real_limit(mc: MarketoClient, marketo: MarketoEn
     for t in holders:
         t.join()
     assert mc.execute(method="get_lead_by_id", id=lead_id)[0]["id"] == lead_id  # the script's retry, later
+
+
+def test_emulator_stays_strict_where_marketo_is(marketo: MarketoEnv) -> None:
+    token = httpx.get(f"{marketo.emu.base_url}/identity/oauth/token", params={
+        "grant_type": "client_credentials", "client_id": marketo.emu.client_id,
+        "client_secret": marketo.emu.client_secret}).json()["access_token"]
+    with httpx.Client(base_url=marketo.emu.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        # A form body without `_method=GET` is a Sync Leads call, which takes JSON only.
+        form = http.post("/rest/v1/leads.json", data={"filterType": "email", "filterValues": "a@x.com"}).json()
+        assert form["errors"][0]["code"] == "612"
+        no_types = http.get("/rest/v1/activities.json", params={"nextPageToken": "GAYDAMBQ"}).json()
+        assert no_types["errors"][0]["code"] == "701"  # activityTypeIds is required
+        bad_id = http.get("/rest/v1/lead/abc.json").json()
+        assert bad_id["errors"][0]["code"] == "1003"
+        wrong_verb = http.post("/rest/v1/leads/describe2.json", json={}).json()
+        assert wrong_verb["errors"][0]["code"] == "605"
+
+
+def test_repeated_parameter_is_the_comma_list(marketo: MarketoEnv) -> None:
+    marketo.admin.create_lead(email="ann@example.com", firstName="Ann", city="Lyon")
+    token = httpx.get(f"{marketo.emu.base_url}/identity/oauth/token", params={
+        "grant_type": "client_credentials", "client_id": marketo.emu.client_id,
+        "client_secret": marketo.emu.client_secret}).json()["access_token"]
+    with httpx.Client(base_url=marketo.emu.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        repeated = http.get("/rest/v1/leads.json", params=[
+            ("filterType", "email"), ("filterValues", "ann@example.com"), ("fields", "email"), ("fields", "city")])
+        listed = http.get("/rest/v1/leads.json", params={
+            "filterType": "email", "filterValues": "ann@example.com", "fields": "email,city"})
+    assert repeated.json()["result"] == listed.json()["result"]
+    assert set(listed.json()["result"][0]) == {"id", "email", "city"}
