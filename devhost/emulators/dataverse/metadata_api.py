@@ -164,18 +164,22 @@ def _params(api: WebApi, path: str, query: list[tuple[str, str]]) -> dict[str, A
     return out
 
 
+def _fold(value: Any) -> Any:
+    """Metadata names compare case-insensitively."""
+    return value.casefold() if isinstance(value, str) else value
+
+
 def _condition_ok(item: dict[str, Any], cond: dict[str, Any]) -> bool:
     op = cond.get("ConditionOperator")
     value = (cond.get("Value") or {}).get("Value") if isinstance(cond.get("Value"), dict) else cond.get("Value")
     have = item.get(cond.get("PropertyName", ""))
-    fold = (lambda v: v.casefold() if isinstance(v, str) else v)  # noqa: E731 - metadata names compare case-insensitively
     if op == "Equals":
-        return bool(fold(have) == fold(value))
+        return bool(_fold(have) == _fold(value))
     if op == "NotEquals":
-        return bool(fold(have) != fold(value))
+        return bool(_fold(have) != _fold(value))
     if op in ("In", "NotIn"):
-        values = [fold(v) for v in (value if isinstance(value, list) else [value])]
-        return (fold(have) in values) == (op == "In")
+        values = [_fold(v) for v in (value if isinstance(value, list) else [value])]
+        return bool((_fold(have) in values) == (op == "In"))
     raise ApiError(400, "0x80040203", f"ConditionOperator '{op}' is not supported for metadata queries.")
 
 

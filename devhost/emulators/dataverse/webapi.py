@@ -401,11 +401,11 @@ class WebApi:
         ]
         items += [((1, t.version), None, t) for t in tombs]
         page, rest = items[:page_size], items[page_size:]
+        wanted = formatted.requested(parse_prefer(req.headers.get("prefer")))
         body: dict[str, Any] = {
             "@odata.context": self._context(entity, select, "/$delta"),
             "value": [
-                self.render(entity, row, select, formatted.requested(parse_prefer(req.headers.get("prefer"))))
-                if row is not None
+                self.render(entity, row, select, wanted) if row is not None
                 else {"@odata.context": deleted_ctx, "id": tomb.id, "reason": "deleted"}  # type: ignore[union-attr]
                 for _, row, tomb in page
             ],

@@ -256,7 +256,8 @@ def paging_token(emu: Emulator, call: Call) -> dict[str, Any]:
 
 
 def _activity_page(
-    emu: Emulator, call: Call, retention_s: float, wanted: Callable[[Activity], bool]
+    emu: Emulator, call: Call, retention_s: float, wanted: Callable[[Activity], bool],
+    render: Callable[[Activity], dict[str, Any]] = Activity.item,
 ) -> dict[str, Any]:
     decoded = decode_token(call.required("nextPageToken"))
     if decoded is None:
@@ -288,7 +289,7 @@ def _activity_page(
     else:
         new_asof = asof
     return emu.envelope(
-        [a.item() for a in found],
+        [render(a) for a in found],
         nextPageToken=encode_token(new_asof, new_position),
         moreResult=more,
         warnings=[],

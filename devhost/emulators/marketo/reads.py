@@ -127,9 +127,7 @@ def lead_activities(emu: Emulator, call: Call) -> dict[str, Any]:
     def wanted(a: Activity) -> bool:
         return a.type_id in type_ids and (ids is None or a.lead_id in ids)
 
-    page = _activity_page(emu, call, emu.limits.retention_changes_s, wanted)
-    page["result"] = [_activity_item(emu.store.log[item["id"] - 1]) for item in page["result"]]
-    return page
+    return _activity_page(emu, call, emu.limits.retention_changes_s, wanted, _activity_item)
 
 
 def usage_last7days(emu: Emulator, call: Call) -> dict[str, Any]:
