@@ -204,7 +204,7 @@ def test_batch_with_changesets(sdk: DataverseClient, dataverse: Env) -> None:
     assert sorted(r["lastname"] for r in dataverse[1].find("leads")) == ["A", "B", "Solo"]  # change set rolled back
 
 
-def _retry_429(call: Callable[[], T], attempts: int = 5) -> T:
+def _retry_429(call: Callable[[], T], attempts: int = 20) -> T:
     """The SDK raises on 429 without retrying; a script honours Retry-After itself."""
     for _ in range(attempts - 1):
         try:
@@ -224,7 +224,7 @@ def test_concurrency_429_is_raised_with_retry_after(
     assert emu.emulator is not None
     limit = emu.emulator.limits.concurrency
     assert limit == 52  # the real default
-    admin.fault("slow", count=limit, delay_s=3.0)
+    admin.fault("slow", count=limit, delay_s=5.0)
     tls = ssl.create_default_context(cafile=emu.ca_path)
     holders = [threading.Thread(target=httpx.get, args=(f"{emu.base_url}/api/data/v9.2/WhoAmI",),
                                 kwargs={"headers": {"Authorization": f"Bearer {dataverse_token}"},

@@ -189,7 +189,8 @@ def test_concurrency_615_at_the_real_limit(mc: MarketoClient, marketo: MarketoEn
     lead_id = marketo.admin.create_lead(email="ann@example.com")
     mc.execute(method="describe")
     token = mc.token
-    marketo.admin.fault("slow", count=10, delay_s=2.0)  # ten slow calls hold Marketo's ten slots
+    mc.max_retry_time = 60  # its backoff outlasts the slow calls below, so the retry is what ends it
+    marketo.admin.fault("slow", count=10, delay_s=4.0)  # ten slow calls hold Marketo's ten slots
     holders = [threading.Thread(target=httpx.get, args=(f"{marketo.emu.base_url}/rest/v1/leads/describe.json",),
                                 kwargs={"headers": {"Authorization": f"Bearer {token}"}, "timeout": 30})
                for _ in range(10)]
