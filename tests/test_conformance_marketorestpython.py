@@ -120,6 +120,7 @@ def test_change_feeds_activities_and_deletes(mc: MarketoClient, marketo: Marketo
 
 
 def test_custom_activity_type_and_entries(mc: MarketoClient, marketo: MarketoEnv) -> None:
+    since = marketo.admin.advance_clock(0)
     lead_id = marketo.admin.create_lead(email="ann@example.com")
     mc.execute(method="create_custom_activity_type", apiName="syncError", name="Sync Error",
                triggerName="Has sync error", filterName="Had sync error", primaryAttributeApiName="reason",
@@ -141,6 +142,9 @@ def test_custom_activity_type_and_entries(mc: MarketoClient, marketo: MarketoEnv
     assert [r["errors"][0]["code"] for r in results[2:]] == ["1006", "1004"]
     logged = marketo.admin.activities(lead_id)
     assert [a["activityDate"] for a in logged] == ["2026-01-02T03:04:05Z"] * 2
+    feed = mc.execute(method="get_lead_activities", activityTypeIds=[str(approved["id"]), "12"], sinceDatetime=since)
+    assert [a["activityTypeId"] for a in feed] == [12, approved["id"], approved["id"]]
+    assert feed[1]["primaryAttributeValue"] == "x" and feed[1]["leadId"] == lead_id
     assert [a["attributes"] for a in logged] == [[{"apiName": "errorCode", "value": "E1"}],
                                                  [{"apiName": "errorCode", "value": "E2"}]]
 
