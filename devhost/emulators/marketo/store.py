@@ -51,8 +51,9 @@ class Clock:
 
 
 def fmt_date(value: datetime) -> str:
-    """Marketo's activityDate format: `2014-09-17T22:31:49+0000`."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    """Marketo's activityDate format, `2014-09-17T22:31:49Z`: what the service and Adobe's activity
+    examples send, and what clients parse (marketorestpython reads it with `%Y-%m-%dT%H:%M:%SZ`)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fmt_datetime_field(value: datetime) -> str:
@@ -425,12 +426,18 @@ class Store:
             raise RecordSkip("1003", "Invalid activityDate")
         if item.get("primaryAttributeValue") in (None, ""):
             raise RecordSkip("1003", "primaryAttributeValue cannot be blank")
-        known = {a["apiName"] for a in atype.attributes}
+        # Adobe's Add Custom Activities names an attribute by `apiName` or by `name` (its display name;
+        # Adobe's examples also put the API name there, so that is accepted too); either must be defined.
+        by_key = {a["apiName"]: a["apiName"] for a in atype.attributes}
+        by_name = {**by_key, **{a["name"]: a["apiName"] for a in atype.attributes}}
         attributes = []
         for attr in item.get("attributes") or []:
-            if attr.get("apiName") not in known:
-                raise RecordSkip("1006", f"Field '{attr.get('apiName')}' not found")
-            attributes.append({"apiName": attr["apiName"], "value": attr.get("value")})
+            if not isinstance(attr, dict):
+                raise RecordSkip("1003", "Invalid attribute")
+            api_name = by_key.get(attr.get("apiName")) if "apiName" in attr else by_name.get(attr.get("name"))
+            if api_name is None:
+                raise RecordSkip("1006", f"Field '{attr.get('apiName', attr.get('name'))}' not found")
+            attributes.append({"apiName": api_name, "value": attr.get("value")})
         activity = Activity(
             seq=len(self.log) + 1,
             lead_id=lead_id,
