@@ -204,8 +204,9 @@ def poison_reasons(state: State) -> dict[tuple[str, str], str]:
 
 
 def _why_poisoned(source: str, body: str, logged: Mapping[tuple[str, str], str]) -> str:
-    if (source, body[:2000]) in logged:
-        return logged[(source, body[:2000])]
+    for key in ((source, telemetry.redact_body(body)[:2000]), (source, body[:2000])):  # entries before masking
+        if key in logged:
+            return logged[key]
     try:
         work = Work.from_json(body)
     except BadMessage as exc:

@@ -60,3 +60,23 @@ def test_a_new_dynamics_lead_reaches_marketo_with_its_spaces(h: Harness) -> None
     h.sync()
     (person,) = h.marketo.find_leads(address)
     assert (person["firstName"], person["lastName"]) == (" Dan", "Doe  ")
+
+
+@pytest.mark.parametrize("body", [
+    '{"v": "Zebedee Quux", "source": "marketo", "kind": "changed", "ids": [1]}',
+    '{"v": 1, "source": "Zebedee Quux <zq@example.com>", "kind": "changed", "ids": [1]}',
+    '{"v": 1, "source": "dynamics", "kind": "changed", "entity": "Zebedee Quux", "ids": ["x"]}',
+    '{"v": 1, "source": "marketo", "kind": "changed", "ids": ["Zebedee Quux"], "note": "zq@example.com"}',
+    "Zebedee Quux, zq@example.com",
+])
+def test_a_malformed_message_leaks_no_name_to_the_log_or_the_activity_entry(
+        h: Harness, body: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sent = services().storage.queue(FROM_MARKETO).send_message(body)
+    (entry,) = eventually(lambda: [e for e in h.activity("poison") if e.details.get("message_id") == sent.id])
+    assert entry.message.startswith(f"bad message on {FROM_MARKETO}: ")
+    logged = eventually(lambda: [r for r in caplog.records if sent.id in r.getMessage()])
+    for text in (entry.message, json.dumps(entry.details), *(r.getMessage() for r in logged)):
+        assert "Zebedee" not in text and "Quux" not in text and "zq@" not in text, text
+    poisoned = services().storage.queue(f"{FROM_MARKETO}-poison").peek_messages(max_messages=32)
+    assert body in [m.content for m in poisoned]  # the message itself is kept unchanged for a retry
