@@ -357,6 +357,15 @@ def test_http_keys_methods_routes_and_errors(run_host: Callable[..., FunctionHos
     assert any("http  sync_person  POST /api/people/42  201" in line for line in lines), lines
 
 
+def test_request_paths_are_logged_with_control_characters_escaped(run_host: Callable[..., FunctionHost],
+                                                                    lines: list[str]) -> None:
+    host = run_host(http_app(Recorder()))
+    assert httpx.get(f"{host.http_url}/api/no%00where%7Fforged%1B[31m").status_code == 404
+    (line,) = [line for line in lines if "where" in line]
+    assert "http  -  GET /api/no\\x00where\\x7fforged\\x1b[31m  404" in line, line
+    assert line.isprintable(), line
+
+
 def test_route_templates_compile_like_the_hosts() -> None:
     pattern, names = compile_route("people/{id:int}/tags/{tag?}", "api")
     assert names == ("id", "tag")
