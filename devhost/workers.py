@@ -44,6 +44,8 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
+from devhost.failures import FailureLog
+
 __all__ = ["MAX_WORKERS", "WorkerError", "WorkerPool", "run_function", "worker_count"]
 
 MAX_WORKERS = 10  # the host's limit for FUNCTIONS_WORKER_PROCESS_COUNT
@@ -153,12 +155,15 @@ def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int])
     send_lock = threading.Lock()
     threads = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="invocation")
 
+    failures = FailureLog(logging.getLogger("devhost.worker"))
+
     def execute(call_id: int, name: str, kind: str, data: dict[str, Any]) -> None:
         try:
             user_function, arg = functions[name]
             reply: tuple[Any, ...] = (call_id, True, run_function(user_function, arg, unpack(kind, data)))
+            failures.succeeded(name)
         except Exception as exc:
-            logging.getLogger("devhost.worker").exception("function %s failed", name)
+            failures.failed(name, exc)
             reply = (call_id, False, _portable(exc))
         with send_lock:
             try:
