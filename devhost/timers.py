@@ -29,8 +29,8 @@ import azure.functions as func
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
-from devhost.hostjson import parse_timespan
 from devhost.failures import describe
+from devhost.hostjson import parse_timespan
 
 PAST_DUE_TOLERANCE = timedelta(milliseconds=250)
 _TIMESPAN_SCHEDULE = re.compile(r"^\s*(\d+\.)?\d{1,2}:\d{1,2}(:\d{1,2})?\s*$")

@@ -33,6 +33,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -138,9 +139,22 @@ def _portable(exc: BaseException) -> BaseException:
         return WorkerError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the host process is gone (even killed by SIGKILL): the closed
+    pipe ends the loop below, but an invocation still running would keep the worker alive."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int]) -> None:
     # Ctrl-C reaches the whole process group; the host decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(os.getppid())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s [worker {os.getpid()}] %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)

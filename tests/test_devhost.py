@@ -165,8 +165,8 @@ def test_timer_fires_every_second(run_host: Callable[..., FunctionHost], lines: 
 
 def test_a_failing_timer_logs_one_line_per_failure_and_its_traceback_when_the_error_changes(
         run_host: Callable[..., FunctionHost], lines: list[str], caplog: pytest.LogCaptureFixture) -> None:
-    errors = [MarketoTransient("606", "rate limit (requestId a1)"), MarketoTransient("606", "rate limit (requestId b2)"),
-              MarketoTransient("606", "rate limit (requestId c3)"), DataverseTransient(503, "0x80044151", "busy")]
+    errors = [*(MarketoTransient("606", f"rate limit (requestId {i})") for i in ("a1", "b2", "c3")),
+              DataverseTransient(503, "0x80044151", "busy")]
     rec = Recorder()
     app = func.FunctionApp()
 

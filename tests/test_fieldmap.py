@@ -121,7 +121,8 @@ def test_a_blank_email_is_none(raw: str) -> None:
 
 
 def test_an_email_is_stripped_since_people_are_matched_on_it() -> None:
-    assert FieldSpec("email", {"lead": "emailaddress1"}, type="email").canonical(" ann@example.com ") == "ann@example.com"
+    email = FieldSpec("email", {"lead": "emailaddress1"}, type="email")
+    assert email.canonical(" ann@example.com ") == "ann@example.com"
 
 
 def test_email_compares_case_insensitively_names_do_not() -> None:
