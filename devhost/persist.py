@@ -55,7 +55,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 @dataclass
-class _Target:
+class Target:
     """One emulator: how to tell it changed, take its snapshot, and put a snapshot back."""
 
     path: Path
@@ -65,7 +65,7 @@ class _Target:
     saved: Any = None
 
 
-def marketo_target(directory: Path, emulator: Any) -> _Target:
+def marketo_target(directory: Path, emulator: Any) -> Target:
     """The Marketo emulator (a `MarketoEmulator`): its store is only touched on its event
     loop, so the snapshot is taken there, between two requests."""
     core = emulator.core
@@ -92,10 +92,10 @@ def marketo_target(directory: Path, emulator: Any) -> _Target:
         core.clock.offset_s = doc["clock_offset_s"]
         vars(core.store).update(doc["store"])
 
-    return _Target(directory / "marketo.pickle", signature, snapshot, restore)
+    return Target(directory / "marketo.pickle", signature, snapshot, restore)
 
 
-def dataverse_target(directory: Path, emulator: Any) -> _Target:
+def dataverse_target(directory: Path, emulator: Any) -> Target:
     """The Dataverse emulator (a started `DataverseEmulator`): its store's lock guards every change."""
     store = emulator.emulator.store
 
@@ -110,13 +110,13 @@ def dataverse_target(directory: Path, emulator: Any) -> _Target:
         with store.lock:
             vars(store).update(doc["store"])
 
-    return _Target(directory / "dataverse.pickle", signature, snapshot, restore)
+    return Target(directory / "dataverse.pickle", signature, snapshot, restore)
 
 
 class EmulatorState:
     """Loads the emulators' snapshots from `directory` and keeps them saved while running."""
 
-    def __init__(self, directory: Path, targets: list[_Target], *, every_s: float = 2.0) -> None:
+    def __init__(self, directory: Path, targets: list[Target], *, every_s: float = 2.0) -> None:
         self.directory = directory
         self.targets = targets
         self.every_s = every_s
