@@ -33,6 +33,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
+
+from devhost.failures import FailureLog
 
 __all__ = ["MAX_WORKERS", "WorkerError", "WorkerPool", "run_function", "worker_count"]
 
@@ -136,9 +139,22 @@ def _portable(exc: BaseException) -> BaseException:
         return WorkerError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the host process is gone (even killed by SIGKILL): the closed
+    pipe ends the loop below, but an invocation still running would keep the worker alive."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int]) -> None:
     # Ctrl-C reaches the whole process group; the host decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(os.getppid())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s [worker {os.getpid()}] %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -153,12 +169,15 @@ def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int])
     send_lock = threading.Lock()
     threads = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="invocation")
 
+    failures = FailureLog(logging.getLogger("devhost.worker"))
+
     def execute(call_id: int, name: str, kind: str, data: dict[str, Any]) -> None:
         try:
             user_function, arg = functions[name]
             reply: tuple[Any, ...] = (call_id, True, run_function(user_function, arg, unpack(kind, data)))
+            failures.succeeded(name)
         except Exception as exc:
-            logging.getLogger("devhost.worker").exception("function %s failed", name)
+            failures.failed(name, exc)
             reply = (call_id, False, _portable(exc))
         with send_lock:
             try:

@@ -211,8 +211,9 @@ def _why_poisoned(source: str, message_id: str, text: str | None, logged: Mappin
         return logged[("id", message_id)]
     if text is None:
         return "unreadable: not base64-encoded UTF-8 (the host moved it without running the function)"
-    if (source, text[:2000]) in logged:
-        return logged[(source, text[:2000])]
+    for key in ((source, telemetry.redact_body(text)[:2000]), (source, text[:2000])):  # entries before masking
+        if key in logged:
+            return logged[key]
     try:
         work = Work.from_json(text)
     except BadMessage as exc:

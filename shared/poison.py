@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from azure.core.exceptions import AzureError
 
-from shared import activity
+from shared import activity, telemetry
 from shared.activity import Entry
 from shared.errors import BadMessage
 from shared.runtime import Services
@@ -18,16 +18,22 @@ from shared.workqueue import Work
 
 log = logging.getLogger("leadsync")
 POISON_PERSON = "poison"
+# The words a work message's reason may quote as what was expected: never a person's data.
+VOCABULARY = frozenset({"marketo", "dynamics", "changed", "deleted", "lead", "contact"})
 
 
 def park_bad_message(svc: Services, queue: str, body: bytes, reason: str, *, message_id: str | None) -> None:
-    """Copy the body unchanged to the poison queue and log why; the caller then returns."""
+    """Copy the body unchanged to the poison queue and log why; the caller then returns.
+
+    The log line and the activity entry carry the reason and the body with their values
+    masked (`telemetry.redact_body`): a malformed message can hold anything, names included."""
     text = body.decode("utf-8", errors="replace")
     copy = svc.storage.queue(f"{queue}-poison").send_message(text)
-    svc.activity.write([Entry(POISON_PERSON, activity.PARKED, f"bad message on {queue}: {reason}",
-                              details={"queue": queue, "message_id": message_id, "body": text[:2000],
-                                       "poison_message_id": copy.id})])
-    log.error("message %s on %s moved to %s-poison: %s", message_id, queue, queue, reason)
+    why = telemetry.redact(reason, quoted=True, keep=VOCABULARY)
+    svc.activity.write([Entry(POISON_PERSON, activity.PARKED, f"bad message on {queue}: {why}",
+                              details={"queue": queue, "message_id": message_id,
+                                       "body": telemetry.redact_body(text)[:2000], "poison_message_id": copy.id})])
+    log.error("message %s on %s moved to %s-poison: %s", message_id, queue, queue, why)
 
 
 def decode_stored(content: str) -> str | None:
@@ -69,7 +75,7 @@ def _note(svc: Services, queues: Sequence[str], peek: int) -> int:
     for queue, m in waiting:
         content = str(m.content or "")
         text = decode_stored(content)
-        if m.id in known[0] or (text is not None and (queue, text[:2000]) in known[1]):
+        if m.id in known[0] or (text is not None and (queue, telemetry.redact_body(text)[:2000]) in known[1]):
             continue
         size = len(content.encode("utf-8", "surrogatepass"))
         entries.append(Entry(POISON_PERSON, activity.PARKED, f"bad message on {queue}: {_why(text)}",
