@@ -200,3 +200,17 @@ def test_backfill_never_links_a_look_alike_and_lists_it(h: Harness, pair: tuple[
     assert person is not None and (person["email"], person["firstName"]) == (theirs, "Other")
     failure = failures(h, f"contact:{contact['contactid']}")[0]
     assert NEAR_MISS in rules(failure)
+
+
+def test_backfill_leaves_a_record_deleted_in_marketo_alone_as_the_sync_does(h: Harness) -> None:
+    lead_id, marketo_id = new_linked_lead(h)
+    address = h.dataverse.get("leads", lead_id)["emailaddress1"]  # type: ignore[index]
+    h.marketo.delete_lead(marketo_id)
+    h.sync()  # the link ends with a tombstone: only a later Dynamics edit brings the person back
+    again = h.marketo.create_lead(email=address, firstName="Someone", lastName="Else")
+    report = backfill(services(), entities=("lead",))
+    assert lead_id not in {n.dynamics_id for n in report.linked}
+    (skip,) = [s for s in report.skipped if s.dynamics_id == lead_id]
+    assert "deleted in Marketo" in skip.reason
+    assert services().links.get(again) is None
+    h.drain()
