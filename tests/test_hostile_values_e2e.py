@@ -214,3 +214,17 @@ def test_backfill_leaves_a_record_deleted_in_marketo_alone_as_the_sync_does(h: H
     assert "deleted in Marketo" in skip.reason
     assert services().links.get(again) is None
     h.drain()
+
+
+def test_an_inactive_contact_with_nothing_new_is_an_echo_as_for_the_applier(h: Harness) -> None:
+    # One eligibility rule: "not open" is a lead's state; a contact's statecode does not make it news.
+    address = f"p{uuid.uuid4().hex[:10]}@example.com"
+    marketo_id = h.marketo.create_lead(email=address, firstName="Grace", lastName="Hopper")
+    contact = h.dataverse.create("contacts", {"firstname": "Grace", "lastname": "Hopper", "emailaddress1": address})
+    h.sync()
+    assert services().links.get(marketo_id) is not None
+    h.dataverse.update("contacts", contact["contactid"], {"statecode": 1, "statuscode": 2})
+    reads = "GET /rest/v1/leads.json"
+    before = h.marketo.stats()["calls_by_endpoint"].get(reads, 0)
+    h.sync(1, marketo=False)
+    assert h.marketo.stats()["calls_by_endpoint"].get(reads, 0) == before  # dropped by the poller: no apply
