@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..collation import fold
+
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
 DELETE_LEAD = 37
@@ -276,9 +278,9 @@ class Store:
 
     def _index(self, lead_id: int, old: str | None, new: str | None) -> None:
         if old:
-            self.by_email.get(old.lower(), set()).discard(lead_id)
+            self.by_email.get(fold(old), set()).discard(lead_id)
         if new:
-            self.by_email.setdefault(new.lower(), set()).add(lead_id)
+            self.by_email.setdefault(fold(new), set()).add(lead_id)
 
     def validate(self, values: dict[str, Any]) -> dict[str, Any]:
         """Coerced values, or RecordSkip 1006 (unknown field) / 1003 (bad value, read-only field)."""
@@ -348,7 +350,8 @@ class Store:
 
     def find(self, field_name: str, value: Any) -> list[int]:
         if field_name == "email":
-            return sorted(self.by_email.get(str(value).lower(), set()))
+            # Folded as a case-insensitive collation would: a look-alike address is found too.
+            return sorted(self.by_email.get(fold(str(value)), set()))
         if field_name == "id":
             try:
                 lead_id = int(value)
