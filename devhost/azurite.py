@@ -11,13 +11,17 @@ own "listening at" lines.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +33,7 @@ AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _LISTEN = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at http://[^:]+:(\d+)")
 
 
@@ -83,6 +88,7 @@ class Azurite:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # a Ctrl-C aimed at the host must not kill storage first
+            preexec_fn=die_with_parent(signal.SIGTERM if self.location is not None else signal.SIGKILL),
         )
         ports: dict[str, int] = {}
         ready = threading.Event()
@@ -133,6 +139,26 @@ class Azurite:
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         self.stop()
+
+
+def die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A `preexec_fn` that has Linux send `sig` to the child when this process dies, even by
+    SIGKILL (prctl PR_SET_PDEATHSIG), so a killed host leaves no orphan behind.
+
+    None off Linux, and when called outside the main thread: Linux sends the signal when
+    the *thread* that started the child ends, which for any other thread is too early.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above ran
+            os.kill(os.getpid(), sig)
+
+    return arm
 
 
 def have_node() -> bool:

@@ -46,6 +46,7 @@ from typing import Any
 
 import azure.functions as func
 
+from devhost.failures import FailureLog
 from devhost.hostjson import HostSettings, read_host_json
 from devhost.http import HttpFunction, HttpServer
 from devhost.queues import MESSAGE_LEASE, QueueListener
@@ -102,6 +103,7 @@ class FunctionHost:
         self.message_lease = message_lease
         self._sink = log or _print_line
         self._log_lock = threading.Lock()
+        self._failures = FailureLog(logger)
         self._settings: dict[str, str] | None = None  # the app settings while started
         self._timers: list[TimerRunner] = []
         self._queues: list[QueueListener] = []
@@ -297,10 +299,13 @@ class FunctionHost:
         def invoke(value: Any) -> Any:
             started = time.monotonic()
             try:
-                return run_function(user_function, arg, value)
-            except Exception:
-                logger.exception("function %s failed", name)
+                result = run_function(user_function, arg, value)
+            except Exception as exc:
+                self._failures.failed(name, exc)
                 raise
+            else:
+                self._failures.succeeded(name)
+                return result
             finally:
                 if timeout is not None and time.monotonic() - started > timeout.total_seconds():
                     self._log(f"host  {name}  ran longer than functionTimeout {timeout} "

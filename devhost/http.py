@@ -59,6 +59,12 @@ _CONSTRAINTS = {
 _PARAM = re.compile(r"\{(\*{1,2})?([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+)[^}?]*)?(\?)?\}")
 
 
+def printable(text: str) -> str:
+    """`text` safe for one log line: control characters (NUL, newline, ESC...) and lone
+    surrogates escaped as Python does in a repr, since request paths are the client's bytes."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 @dataclass(frozen=True)
 class HttpFunction:
     """One HTTP-triggered function as the server routes it."""
@@ -185,7 +191,7 @@ class HttpServer:
         request = Request(scope, receive)
         started = time.perf_counter()
         name, response = await self._respond(request)
-        self._log(f"http  {name}  {request.method} {request.url.path}  {response.status_code}  "
+        self._log(f"http  {name}  {printable(request.method)} {printable(request.url.path)}  {response.status_code}  "
                   f"{(time.perf_counter() - started) * 1000:.0f} ms")
         await response(scope, receive, send)
 

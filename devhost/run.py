@@ -1,7 +1,8 @@
 """`python -m devhost run`: Azurite, both emulators and the app, until SIGINT/SIGTERM.
 
 Contract (other tools rely on it): flags --port (the app, default 7071), --marketo-port,
---dataverse-port, --ca-out FILE, --function-key KEY, --poll-seconds N; the emulators accept
+--dataverse-port, --ca-out FILE, --function-key KEY, --poll-seconds N, --storage-dir DIR,
+--data-dir DIR (Azurite and both emulators on disk); the emulators accept
 client id `leadsync-dev` / secret `leadsync-dev-secret` (Dataverse tenant `leadsync-dev`);
 one line per service with its URL is printed once everything is ready.
 """
@@ -26,6 +27,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--poll-seconds", type=int, default=30, help="how often both pollers run (default 30)")
     p.add_argument("--storage-dir", type=Path, default=None,
                    help="keep Azurite's data in this folder (default: in memory)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="keep everything in this folder: Azurite's data under DIR/azurite and both emulators' "
+                        "state, so a restart on the same folder finds it all again (default: in memory)")
     p.add_argument("--connection-string", default=None,
                    help="use this storage account instead of starting Azurite")
     args = p.parse_args(argv)
@@ -41,7 +45,8 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, lambda *_: stop.set())
     config = StackConfig(app_port=args.port, marketo_port=args.marketo_port, dataverse_port=args.dataverse_port,
                          ca_out=args.ca_out, function_key=args.function_key, poll_seconds=args.poll_seconds,
-                         storage_location=args.storage_dir, connection_string=args.connection_string)
+                         storage_location=args.storage_dir, connection_string=args.connection_string,
+                         data_dir=args.data_dir)
     with Stack(config) as stack:
         print(f"app        {stack.app_url}/api/sync-person  (function key: {args.function_key})", flush=True)
         print(f"marketo    {stack.marketo.base_url}", flush=True)

@@ -46,6 +46,8 @@ class StackConfig:
     client_secret: str = DEV_CLIENT_SECRET
     tenant: str = DEV_TENANT
     storage_location: Path | None = None  # None: in-memory Azurite
+    data_dir: Path | None = None  # Azurite under DIR/azurite and the emulators' state in DIR (devhost.persist)
+    save_every_s: float = 2.0  # with data_dir: how often a changed emulator is saved
     connection_string: str | None = None  # use this storage instead of starting Azurite
     marketo_options: dict[str, Any] = field(default_factory=dict)
     dataverse_options: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class Stack:
         self.marketo: Any = None
         self.dataverse: Any = None
         self.host: Any = None
+        self.state: Any = None
         self.env: dict[str, str] = {}
         self._configured = False  # the app settings were handed to this process's app
         self._tmp = tempfile.TemporaryDirectory(prefix="leadsync-")
@@ -75,13 +78,16 @@ class Stack:
             if cfg.connection_string:
                 connection = cfg.connection_string
             else:
-                self.azurite = Azurite(location=cfg.storage_location)
+                location = cfg.storage_location or (cfg.data_dir / "azurite" if cfg.data_dir else None)
+                self.azurite = Azurite(location=location)
                 connection = self.azurite.start()
             self.marketo = MarketoEmulator(client_id=cfg.client_id, client_secret=cfg.client_secret,
                                            port=cfg.marketo_port, **cfg.marketo_options).__enter__()
             self.dataverse = DataverseEmulator(tenant=cfg.tenant, client_id=cfg.client_id,
                                                client_secret=cfg.client_secret, port=cfg.dataverse_port,
                                                **cfg.dataverse_options).__enter__()
+            if cfg.data_dir is not None:
+                self.state = open_state(cfg.data_dir, self.marketo, self.dataverse, cfg.save_every_s)
             ca_path = str(self.dataverse.ca_path)
             if cfg.ca_out is not None:
                 Path(cfg.ca_out).write_bytes(Path(ca_path).read_bytes())
@@ -138,6 +144,9 @@ class Stack:
             if obj is not None:
                 obj.stop()
                 setattr(self, part, None)
+        if self.state is not None:
+            self.state.stop()  # the last snapshot, while the emulators are still there
+            self.state = None
         for part in ("dataverse", "marketo"):
             obj = getattr(self, part)
             if obj is not None:
@@ -160,6 +169,17 @@ class Stack:
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         self.stop()
+
+
+def open_state(directory: Path, marketo: Any, dataverse: Any, every_s: float) -> Any:
+    """Load both emulators' snapshots from `directory` and keep saving them there."""
+    from devhost.persist import EmulatorState, dataverse_target, marketo_target
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = EmulatorState(directory, [marketo_target(directory, marketo), dataverse_target(directory, dataverse)],
+                          every_s=every_s)
+    state.load()
+    return state.start()
 
 
 def load_app() -> Any:

@@ -29,6 +29,7 @@ import azure.functions as func
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.failures import describe
 from devhost.hostjson import parse_timespan
 
 PAST_DUE_TOLERANCE = timedelta(milliseconds=250)
@@ -197,7 +198,7 @@ class TimerRunner:
         try:
             self._invoke(request)
         except Exception as exc:  # the host boundary: report it (host logs the traceback) and keep the schedule
-            self._log(f"timer  {self.name}  past_due={past_due}  FAILED ({_describe(exc)})  {_ms(started)}")
+            self._log(f"timer  {self.name}  past_due={past_due}  FAILED ({describe(exc)})  {_ms(started)}")
         else:
             self._log(f"timer  {self.name}  past_due={past_due}  ok  {_ms(started)}")
 
@@ -206,6 +207,3 @@ def _ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.0f} ms"
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

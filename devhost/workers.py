@@ -33,6 +33,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,8 @@ from typing import Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
+
+from devhost.failures import FailureLog
 
 __all__ = ["MAX_WORKERS", "WorkerError", "WorkerPool", "run_function", "worker_count"]
 
@@ -137,6 +140,18 @@ def _portable(exc: BaseException) -> BaseException:
         return WorkerError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the host process is gone (even killed by SIGKILL): the closed
+    pipe ends the loop below, but an invocation still running would keep the worker alive."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int],
                  env: dict[str, str] | None = None) -> None:
     # Ctrl-C reaches the whole process group; the host decides when workers stop.
@@ -144,6 +159,7 @@ def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int],
     if env is not None:  # this worker's own environment: the app settings the host handed over
         os.environ.clear()
         os.environ.update(env)
+    _exit_with_parent(os.getppid())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s [worker {os.getpid()}] %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -158,12 +174,15 @@ def _worker_main(conn: Connection, script_file: str, log_levels: dict[str, int],
     send_lock = threading.Lock()
     threads = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="invocation")
 
+    failures = FailureLog(logging.getLogger("devhost.worker"))
+
     def execute(call_id: int, name: str, kind: str, data: dict[str, Any]) -> None:
         try:
             user_function, arg = functions[name]
             reply: tuple[Any, ...] = (call_id, True, run_function(user_function, arg, unpack(kind, data)))
+            failures.succeeded(name)
         except Exception as exc:
-            logging.getLogger("devhost.worker").exception("function %s failed", name)
+            failures.failed(name, exc)
             reply = (call_id, False, _portable(exc))
         with send_lock:
             try:

@@ -10,8 +10,10 @@ import azure.functions as func
 
 from shared import telemetry
 from shared.config import poll_schedule
+from shared.poison import note_unlogged_poison
 from shared.poll import PollReport, poll_dataverse, poll_marketo
 from shared.runtime import services
+from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")
@@ -33,6 +35,7 @@ def _report(side: str, reports: list[PollReport], timer: func.TimerRequest, star
 def poll_marketo_changes(timer: func.TimerRequest) -> None:
     started = time.perf_counter()
     _report("marketo", poll_marketo(services()), timer, started)
+    note_unlogged_poison(services(), (FROM_MARKETO, FROM_DYNAMICS))
 
 
 @bp.timer_trigger(schedule=poll_schedule("DATAVERSE_POLL_SCHEDULE"), arg_name="timer", run_on_startup=False,

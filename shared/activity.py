@@ -25,6 +25,7 @@ read back, one row per person where one per batch says the same.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import zlib
 from collections import Counter
@@ -69,6 +70,7 @@ FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED})
 ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
 _MAX_TICKS = 10**19
+_SURROGATE = re.compile("[\ud800-\udfff]")
 PERSON_BUCKETS = 16
 
 
@@ -100,13 +102,19 @@ def _hour(at: datetime) -> str:
 def _to_entity(entry: Entry, pk: str, rk: str) -> dict[str, Any]:
     row = {
         "PartitionKey": pk, "RowKey": rk, "person": entry.person, "kind": entry.kind,
-        "message": entry.message[:8000], "direction": entry.direction,
+        "message": _storable(entry.message[:8000]), "direction": entry.direction,
         "details": _details_json(entry.details), "at": entry.at,
         "operation_id": entry.operation_id,
     }
     if entry.count != 1:  # only summaries carry it: every other row reads back as 1
         row["count"] = entry.count
     return row
+
+
+def _storable(text: str) -> str:
+    """`text` with any lone UTF-16 surrogate written as its escape: the Table service refuses one,
+    and one service's error message can quote the value that caused it."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _details_json(details: dict[str, Any]) -> str:

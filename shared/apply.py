@@ -23,26 +23,26 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from shared import activity
+from shared import activity, eligibility
 from shared.dataverse import WriteOp
 from shared.echo import never_modified
+from shared.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
 from shared.errors import Problem, StateConflict
 from shared.fieldmap import Value
 from shared.links import CREATING, LINKED, PARKED, Link
 from shared.merge import MergeResult, merge
 from shared.report import Outcomes, flush
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
-from shared.validation import validate
+from shared.validation import unencodable, validate
 from shared.workqueue import Work, chunked
 
 log = logging.getLogger("leadsync")
 
 M2D = activity.Direction.MARKETO_TO_DYNAMICS
 D2M = activity.Direction.DYNAMICS_TO_MARKETO
-OPEN = 0  # lead statecode Open; 1 Qualified, 2 Disqualified
 RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sent it back usually clears by then
 
 
@@ -105,18 +105,19 @@ def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
 def _likely_new(svc: Services, entity: str, record: Mapping[str, Any]) -> bool:
     """Never modified since created, and a record `_link_or_create` would link or create
     (so that what `reserve_index` inserts for it is soon a link's pointer)."""
-    if not never_modified(record) or not _passes_filter(svc, record):
+    if not never_modified(record):
         return False
     if entity == "contact" and record.get("_originatingleadid_value"):
         return False
-    if entity == "lead" and record.get("statecode", OPEN) != OPEN:
-        return False
-    return svc.fields.email.canonical(record.get(svc.fields.email.column(entity) or "")) is not None
+    return _eligible(svc, entity, record, linking=True).ok
 
 
-def _passes_filter(svc: Services, record: Mapping[str, Any]) -> bool:
-    """Only an explicit No (false) on the sync-filter column keeps a record out."""
-    return record.get(svc.settings.sync_filter_field) is not False
+def _eligible(svc: Services, entity: str, record: Mapping[str, Any], *, linking: bool,
+              deleted_in_marketo_at: datetime | None = None) -> eligibility.Verdict:
+    email = svc.fields.email.canonical(record.get(svc.fields.email.column(entity) or ""))
+    return eligibility.check(record, entity=entity, sync_filter_field=svc.settings.sync_filter_field,
+                             email=email if isinstance(email, str) else None, linking=linking,
+                             deleted_in_marketo_at=deleted_in_marketo_at)
 
 
 def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any]],
@@ -136,41 +137,52 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
     for record in records:
         rid = record[key].lower()
         who = f"{entity}:{rid}"
-        if not _passes_filter(svc, record):
-            continue  # the sync filter is No: not ours to sync
+        verdict = _eligible(svc, entity, record, linking=True, deleted_in_marketo_at=buried.get(rid))
+        if verdict.reason is eligibility.Reason.SYNC_FILTER_OFF:
+            continue  # not ours to sync
         if entity == "contact" and record.get("_originatingleadid_value"):
             handled, moved = _follow_qualification(batch, record)
             if moved is not None:
                 to_merge.append(moved)
             if handled:
                 continue
-        if entity == "lead" and record.get("statecode", OPEN) != OPEN:
-            continue  # qualified or disqualified leads are never new Marketo people
-        if rid in buried and not _modified_after(record, buried[rid]):
-            continue  # deleted in Marketo; only a later Dynamics edit brings the person back
-        email = email_spec.canonical(record.get(email_col or ""))
-        if email is None:
-            out.failed(who, activity.VALIDATION_FAILED,
-                       [Problem(email_col or "email", "required", "email is blank: LeadSync matches people on email")],
+        if verdict.reason is eligibility.Reason.NO_EMAIL:
+            out.failed(who, activity.VALIDATION_FAILED, [Problem(email_col or "email", "required", verdict.message)],
                        direction=D2M, marketo_id=None, what=f"linking {entity}")
+            continue
+        if not verdict.ok:
+            continue  # a lead no longer open, or a person deleted in Marketo: not a new Marketo person
+        # A value no encoder can write would sink the lookup or the create for the whole batch.
+        unsendable = unencodable(svc.fields.from_dynamics(entity, record))
+        if unsendable:
+            out.failed(who, activity.VALIDATION_FAILED, unsendable, direction=D2M, marketo_id=None,
+                       what=f"linking {entity}")
             continue
         candidates.append(record)
     if not candidates:
         return to_merge
     emails = [str(email_spec.canonical(r.get(email_col or ""))) for r in candidates]
+    # Marketo's lookup may also return look-alike addresses: each hit is grouped under the
+    # wanted address it resembles, and only the same address (ASCII case aside) matches.
     found: dict[str, list[dict[str, Any]]] = {}
     for lead in svc.marketo.find_leads("email", list(dict.fromkeys(emails)), ["id", "email"]):
-        found.setdefault(str(lead.get("email", "")).lower(), []).append(lead)
+        found.setdefault(loose_key(str(lead.get("email") or "")), []).append(lead)
     to_match: list[Link] = []
     to_create: list[tuple[Mapping[str, Any], dict[str, Value]]] = []
     claimed: set[str] = set()
     for record, email in zip(candidates, emails, strict=True):
         rid = record[key].lower()
-        matches = sorted(found.get(email.lower(), []), key=lambda lead: int(lead["id"]))
-        if email.lower() in claimed:
+        hits = sorted(found.get(loose_key(email), []), key=lambda lead: int(lead["id"]))
+        matches = [lead for lead in hits if same_address(lead.get("email"), email)]
+        if exact_key(email) in claimed:
             batch.retry_dynamics[entity].append(rid)  # a twin in this batch: link it next round
             continue
-        claimed.add(email.lower())
+        claimed.add(exact_key(email))
+        if hits and not matches:
+            out.failed(f"{entity}:{rid}", activity.VALIDATION_FAILED,
+                       [Problem(email_col or "email", NEAR_MISS, near_miss_message(f"Marketo person {lead['id']}"))
+                        for lead in hits], direction=D2M, marketo_id=None, what=f"linking {entity}")
+            continue
         if matches:
             marketo_id = int(matches[0]["id"])
             existing = svc.links.get(marketo_id)
@@ -202,14 +214,6 @@ def _link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, An
     if to_create:
         _create_marketo_people(batch, entity, to_create)
     return to_merge
-
-
-def _modified_after(record: Mapping[str, Any], moment: datetime) -> bool:
-    raw = record.get("modifiedon")
-    if not raw:
-        return True
-    # modifiedon has whole seconds: an edit in the same second as the delete counts as after it.
-    return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) + timedelta(seconds=1) > moment
 
 
 def _save_new(batch: Batch, entity: str, links: Iterable[Link]) -> list[Link]:
@@ -302,10 +306,11 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
         if d is None:
             gone_dynamics.append(link)
             continue
-        if not _passes_filter(svc, d):
+        verdict = _eligible(svc, entity, d, linking=False)
+        if verdict.reason is eligibility.Reason.SYNC_FILTER_OFF:
             batch.out.add(link.person, activity.SKIPPED, f"sync filter is No on {entity} {did}: not synced")
             continue
-        if entity == "lead" and d.get("statecode", OPEN) != OPEN:
+        if verdict.reason is eligibility.Reason.LEAD_NOT_OPEN:
             _qualified_lead(batch, link, did)
             continue
         pending.append(Pending(link, m, dict(d)))
@@ -365,7 +370,13 @@ def _merge_and_write(batch: Batch, pending: list[Pending]) -> None:
                 etag = p.dynamics.get("@odata.etag")
                 to_dynamics.append((p, WriteOp.update(ENTITY_SETS[entity], str(link.dynamics_id), body, etag)))
         if p.result.to_marketo:
-            to_marketo.append((p, {"id": link.marketo_id, **svc.fields.to_marketo(p.result.to_marketo)}))
+            unsendable = unencodable(p.result.to_marketo)
+            if unsendable:
+                p.marketo_failed = True
+                out.failed(link.person, activity.VALIDATION_FAILED, unsendable, direction=D2M,
+                           marketo_id=link.marketo_id, what="updating the Marketo person")
+            else:
+                to_marketo.append((p, {"id": link.marketo_id, **svc.fields.to_marketo(p.result.to_marketo)}))
     if to_dynamics:
         results = svc.dataverse.batch_write([op for _, op in to_dynamics])
         for (p, _), res in zip(to_dynamics, results, strict=True):

@@ -13,14 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import activity
+from shared import activity, eligibility
 from shared.activity import Entry
+from shared.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
 from shared.errors import StateConflict
 from shared.jsonable import to_jsonable
 from shared.links import Link, person_key
 from shared.merge import merge
 from shared.ops import Progress
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
+from shared.validation import unencodable
 from shared.workqueue import chunked
 
 
@@ -97,35 +99,51 @@ def _backfill_chunk(svc: Services, report: BackfillReport, entity: str, records:
     key = PRIMARY_KEYS[entity]
     email_spec = svc.fields.email
     email_col = email_spec.column(entity) or ""
-    linked = svc.links.by_dynamics_many(entity, [str(r[key]).lower() for r in records])
+    found = svc.links.lookup(entity, [str(r[key]).lower() for r in records])
+    linked = found.links
     report.already_linked += len(linked)
     candidates: dict[str, tuple[str, Mapping[str, Any]]] = {}  # id -> (email, record)
     for r in records:
         rid = str(r[key]).lower()
         email = email_spec.canonical(r.get(email_col))
-        if rid in linked or r.get(svc.settings.sync_filter_field) is False:
+        if rid in linked:
             continue
-        if entity == "lead" and r.get("statecode", 0) != 0:
-            continue  # a qualified or disqualified lead is not a person to link
-        if not isinstance(email, str):
-            report.skipped.append(Skip(entity, rid, "email is blank"))
-        elif email.lower() in seen_emails:
+        verdict = eligibility.check(r, entity=entity, sync_filter_field=svc.settings.sync_filter_field,
+                                    email=email if isinstance(email, str) else None, linking=True,
+                                    deleted_in_marketo_at=found.buried.get(rid))
+        if verdict.reason in (eligibility.Reason.SYNC_FILTER_OFF, eligibility.Reason.LEAD_NOT_OPEN):
+            continue  # not a person to link
+        if not verdict.ok:
+            report.skipped.append(Skip(entity, rid, verdict.message))
+        elif unsendable := unencodable(svc.fields.from_dynamics(entity, r)):
+            report.skipped.append(Skip(entity, rid, "; ".join(p.message for p in unsendable)))
+        elif exact_key(str(email)) in seen_emails:
             report.skipped.append(Skip(entity, rid, "another Dynamics record with this email came first"))
         else:
-            seen_emails.add(email.lower())
-            candidates[rid] = (email.lower(), r)
+            seen_emails.add(exact_key(str(email)))
+            candidates[rid] = (str(email), r)
     if not candidates:
         return
     emails = list(dict.fromkeys(e for e, _ in candidates.values()))
-    people: dict[str, dict[str, Any]] = {}
+    # Marketo's lookup may return look-alike addresses too: hits are grouped by the address
+    # they resemble, and only the same address (ASCII case aside) is a match.
+    hits: dict[str, list[dict[str, Any]]] = {}
     for p in sorted(svc.marketo.find_leads("email", emails, svc.marketo_fields()), key=lambda p: int(p["id"])):
-        people.setdefault(str(p.get("email", "")).lower(), p)  # the oldest person, as the applier picks
+        hits.setdefault(loose_key(str(p.get("email") or "")), []).append(p)  # oldest first, as the applier picks
+    people = {email: same[0] for email, _ in candidates.values()
+              if (same := [p for p in hits.get(loose_key(email), []) if same_address(p.get("email"), email)])}
     taken = svc.links.get_many(int(p["id"]) for p in people.values())
     new: list[NewLink] = []
     missing: list[str] = []
+    near: list[tuple[str, str]] = []  # (record id, why)
     specs = svc.fields.for_entity(entity)
     for rid, (email, record) in candidates.items():
         person = people.get(email)
+        if person is None and (alike := hits.get(loose_key(email))):
+            why = "; ".join(near_miss_message(f"Marketo person {p['id']}") for p in alike)
+            report.skipped.append(Skip(entity, rid, why))
+            near.append((rid, why))
+            continue
         if person is None:
             missing.append(rid)
             report.unmatched.append(Skip(entity, rid, "no Marketo person has this email"))
@@ -144,6 +162,10 @@ def _backfill_chunk(svc: Services, report: BackfillReport, entity: str, records:
     if report.dry_run:
         report.linked += new
         return
+    if near:  # listed with the failures, so a person sees them without running the backfill again
+        svc.activity.write([Entry(f"{entity}:{rid}", activity.VALIDATION_FAILED,
+                                  f"linking {entity} (backfill) failed: {why}", "dynamics->marketo",
+                                  {"problems": [{"field": "email", "rule": NEAR_MISS}]}) for rid, why in near])
     _link_and_enqueue(svc, report, entity, new, missing if create_missing else [])
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from shared import eligibility
 from shared.links import LINKED, Link
 from shared.marketo import LeadChange
 from shared.runtime import PRIMARY_KEYS, Services
@@ -49,7 +50,9 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
     news = []
     for rid, record in by_id.items():
         link = links.get(rid)
-        if (link is None or record.get("statecode", 0) != 0 or record.get(svc.settings.sync_filter_field) is False
+        # A record not ours to sync as it stands (filter off, lead closed) needs the applier's decision.
+        if (link is None or not eligibility.check(record, entity=entity, email=None, linking=False,
+                                                  sync_filter_field=svc.settings.sync_filter_field).ok
                 or not _echo(svc, link, svc.fields.from_dynamics(entity, record))):
             news.append(rid)
     return news

@@ -104,6 +104,8 @@ class ValidationRule(StrEnum):
     TYPE = "type"
     UNKNOWN = "unknown"  # a column Dynamics does not have
     REJECTED = "rejected"  # the service refused a record that passed our checks
+    ENCODING = "encoding"  # a value no encoder can write (a lone surrogate)
+    NEAR_MISS = "near_miss"  # an email lookup found only look-alike addresses
 
 
 @dataclass(frozen=True)

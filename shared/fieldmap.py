@@ -5,7 +5,8 @@ default `fieldmap_default.json`). Each entry names a Marketo REST field and the 
 column it maps to on `lead` and/or `contact`. The sync compares and stores values in a
 *canonical* form keyed by the Marketo name, so merge rules never see wire formats:
 
-    string / phone   stripped text; "" and None are both None (blank)
+    string / phone   the text exactly as written (surrounding spaces kept); "" and None
+                     are both None (blank)
     email            stripped text (compared case-insensitively via `comparable`)
     choice           the Marketo label; Dataverse holds the option value (int)
     boolean          True / False / None
@@ -84,7 +85,9 @@ class FieldSpec:
                 return int(text)
             except ValueError:
                 return text
-        text = str(raw).strip()
+        # Only an address is trimmed (it is matched on); other text travels exactly as written,
+        # so a create and an update of the same value write the same thing.
+        text = str(raw).strip() if self.type == "email" else str(raw)
         return text or None
 
     def from_dynamics(self, raw: Any) -> Value:

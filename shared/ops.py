@@ -27,7 +27,7 @@ from shared.errors import BadMessage, StateConflict
 from shared.health import HealthSnapshot
 from shared.jsonable import to_jsonable
 from shared.links import PARKED, Link, LinkStore, person_key
-from shared.poison import POISON_PERSON
+from shared.poison import POISON_PERSON, decode_stored, fingerprint
 from shared.runtime import Services
 from shared.storage import Storage
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
@@ -194,20 +194,28 @@ def parked_links(state: State, marketo_ids: Iterable[int] | None = None) -> list
 
 
 def poison_reasons(state: State) -> dict[tuple[str, str], str]:
-    """(work queue, body) -> the reason logged when the message was poisoned as unreadable."""
+    """(work queue, body) -> the reason logged when the message was poisoned as unreadable;
+    ("id", poison message id) -> the reason noted for a message the host poisoned by itself."""
     reasons: dict[tuple[str, str], str] = {}
     for e in reversed(state.activity.for_person(POISON_PERSON, limit=1000)):  # newest wins
-        queue, body = e.details.get("queue"), e.details.get("body")
+        queue, body, noted = e.details.get("queue"), e.details.get("body"), e.details.get("poison_message_id")
         if isinstance(queue, str) and isinstance(body, str):
             reasons[(queue, body)] = e.message
+        if isinstance(noted, str):
+            reasons[("id", noted)] = e.message
     return reasons
 
 
-def _why_poisoned(source: str, body: str, logged: Mapping[tuple[str, str], str]) -> str:
-    if (source, body[:2000]) in logged:
-        return logged[(source, body[:2000])]
+def _why_poisoned(source: str, message_id: str, text: str | None, logged: Mapping[tuple[str, str], str]) -> str:
+    if ("id", message_id) in logged:
+        return logged[("id", message_id)]
+    if text is None:
+        return "unreadable: not base64-encoded UTF-8 (the host moved it without running the function)"
+    for key in ((source, telemetry.redact_body(text)[:2000]), (source, text[:2000])):  # entries before masking
+        if key in logged:
+            return logged[key]
     try:
-        work = Work.from_json(body)
+        work = Work.from_json(text)
     except BadMessage as exc:
         return f"unreadable: {exc.reason}"
     return f"failed on every delivery (retries exhausted): see the function logs for op={work.operation_id}"
@@ -221,10 +229,14 @@ def failures(state: State) -> Failures:
     for source in WORK_QUEUES:
         name = source + POISON_SUFFIX
         depths[name] = state.queues.depth(name)
-        for m in state.storage.queue(name).peek_messages(max_messages=PEEK_MAX):
-            body = str(m.content)
-            poison.append(PoisonMessage(name, source, m.id, m.inserted_on, redact(body[:2000]),
-                                        redact(_why_poisoned(source, body, logged))))
+        # Raw: a message the host could not decode is not base64, and the base64 client fails on it.
+        for m in state.storage.raw_queue(name).peek_messages(max_messages=PEEK_MAX):
+            stored = str(m.content or "")
+            text = decode_stored(stored)
+            shown = (text if text is not None else
+                     f"(not base64, {len(stored)} characters, sha256 {fingerprint(stored)})")
+            poison.append(PoisonMessage(name, source, m.id, m.inserted_on, redact(shown[:2000]),
+                                        redact(_why_poisoned(source, m.id, text, logged))))
     return Failures(parked, tuple(poison), depths)
 
 
@@ -286,16 +298,18 @@ def retry_parked(state: State, *, marketo_ids: Iterable[int] | None = None, dry_
 def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> RetryResult:
     """Move readable poison messages back to their work queue; unreadable ones stay.
 
-    Each message is deleted from the poison queue only after its re-send succeeded, so a
-    crash in between duplicates a message (harmless: messages carry ids) but never loses
-    one. A dry run peeks (at most 32 per queue) and changes nothing.
+    Readable: base64 of a valid work message, or a valid work message stored without its
+    base64 (sent by hand); it is re-sent base64-encoded, so the trigger can read it. Each
+    message is deleted from the poison queue only after its re-send succeeded, so a crash
+    in between duplicates a message (harmless: messages carry ids) but never loses one. A
+    dry run peeks (at most 32 per queue) and changes nothing.
     """
     out: list[PoisonRetry] = []
     for source in WORK_QUEUES:
-        poison = state.storage.queue(source + POISON_SUFFIX)
+        poison = state.storage.raw_queue(source + POISON_SUFFIX)
         if dry_run:
             for m in poison.peek_messages(max_messages=PEEK_MAX):
-                out.append(_poison_verdict(source, m.id, str(m.content), moved=False))
+                out.append(_poison_verdict(source, m.id, str(m.content or ""), moved=False)[0])
             continue
         held = []
         while True:
@@ -304,9 +318,9 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> R
             if not batch:
                 break
             for m in batch:
-                verdict = _poison_verdict(source, m.id, str(m.content), moved=True)
-                if verdict.moved:
-                    state.storage.queue(source).send_message(str(m.content))
+                verdict, text = _poison_verdict(source, m.id, str(m.content or ""), moved=True)
+                if text is not None:
+                    state.storage.queue(source).send_message(text)
                     poison.delete_message(m)
                 else:
                     held.append(m)
@@ -316,13 +330,18 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> R
     return RetryResult(dry_run, poison=tuple(out))
 
 
-def _poison_verdict(source: str, message_id: str, body: str, *, moved: bool) -> PoisonRetry:
+def _poison_verdict(source: str, message_id: str, stored: str, *, moved: bool) -> tuple[PoisonRetry, str | None]:
+    """The verdict on one stored poison message, and the work message text to re-send (None: leave it)."""
+    decoded = decode_stored(stored)
+    text = decoded if decoded is not None else stored  # a work message sent by hand without its base64
     try:
-        work = Work.from_json(body)
+        work = Work.from_json(text)
     except BadMessage as exc:
-        return PoisonRetry(source + POISON_SUFFIX, message_id, "left", f"unreadable: {exc.reason}")
+        reason = exc.reason if decoded is not None else "not base64-encoded UTF-8, nor a work message"
+        return PoisonRetry(source + POISON_SUFFIX, message_id, "left", f"unreadable: {reason}"), None
     outcome = "moved" if moved else "would move"
-    return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, f"{outcome} to {source} (op={work.operation_id})")
+    note = f"{outcome} to {source} (op={work.operation_id})"
+    return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, note), text
 
 
 # -- explain ---------------------------------------------------------------------------

@@ -8,6 +8,9 @@ Marketo, so a forged body cannot inject values. Outcomes:
     otherwise, valid                                          -> the lead is created now ("created")
     otherwise, invalid                                        -> "invalid" with the reasons, also
                                                                   written to the person's activity logs
+    a record has only a look-alike email (the lookup's        -> "invalid" (rule near_miss): never linked,
+    collation matched e.g. ß to ss; see shared.emails)           never a second lead for that address
+    a field holds a value no encoder can write                -> "invalid" (rule encoding)
 It never forces an update sync: an existing lead is left to the background sync.
 
 Concurrent calls for one person: the first claims the person's link row (an atomic
@@ -25,11 +28,12 @@ from typing import Any
 
 from shared import activity
 from shared.config import Secret
+from shared.emails import NEAR_MISS, near_miss_message, same_address
 from shared.errors import BadMessage, DataverseError, Problem, TransientError
-from shared.links import CREATING, Link
+from shared.links import CREATING, Link, person_key
 from shared.report import Outcomes, flush
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
-from shared.validation import validate
+from shared.validation import unencodable, validate
 
 MAX_BODY = 4096
 SECRET_HEADER = "x-leadsync-secret"
@@ -51,21 +55,64 @@ class Result:
 
 
 def parse_body(raw: bytes) -> int:
-    """The Marketo lead id from a webhook body; BadMessage says what is wrong."""
+    """The Marketo lead id from a webhook body; BadMessage says what is wrong.
+
+    The body must be exactly the webhook template `{"leadId": {{lead.Id}}}` as Marketo
+    renders it: UTF-8 JSON (no byte-order mark) of at most MAX_BODY bytes, one object whose
+    only key is `leadId`, once, holding a JSON integer in 1..2**31-1. JSON whitespace
+    between tokens is allowed; strings, floats, booleans, extra or repeated keys are not.
+    """
     if len(raw) > MAX_BODY:
         raise BadMessage(f"body is larger than {MAX_BODY} bytes")
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadMessage("body is not UTF-8") from None
+    if text.startswith("\ufeff"):
+        raise BadMessage("body starts with a byte-order mark; send plain UTF-8 JSON")
+    # Checked before parsing, because json.loads recurses once per level and a 4 KiB body
+    # can nest deep enough to exhaust the stack.
+    if _nesting(text) > 1:
+        raise BadMessage('body must be a flat JSON object like {"leadId": 1234}')
+    try:
+        body = json.loads(text, object_pairs_hook=_pairs)
+    except ValueError:
         raise BadMessage('body must be JSON like {"leadId": 1234}') from None
-    if not isinstance(body, dict) or "leadId" not in body:
-        raise BadMessage('body must be a JSON object with "leadId"')
+    if not isinstance(body, dict) or list(body) != ["leadId"]:
+        raise BadMessage('body must be a JSON object with the one key "leadId"')
     lead_id = body["leadId"]
-    if isinstance(lead_id, str) and lead_id.strip().isdigit():
-        lead_id = int(lead_id.strip())
-    if isinstance(lead_id, bool) or not isinstance(lead_id, int) or not 0 < lead_id < 2**31:
-        raise BadMessage('"leadId" must be a positive whole number (the webhook token {{lead.Id}})')
+    if type(lead_id) is not int or not 0 < lead_id < 2**31:
+        raise BadMessage('"leadId" must be a JSON integer from 1 to 2147483647 (the webhook token {{lead.Id}})')
     return lead_id
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise BadMessage("body repeats a key")
+    return dict(pairs)
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of JSON arrays and objects in `text`, brackets inside strings ignored."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float = 20.0) -> Result:
@@ -86,17 +133,28 @@ def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> R
     if not leads:
         return Result("not_found", 404, {"status": "not_found", "error": f"Marketo has no person {lead_id}"})
     values = svc.fields.from_marketo(leads[0])
+    unsendable = unencodable(values)
+    if unsendable:  # before the lookup: such a value cannot even be put in a query
+        return _invalid(out, lead_id, unsendable, "creating the Dynamics lead")
     email_spec = svc.fields.email
     email = values.get(email_spec.marketo)
     if email is not None:
         # Leads and contacts at once: the webhook waits for both lookups, not their sum.
-        lookups = {entity: svc.lookups.submit(svc.dataverse.find_by, ENTITY_SETS[entity], column, [str(email)],
-                                              [PRIMARY_KEYS[entity]])
+        lookups = {entity: (column, svc.lookups.submit(svc.dataverse.find_by, ENTITY_SETS[entity], column,
+                                                       [str(email)], [PRIMARY_KEYS[entity], column]))
                    for entity in ("lead", "contact") if (column := email_spec.column(entity)) is not None}
-        for entity, lookup in lookups.items():  # a lead with the email wins over a contact with it
+        near: list[str] = []
+        for entity, (column, lookup) in lookups.items():  # a lead with the email wins over a contact with it
+            key = PRIMARY_KEYS[entity]
+            # The lookup's collation also finds look-alike addresses: only the same address links.
             matches = lookup.result()
-            if matches:
-                return _link_existing(svc, out, lead_id, entity, matches[0][PRIMARY_KEYS[entity]].lower(), wait_s)
+            exact = [m for m in matches if same_address(m.get(column), email)]
+            if exact:
+                return _link_existing(svc, out, lead_id, entity, exact[0][key].lower(), wait_s)
+            near += [f"Dynamics {entity} {m[key].lower()}" for m in matches]
+        if near:
+            problems = [Problem(email_spec.marketo, NEAR_MISS, near_miss_message(where)) for where in near]
+            return _invalid(out, lead_id, problems, "linking to an existing Dynamics record")
     claim = svc.links.claim(lead_id)
     if claim is None:
         current = svc.links.get(lead_id)
@@ -123,17 +181,22 @@ def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, An
             problems = [Problem("", "rejected", f"Dynamics {exc.code}: {exc.message}")]
     if problems:
         svc.links.delete(claim)
-        out.failed(claim.person, activity.VALIDATION_FAILED, problems, direction="marketo->dynamics",
-                   marketo_id=claim.marketo_id, what="creating the Dynamics lead")
-        return Result("invalid", 422, {"status": "invalid", "leadId": claim.marketo_id,
-                                       "problems": [{"field": p.field, "rule": p.rule, "message": p.message}
-                                                    for p in problems]})
+        return _invalid(out, claim.marketo_id, problems, "creating the Dynamics lead")
     base = {s.marketo: values.get(s.marketo) for s in specs}
     svc.links.save(Link(claim.marketo_id, "lead", lead_id.lower(), base=base, etag=claim.etag))
     out.add(claim.person, activity.CREATED, f"created Dynamics lead {lead_id} (real-time)",
             direction="marketo->dynamics")
     return Result("created", 201, {"status": "created", "leadId": claim.marketo_id, "dynamicsId": lead_id.lower(),
                                    "entity": "lead"})
+
+
+def _invalid(out: Outcomes, lead_id: int, problems: list[Problem], what: str) -> Result:
+    """A 422 with the reasons, which also go to the person's activity logs (ours and Marketo's)."""
+    out.failed(person_key(lead_id), activity.VALIDATION_FAILED, problems, direction="marketo->dynamics",
+               marketo_id=lead_id, what=what)
+    return Result("invalid", 422, {"status": "invalid", "leadId": lead_id,
+                                   "problems": [{"field": p.field, "rule": p.rule, "message": p.message}
+                                                for p in problems]})
 
 
 def _link_existing(svc: Services, out: Outcomes, lead_id: int, entity: str, dynamics_id: str,

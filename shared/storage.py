@@ -90,6 +90,17 @@ class Storage:
         """Close the table clients' pooled connections."""
         self._session.close()
 
+    def raw_queue(self, name: str) -> QueueClient:
+        """The queue `name` with no message encoding: content exactly as stored, whatever it is.
+
+        For reading poison queues, where a message may not be base64 (the host moved it
+        there because it could not decode it) and the base64 client would fail on it.
+        """
+        self.queue(name)  # created on first use, as every queue is
+        if self.connection_string:
+            return QueueClient.from_connection_string(self.connection_string, name)
+        return QueueClient(f"https://{self._account}.queue.core.windows.net", name, credential=self._credential)
+
     def queue_names(self) -> list[str]:
         return [q.name for q in self._queues.list_queues()]
 

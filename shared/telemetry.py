@@ -17,10 +17,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from opentelemetry import metrics
@@ -45,12 +46,39 @@ _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 QUOTED = "[value]"
 
 
-def redact(text: str, *, quoted: bool = False) -> str:
+def redact(text: str, *, quoted: bool = False, keep: Collection[str] = ()) -> str:
     """`text` with email addresses replaced; with `quoted`, quoted values too (services'
-    error messages quote the value they refused)."""
+    error messages quote the value they refused), except the words in `keep`."""
     if quoted:
-        text = _QUOTED.sub(QUOTED, text)
+        text = _QUOTED.sub(lambda m: m.group() if m.group()[1:-1] in keep else QUOTED, text)
     return _EMAIL.sub(REDACTED, text)
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def redact_body(text: str) -> str:
+    """A message body we could not interpret, with every value that could name a person
+    masked: in JSON, each string (GUIDs kept, keys kept with emails masked); any other
+    text as a whole, since nothing says which part of it is a name."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return f"[{len(text)} characters, not JSON]"
+    try:
+        return json.dumps(_masked(document), ensure_ascii=False)
+    except RecursionError:
+        return f"[{len(text)} characters of JSON, nested too deep to show]"
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if _GUID.fullmatch(value) else QUOTED
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {redact(k): _masked(v) for k, v in value.items()}
+    return value  # numbers, booleans and null name nobody
 
 
 class RedactingFilter(logging.Filter):

@@ -30,12 +30,16 @@ SERVER_DEFAULTED = frozenset({
 })
 STRING_TYPES = frozenset({"String", "Memo"})
 REQUIRED_LEVELS = frozenset({"SystemRequired", "ApplicationRequired"})
+ENCODING = ValidationRule.ENCODING  # the Problem rule of a value that cannot be encoded at all
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\\\]]+@" + _LABEL + r"(?:\." + _LABEL + r")+$")
 _PHONE = re.compile(r"^[0-9+()\-./ xXextEXT#*]{1,}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A lone UTF-16 surrogate can arrive in JSON ("\\ud800") but no UTF-8 or UTF-16 encoder will
+# write it, so a record carrying one can never be sent: it fails alone, before any encoding.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
             return [Problem(rule.name, ValidationRule.TYPE, f"{name} must be text, got {type(value).__name__}")]
         if _CONTROL.search(value):
             return [Problem(rule.name, ValidationRule.FORMAT, f"{name} contains control characters")]
+        if _SURROGATE.search(value):
+            return [Problem(rule.name, ENCODING, _unencodable_message(name))]
         # Dataverse counts MaxLength in UTF-16 code units (.NET string length), not code points.
         length = len(value.encode("utf-16-le")) // 2
         if rule.max_length is not None and length > rule.max_length:
@@ -137,6 +143,20 @@ def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
             return [Problem(rule.name, ValidationRule.TYPE, f"{name} must be a whole number, got {_short(value)}")]
         return []
     return []
+
+
+def unencodable(values: Mapping[str, Any]) -> list[Problem]:
+    """A problem for each text value that no encoder can write (a lone UTF-16 surrogate).
+
+    For values on their way anywhere (a lookup, a write to Marketo): one bad value fails
+    its own record with this reason instead of raising for the whole request or batch.
+    """
+    return [Problem(name, ENCODING, _unencodable_message(name)) for name, value in values.items()
+            if isinstance(value, str) and _SURROGATE.search(value)]
+
+
+def _unencodable_message(name: str) -> str:
+    return f"{name} contains an invalid character (a lone UTF-16 surrogate) that cannot be sent"
 
 
 def _short(value: Any) -> str:

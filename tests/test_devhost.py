@@ -26,6 +26,7 @@ from devhost.http import compile_route
 from devhost.queues import QueueListener
 from devhost.timers import CronSchedule, IntervalSchedule, parse_schedule
 from shared import config
+from shared.errors import DataverseTransient, MarketoTransient
 from tests.devhost_app import Recorder, http_app, queue_app, timer_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,6 +162,34 @@ def test_timer_fires_every_second(run_host: Callable[..., FunctionHost], lines: 
     assert all(0.7 < gap < 1.3 for gap in gaps), gaps
     assert not any(c.data["past_due"] for c in calls)
     assert any("timer  tick  past_due=False  ok" in line for line in lines), lines
+
+
+def test_a_failing_timer_logs_one_line_per_failure_and_its_traceback_when_the_error_changes(
+        run_host: Callable[..., FunctionHost], lines: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    errors = [*(MarketoTransient("606", f"rate limit (requestId {i})") for i in ("a1", "b2", "c3")),
+              DataverseTransient(503, "0x80044151", "busy")]
+    rec = Recorder()
+    app = func.FunctionApp()
+
+    @app.timer_trigger(schedule="*/1 * * * * *", arg_name="timer")
+    def poll(timer: func.TimerRequest) -> None:
+        with rec.run("poll"):
+            pass
+        if len(rec.of("poll")) <= len(errors):
+            raise errors[len(rec.of("poll")) - 1]
+
+    caplog.set_level("DEBUG", logger="devhost.host")
+    run_host(app)
+    rec.wait_for("poll", 6, timeout=10)
+    failed = [r for r in caplog.records if r.name == "devhost.host" and r.levelname == "ERROR"][:4]
+    assert ["[606]" in r.getMessage() for r in failed] == [True, True, True, False]
+    assert "DataverseTransient [0x80044151]" in failed[3].getMessage()
+    # The traceback comes with the first failure and with a changed error; repeats get one line.
+    assert [r.exc_info is not None for r in failed] == [True, False, False, True]
+    assert all("\n" not in r.getMessage() for r in failed)
+    debug = [r for r in caplog.records if r.name == "devhost.host" and r.levelname == "DEBUG" and r.exc_info]
+    assert len(debug) >= 2  # each repeat's traceback is still there at DEBUG
+    assert sum("timer  poll  past_due=False  FAILED (MarketoTransient [606]" in line for line in lines) >= 3, lines
 
 
 def test_overrunning_timer_never_overlaps_and_is_past_due(run_host: Callable[..., FunctionHost]) -> None:
@@ -357,6 +386,15 @@ def test_http_keys_methods_routes_and_errors(run_host: Callable[..., FunctionHos
     assert [c.data["route"] for c in calls] == [{"person_id": "42"}, {"person_id": "7"}]
     assert calls[1].data["params"] == {"code": KEY, "source": "test"}
     assert any("http  sync_person  POST /api/people/42  201" in line for line in lines), lines
+
+
+def test_request_paths_are_logged_with_control_characters_escaped(run_host: Callable[..., FunctionHost],
+                                                                    lines: list[str]) -> None:
+    host = run_host(http_app(Recorder()))
+    assert httpx.get(f"{host.http_url}/api/no%00where%7Fforged%1B[31m").status_code == 404
+    (line,) = [line for line in lines if "where" in line]
+    assert "http  -  GET /api/no\\x00where\\x7fforged\\x1b[31m  404" in line, line
+    assert line.isprintable(), line
 
 
 def test_route_templates_compile_like_the_hosts() -> None:

@@ -194,7 +194,7 @@ def test_custom_activities(marketo: MarketoEnv, marketo_client: Make) -> None:  
     assert results[0].status == "added" and results[0].marketo_guid
     assert results[1].status == "skipped" and results[1].reasons[0].code == "1004"
     logged = marketo.admin.activities(lead_id)
-    assert len(logged) == 1 and logged[0]["activityDate"] == "2026-01-02T03:04:05+0000"
+    assert len(logged) == 1 and logged[0]["activityDate"] == "2026-01-02T03:04:05Z"
     # the plain forms: a string primary attribute, tuple attributes, raw wire dicts
     other = client.ensure_activity_type("plain", "Plain", "reason", [("detail", "Detail", "text")])
     assert other != type_id

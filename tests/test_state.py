@@ -22,6 +22,7 @@ from shared.activity import (
     COLLISION,
     CREATED,
     PARKED,
+    REJECTED,
     SYNCED,
     VALIDATION_FAILED,
     ActivityLog,
@@ -495,3 +496,12 @@ def test_queues_are_created_on_first_use(storage: Storage) -> None:
     assert name in storage.queue_names()
     assert storage.queue(name) is queue
     assert WorkQueues(storage).depth(name) == 0
+
+
+def test_an_entry_quoting_an_unencodable_value_is_stored_with_it_escaped(storage: Storage) -> None:
+    log = ActivityLog(storage)
+    log.write([Entry("m9", REJECTED, "Marketo 1003: Invalid value 'Ann\ud800'", details={"value": "Ann\udfff"})])
+    (entry,) = log.for_person("m9")
+    assert entry.message == "Marketo 1003: Invalid value 'Ann\\ud800'"
+    entry.message.encode("utf-8")  # any reader can print, log or serve it
+    assert entry.details == {"value": "Ann\udfff"}  # JSON keeps the value exactly, as an ASCII escape

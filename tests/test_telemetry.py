@@ -61,3 +61,18 @@ def test_setup_without_application_insights_only_installs_the_filter() -> None:
         assert sum(isinstance(f, telemetry.RedactingFilter) for f in handler.filters) == 1
     finally:
         root.removeHandler(handler)
+
+
+def test_a_message_body_keeps_its_shape_and_loses_every_text_value() -> None:
+    guid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    body = '{"v": 1, "source": "Ann Lee", "ids": [7, "Bob", "' + guid + '"], "x": {"ann@example.com": "Zoë"}}'
+    assert telemetry.redact_body(body) == ('{"v": 1, "source": "[value]", "ids": [7, "[value]", "' + guid + '"], '
+                                           '"x": {"<email>": "[value]"}}')
+    assert telemetry.redact_body("Ann Lee, ann@example.com") == "[24 characters, not JSON]"
+
+
+def test_quoted_values_are_redacted_except_the_words_kept() -> None:
+    text = "source 'Ann Lee' is not 'marketo' or 'dynamics'"
+    assert telemetry.redact(text, quoted=True, keep={"marketo", "dynamics"}) == (
+        "source [value] is not 'marketo' or 'dynamics'")
+    assert telemetry.redact(text, quoted=True) == "source [value] is not [value] or [value]"

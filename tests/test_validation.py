@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.errors import Problem
-from shared.validation import ColumnRule, EntityRules, labelled, validate
+from shared.validation import ENCODING, ColumnRule, EntityRules, labelled, unencodable, validate
 
 LEAD = EntityRules("lead", {r.name: r for r in [
     ColumnRule("emailaddress1", "String", max_length=100, format="Email"),
@@ -276,3 +276,17 @@ def test_hostile_values_give_a_problem_or_pass_never_an_exception(column: str, v
         assert isinstance(p, Problem)
         assert p.rule in RULE_NAMES
         assert p.message and "\n" not in p.message
+
+
+@pytest.mark.parametrize("column", ["firstname", "emailaddress1", "description"])
+def test_a_lone_surrogate_is_a_problem_of_its_record_never_an_exception(column: str) -> None:
+    found = problems({**VALID, column: "Ann\ud800"})
+    assert [(p.field, p.rule) for p in found] == [(column, ENCODING)]
+    assert "\ud800" not in found[0].message and "surrogate" in found[0].message
+    found[0].message.encode("utf-8")  # safe to log and to store
+
+
+def test_unencodable_names_every_value_no_encoder_can_write() -> None:
+    values = {"firstName": "Ann\udfff", "lastName": "Lee", "email": "\ud83d@x.com", "numberOfEmployees": 5,
+              "city": "Zürich 😀"}  # a real astral character is fine
+    assert [(p.field, p.rule) for p in unencodable(values)] == [("firstName", ENCODING), ("email", ENCODING)]

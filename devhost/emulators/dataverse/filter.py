@@ -6,7 +6,7 @@ literals with doubled single quotes, unquoted GUIDs and ISO dates, ints/decimals
 `true`/`false`, `contains/startswith/endswith` (SQL wildcards honoured),
 `Microsoft.Dynamics.CRM.In/NotIn(PropertyName='x',PropertyValues=["a","b"])`, and the
 OData `col in ('a','b')` operator (spec says unsupported live; accepted here as the brief asks).
-String comparisons are case-insensitive.
+String comparisons are case- and accent-insensitive (`devhost.emulators.collation.fold`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from ..collation import fold
 from .metadata import GUID_TYPES, INT_TYPES, STRING_TYPES, Attr
 
 
@@ -313,7 +314,7 @@ def _norm(value: Any) -> Any:
     if isinstance(value, str):
         if _DATE.fullmatch(value) and "T" in value:
             return _parse_date(value)
-        return value.casefold()
+        return fold(value)  # case- and accent-insensitive, as a Dataverse collation compares
     if isinstance(value, datetime):
         return value
     return value

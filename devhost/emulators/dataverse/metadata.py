@@ -54,6 +54,8 @@ class Attr:
             return "Edm.Boolean"
         if t == "DateTime":
             return "Edm.DateTimeOffset"
+        if t == "Money":
+            return "Edm.Decimal"
         return "Edm.String"
 
 
@@ -123,6 +125,7 @@ def build_entities() -> dict[str, EntityDef]:
         Attr("statecode", "State", required_level="SystemRequired", options=dict(LEAD_STATES)),
         Attr("statuscode", "Status", options=dict(LEAD_STATUSES)),
         Attr("parentcontactid", "Lookup", binds={"parentcontactid": "contacts"}),
+        Attr("revenue", "Money"),  # OOB "Annual Revenue": the one money column, for formatted values
     ]
     contact_attrs = _shared("contact", "contactid") + [
         Attr("statecode", "State", required_level="SystemRequired", options=dict(CONTACT_STATES)),
@@ -153,6 +156,7 @@ _CAST = {
     "Owner": "LookupAttributeMetadata",
     "Customer": "LookupAttributeMetadata",
     "BigInt": "BigIntAttributeMetadata",
+    "Money": "MoneyAttributeMetadata",
 }
 
 

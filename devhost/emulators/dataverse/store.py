@@ -485,6 +485,10 @@ class Store:
             if not isinstance(value, bool):
                 raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Boolean'.")
             return value
+        if t == "Money":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Decimal'.")
+            return float(value)
         if t in GUID_TYPES:
             if not isinstance(value, str) or not is_guid(value):
                 raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")

@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from . import batch as batchfmt
 from . import filter as odata_filter
-from .metadata import EntityDef, attribute_json, select_keys
+from . import formatted, metadata_api
+from .metadata import EntityDef
 from .store import ApiError, Store, Tombstone, is_guid, not_found
 
 API_PREFIX = "/api/data/v9.2/"
@@ -28,10 +29,6 @@ EXPIRED_CODE = "0x80044352"
 EXPIRED_MESSAGE = "Version stamp associated with the client has expired. Please perform a full sync."
 _KEY_PAIR = re.compile(r"\s*(\w+)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _ENTITY_URL = re.compile(r"^(\w+)(?:\((.*)\))?(?:/(.+))?$", re.DOTALL)
-_METADATA_URL = re.compile(
-    r"^EntityDefinitions\(LogicalName='(\w+)'\)(?:/Attributes(?:\(LogicalName='(\w+)'\))?"
-    r"(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?$"
-)
 _PREFER = re.compile(r'\s*([\w.-]+)(?:\s*=\s*("[^"]*"|[^,]*))?\s*(?:,|$)')
 
 
@@ -102,6 +99,7 @@ class WebApi:
         self.org_id = str(uuid.uuid4())
         self.user_id = str(uuid.uuid4())
         self.bu_id = str(uuid.uuid4())
+        self.metadata_stamps: dict[str, dict[str, str]] = {}  # RetrieveMetadataChanges stamps issued
 
     # -- entry -------------------------------------------------------------------------------
     def dispatch(self, req: Req) -> Resp:
@@ -139,6 +137,8 @@ class WebApi:
             return self.batch(req)
         if path.startswith("EntityDefinitions"):
             return self.metadata(req, path)
+        if path.startswith("RetrieveMetadataChanges("):
+            return metadata_api.retrieve_metadata_changes(self, req, path, self.metadata_stamps)
         m = _ENTITY_URL.match(path)
         if not m or m.group(1) not in self.store.by_set:
             segment = path.split("(")[0].split("/")[0]
@@ -183,13 +183,17 @@ class WebApi:
                 raise _bad_query(f"Could not find a property named '{c}' on type '{entity.type_name}'.")
         return cols
 
-    def render(self, entity: EntityDef, row: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
-        """`@odata.etag` on every record; primary key always returned."""
+    def render(self, entity: EntityDef, row: dict[str, Any], select: list[str] | None,
+               annotate: list[str] | None = None) -> dict[str, Any]:
+        """`@odata.etag` on every record; primary key always returned; `annotate` holds the
+        `odata.include-annotations` terms asked for."""
         out: dict[str, Any] = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
         cols = select if select else list(entity.readable())
         for c in cols:
             out[c] = row.get(c)
         out[entity.primary_id] = row[entity.primary_id]
+        if annotate:
+            formatted.annotate(self.store, entity, out, annotate)
         return out
 
     def _context(self, entity: EntityDef, select: list[str] | None, suffix: str = "") -> str:
@@ -263,6 +267,9 @@ class WebApi:
             except ValueError as exc:
                 raise _bad_query("odata.maxpagesize must be an integer.") from exc
             applied.append(f"odata.maxpagesize={page_size}")
+        wanted = formatted.requested(prefer)
+        if wanted:
+            applied.append(f'odata.include-annotations="{",".join(wanted)}"')
         if "$skip" in opts:
             raise _bad_query("The query parameter $skip is not supported.")
         if "$deltatoken" in opts:
@@ -324,7 +331,7 @@ class WebApi:
                                   anchor=anchor)
         body: dict[str, Any] = {
             "@odata.context": self._context(entity, select),
-            "value": [self.render(entity, r, select) for r in page],
+            "value": [self.render(entity, r, select, wanted) for r in page],
         }
         if rest:
             body["@odata.nextLink"] = self._link(entity, req.query, "$skiptoken", next_cookie)
@@ -394,10 +401,11 @@ class WebApi:
         ]
         items += [((1, t.version), None, t) for t in tombs]
         page, rest = items[:page_size], items[page_size:]
+        wanted = formatted.requested(parse_prefer(req.headers.get("prefer")))
         body: dict[str, Any] = {
             "@odata.context": self._context(entity, select, "/$delta"),
             "value": [
-                self.render(entity, row, select) if row is not None
+                self.render(entity, row, select, wanted) if row is not None
                 else {"@odata.context": deleted_ctx, "id": tomb.id, "reason": "deleted"}  # type: ignore[union-attr]
                 for _, row, tomb in page
             ],
@@ -422,8 +430,12 @@ class WebApi:
         prefer = parse_prefer(req.headers.get("prefer"))
         if req.headers.get("if-none-match") == etag and "odata.include-annotations" not in prefer:
             return Resp(304, {"OData-Version": "4.0", "ETag": etag})
-        body = {"@odata.context": self._context(entity, select, "/$entity"), **self.render(entity, row, select)}
-        return json_resp(200, body, {"ETag": etag})
+        wanted = formatted.requested(prefer)
+        body = {"@odata.context": self._context(entity, select, "/$entity"), **self.render(entity, row, select, wanted)}
+        headers = {"ETag": etag}
+        if wanted:
+            headers["Preference-Applied"] = f'odata.include-annotations="{",".join(wanted)}"'
+        return json_resp(200, body, headers)
 
     def _written(self, req: Req, entity: EntityDef, row: dict[str, Any], created: bool) -> Resp:
         url = self.entity_url(entity, row[entity.primary_id])
@@ -433,7 +445,9 @@ class WebApi:
         if "return" in parse_prefer(req.headers.get("prefer")) and \
                 parse_prefer(req.headers.get("prefer"))["return"] == "representation":
             select = self._select(entity, req)
-            body = {"@odata.context": self._context(entity, select, "/$entity"), **self.render(entity, row, select)}
+            wanted = formatted.requested(parse_prefer(req.headers.get("prefer")))
+            body = {"@odata.context": self._context(entity, select, "/$entity"),
+                    **self.render(entity, row, select, wanted)}
             return json_resp(201 if created else 200, body, headers)
         return Resp(204, {"OData-Version": "4.0", **headers})
 
@@ -560,43 +574,8 @@ class WebApi:
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata(self, req: Req, path: str) -> Resp:
-        """EntityDefinitions(LogicalName='x')[/Attributes[(LogicalName='y')][/<cast>]]."""
-        m = _METADATA_URL.match(path)
-        if not m or req.method != "GET":
-            raise ApiError(404, "0x8004f510", f"Resource not found for the segment '{path}'.")
-        logical, attr_name, cast = m.groups()
-        entity = self.store.entities.get(logical)
-        if entity is None:
-            raise ApiError(404, "0x80040217", f"Could not find an entity with name {logical}.")
-        opts = dict(req.query)
-        select = [s.strip() for s in opts.get("$select", "").split(",") if s.strip()] or None
-        expand = "OptionSet" in opts.get("$expand", "")
-        if "/Attributes" not in path:
-            facts = {
-                "@odata.context": f"{self.root}$metadata#EntityDefinitions/$entity",
-                "LogicalName": entity.logical_name, "EntitySetName": entity.entity_set,
-                "PrimaryIdAttribute": entity.primary_id, "PrimaryNameAttribute": "fullname",
-                "ChangeTrackingEnabled": True, "IsOptimisticConcurrencyEnabled": True,
-                "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, entity.logical_name)),
-            }
-            return json_resp(200, select_keys(facts, select))
-        from .metadata import cast_name
-
-        attrs = list(entity.attrs.values())
-        if cast:
-            attrs = [a for a in attrs if cast_name(a) == cast]
-        if attr_name:
-            match = [a for a in attrs if a.logical_name == attr_name]
-            if not match:
-                raise ApiError(404, "0x80040217", f"Could not find attribute {attr_name} of {logical}"
-                               + (f" as {cast}" if cast else "") + ".")
-            item = select_keys(attribute_json(entity, match[0], expand), select)
-            return json_resp(200, {"@odata.context": f"{self.root}$metadata#EntityDefinitions('{logical}')/Attributes"
-                                   "/$entity", **item})
-        return json_resp(200, {
-            "@odata.context": f"{self.root}$metadata#EntityDefinitions('{logical}')/Attributes",
-            "value": [select_keys(attribute_json(entity, a, expand), select) for a in attrs],
-        })
+        """EntityDefinitions in every addressing form the Web API serves (metadata_api)."""
+        return metadata_api.metadata(self, req, path)
 
     # -- $batch -----------------------------------------------------------------------------
     def batch(self, req: Req) -> Resp:

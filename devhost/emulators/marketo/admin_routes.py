@@ -12,9 +12,10 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from devhost.emulators.jsonresp import JSONResponse
 from devhost.emulators.marketo.store import SOURCE_UI, RecordSkip, fmt_date
 
 if TYPE_CHECKING:

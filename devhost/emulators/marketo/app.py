@@ -256,7 +256,8 @@ def paging_token(emu: Emulator, call: Call) -> dict[str, Any]:
 
 
 def _activity_page(
-    emu: Emulator, call: Call, retention_s: float, wanted: Callable[[Activity], bool]
+    emu: Emulator, call: Call, retention_s: float, wanted: Callable[[Activity], bool],
+    render: Callable[[Activity], dict[str, Any]] = Activity.item,
 ) -> dict[str, Any]:
     decoded = decode_token(call.required("nextPageToken"))
     if decoded is None:
@@ -288,7 +289,7 @@ def _activity_page(
     else:
         new_asof = asof
     return emu.envelope(
-        [a.item() for a in found],
+        [render(a) for a in found],
         nextPageToken=encode_token(new_asof, new_position),
         moreResult=more,
         warnings=[],
@@ -492,6 +493,12 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 # --------------------------------------------------------------------------- ASGI
 
 
+def _joined(parsed: dict[str, list[str]]) -> dict[str, str]:
+    """A repeated parameter (`fields=a&fields=b`) means the comma list `a,b`: Marketo binds these
+    parameters as arrays (the swagger's collectionFormat multi), so both spellings name the same list."""
+    return {k: ",".join(v) for k, v in parsed.items()}
+
+
 class Drop(Exception):
     """Raised after the response has started: uvicorn closes the connection mid-response."""
 
@@ -506,6 +513,9 @@ class MarketoApp:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         from devhost.emulators.marketo.admin_routes import admin_routes  # admin lives beside, not inside
+        from devhost.emulators.marketo.reads import read_routes
+
+        self.routes = ROUTES + read_routes()
 
         self.admin = Starlette(routes=[
             Route("/identity/oauth/token", self.identity, methods=["GET", "POST"]),
@@ -623,15 +633,18 @@ class MarketoApp:
             return emu.failure("607", f"Daily quota '{limits.daily_quota}' reached")
         emu.count(emu.scope)
         method = request.method
-        params = {k: v for k, v in request.query_params.items()}
+        params = _joined(parse_qs(request.url.query, keep_blank_values=True))
         content_type = request.headers.get("content-type", "")
-        if method == "POST" and params.get("_method", "").upper() == "GET":
+        form: dict[str, str] = {}
+        if method == "POST" and content_type.lower().startswith("application/x-www-form-urlencoded"):
+            form = _joined(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
+        # `_method=GET` may ride in the query or in the form body (clients put it beside long filter lists).
+        if method == "POST" and (params.get("_method") or form.get("_method", "")).upper() == "GET":
             method = "GET"
-            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-            params.update({k: v[-1] for k, v in form.items()})
+            params.update(form)
         call = Call(method, request.url.path, params, body, content_type, emu.scope, {})
         path_known = False
-        for route_method, pattern, handler in ROUTES:
+        for route_method, pattern, handler in self.routes:
             match = pattern.match(call.path)
             if match is None:
                 continue

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..collation import fold
+
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
 DELETE_LEAD = 37
@@ -51,8 +53,9 @@ class Clock:
 
 
 def fmt_date(value: datetime) -> str:
-    """Marketo's activityDate format: `2014-09-17T22:31:49+0000`."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    """Marketo's activityDate format, `2014-09-17T22:31:49Z`: what the service and Adobe's activity
+    examples send, and what clients parse (marketorestpython reads it with `%Y-%m-%dT%H:%M:%SZ`)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fmt_datetime_field(value: datetime) -> str:
@@ -275,9 +278,9 @@ class Store:
 
     def _index(self, lead_id: int, old: str | None, new: str | None) -> None:
         if old:
-            self.by_email.get(old.lower(), set()).discard(lead_id)
+            self.by_email.get(fold(old), set()).discard(lead_id)
         if new:
-            self.by_email.setdefault(new.lower(), set()).add(lead_id)
+            self.by_email.setdefault(fold(new), set()).add(lead_id)
 
     def validate(self, values: dict[str, Any]) -> dict[str, Any]:
         """Coerced values, or RecordSkip 1006 (unknown field) / 1003 (bad value, read-only field)."""
@@ -347,7 +350,8 @@ class Store:
 
     def find(self, field_name: str, value: Any) -> list[int]:
         if field_name == "email":
-            return sorted(self.by_email.get(str(value).lower(), set()))
+            # Folded as a case-insensitive collation would: a look-alike address is found too.
+            return sorted(self.by_email.get(fold(str(value)), set()))
         if field_name == "id":
             try:
                 lead_id = int(value)
@@ -425,12 +429,18 @@ class Store:
             raise RecordSkip("1003", "Invalid activityDate")
         if item.get("primaryAttributeValue") in (None, ""):
             raise RecordSkip("1003", "primaryAttributeValue cannot be blank")
-        known = {a["apiName"] for a in atype.attributes}
+        # Adobe's Add Custom Activities names an attribute by `apiName` or by `name` (its display name;
+        # Adobe's examples also put the API name there, so that is accepted too); either must be defined.
+        by_key = {a["apiName"]: a["apiName"] for a in atype.attributes}
+        by_name = {**by_key, **{a["name"]: a["apiName"] for a in atype.attributes}}
         attributes = []
         for attr in item.get("attributes") or []:
-            if attr.get("apiName") not in known:
-                raise RecordSkip("1006", f"Field '{attr.get('apiName')}' not found")
-            attributes.append({"apiName": attr["apiName"], "value": attr.get("value")})
+            if not isinstance(attr, dict):
+                raise RecordSkip("1003", "Invalid attribute")
+            api_name = by_key.get(attr.get("apiName")) if "apiName" in attr else by_name.get(attr.get("name"))
+            if api_name is None:
+                raise RecordSkip("1006", f"Field '{attr.get('apiName', attr.get('name'))}' not found")
+            attributes.append({"apiName": api_name, "value": attr.get("value")})
         activity = Activity(
             seq=len(self.log) + 1,
             lead_id=lead_id,
