@@ -9,6 +9,7 @@ poison queue within seconds; the pause is re-checked every second.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -26,6 +27,8 @@ from devhost.harness import Harness, eventually, running
 from devhost.stack import ROOT, StackConfig
 from shared import activity
 from shared.cursors import MARKETO_CHANGES
+from shared.errors import QuotaExhausted
+from shared.links import Link
 from shared.runtime import services
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
@@ -68,6 +71,10 @@ def reasons(doc: dict[str, Any]) -> list[str]:
     return [r["text"] for r in doc["reasons"]]
 
 
+def link_of(marketo_id: int) -> Link | None:
+    return services().links.get(marketo_id)
+
+
 def poisoned() -> int:
     return sum(services().queues.depth(name) for name in POISON)
 
@@ -95,17 +102,18 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
     # A handful of calls are left: the quota runs out while both sides' edits are in flight.
     h.marketo.set_limits(daily_quota=h.marketo.stats()["counted_calls"] + 3)
     h.poll()
-    pause = eventually(lambda: services().pauses.current(), timeout=60)
-    assert pause.code == "607" and PAUSED in pause.describe()
-
-    # Paused: more polls and every deferred message's return neither poison nor move the cursor.
+    eventually(lambda: h.marketo.stats()["responses_by_code"].get("607"), timeout=60)
     cursor = services().cursors.get(MARKETO_CHANGES)
-    for _ in range(4):
+
+    # Out of quota: more polls, and messages coming back, neither poison work nor move the cursor.
+    for _ in range(5):
         h.poll()
         time.sleep(1.5)
     assert poisoned() == 0
     after = services().cursors.get(MARKETO_CHANGES)
     assert cursor is not None and after is not None and after.value == cursor.value
+    pause = services().pauses.current()
+    assert pause is not None and pause.code == "607" and PAUSED in pause.describe()
     waiting = services().queues.depth(FROM_MARKETO) + services().queues.depth(FROM_DYNAMICS)
     assert waiting >= 1  # the Dynamics edits wait on the queue, not in the poison queue
 
@@ -138,3 +146,45 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
         assert not any(PAUSED in t for t in reasons(doc)), reasons(doc)
         assert doc["paused"] is None and doc["quota"]["used"] is not None
     assert h.sync_person(newcomer).status_code == 201
+
+
+def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_the_reset(h: Harness) -> None:
+    newcomer = h.marketo.create_lead(email=f"q{uuid.uuid4().hex[:10]}@example.com", firstName="Web",
+                                     lastName="Hook", company="Quota")
+    h.marketo.set_limits(daily_quota=1)
+    with contextlib.suppress(QuotaExhausted):
+        services().marketo.usage()  # today has spent at least this one call: the quota is used up
+    response = h.sync_person(newcomer)
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) >= 1 and response.json()["status"] == "paused"
+    (entry,) = h.activity(f"m{newcomer}")
+    assert entry.kind == activity.PAUSED and PAUSED in entry.message
+    assert h.marketo.get_lead(newcomer) is not None and link_of(newcomer) is None
+
+    h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(daily_quota=50_000)
+    # Calls during the last second of the pause may still be answered 503 before a re-check.
+    statuses = eventually(lambda: [s for s in [h.sync_person(newcomer).status_code] if s != 503], timeout=60,
+                          every=0.5)
+    assert statuses == [201]
+    assert services().pauses.current() is None
+    link = link_of(newcomer)
+    assert link is not None and link.entity == "lead"
+
+
+def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is_back(h: Harness) -> None:
+    health_json(h)  # a usage reading from before the quota ran out, as the page caches it
+    h.marketo.set_limits(daily_quota=1)
+    with contextlib.suppress(QuotaExhausted):
+        services().marketo.usage()
+    h.poll(dataverse=False)  # the poller meets the 607 and pauses the sync for every reader
+    for doc in (health_json(h), status(h)["health"]):
+        assert doc["status"] == "failing" and doc["quota"]["exhausted"] is True
+        assert any(t.startswith("paused until ") and t.endswith(PAUSED) for t in reasons(doc)), reasons(doc)
+
+    h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(daily_quota=50_000)
+    eventually(lambda: h.poll(dataverse=False) or services().pauses.current() is None, timeout=60, every=0.5)
+    for doc in (health_json(h), status(h)["health"]):
+        assert doc["paused"] is None and doc["quota"]["exhausted"] is False and doc["quota"]["used"] is not None
+        assert not any("quota" in t for t in reasons(doc)), reasons(doc)
