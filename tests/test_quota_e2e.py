@@ -188,3 +188,25 @@ def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is
     for doc in (health_json(h), status(h)["health"]):
         assert doc["paused"] is None and doc["quota"]["exhausted"] is False and doc["quota"]["used"] is not None
         assert not any("quota" in t for t in reasons(doc)), reasons(doc)
+
+
+def test_a_607_in_the_middle_of_the_marketo_feed_keeps_the_pages_read_and_skips_no_edit(h: Harness) -> None:
+    people = linked_people(h, 10)
+    before = services().cursors.get(MARKETO_CHANGES)
+    for i, (_, marketo_id) in enumerate(people):
+        h.marketo.update_lead(marketo_id, title=f"Paged edit {i}")
+    # Two changes a page: the quota left runs out after about two of the five pages.
+    used = services().marketo.usage()
+    h.marketo.set_limits(max_batch=2, daily_quota=used + 3)
+    h.poll(dataverse=False)
+    moved = services().cursors.get(MARKETO_CHANGES)
+    assert before is not None and moved is not None and moved.value != before.value  # the pages read are kept
+    assert services().pauses.current() is not None
+
+    h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(max_batch=300, daily_quota=50_000)
+    h.sync(3)
+    assert poisoned() == 0
+    for i, (lead_id, _) in enumerate(people):
+        lead = h.dataverse.get("leads", lead_id)
+        assert lead is not None and lead["jobtitle"] == f"Paged edit {i}"
