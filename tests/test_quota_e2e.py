@@ -53,11 +53,15 @@ def h() -> Iterator[Harness]:
             yield harness
 
 
-def status(h: Harness) -> dict[str, Any]:
-    result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], "status", "--json"],
+def leadsync_status(h: Harness, *args: str) -> str:
+    result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], "status", *args],
                                 env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    return dict(json.loads(result.stdout))
+    return result.stdout
+
+
+def status(h: Harness, *args: str) -> dict[str, Any]:
+    return dict(json.loads(leadsync_status(h, "--json", *args)))
 
 
 def health_json(h: Harness) -> dict[str, Any]:
@@ -181,6 +185,9 @@ def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is
     for doc in (health_json(h), status(h)["health"]):
         assert doc["status"] == "failing" and doc["quota"]["exhausted"] is True
         assert any(t.startswith("paused until ") and t.endswith(PAUSED) for t in reasons(doc)), reasons(doc)
+    assert status(h, "--storage-only")["paused"]["because"] == "Marketo daily quota (607)"
+    for table in (leadsync_status(h), leadsync_status(h, "--storage-only")):
+        assert "paused until " in table and PAUSED in table
 
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
@@ -188,6 +195,8 @@ def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is
     for doc in (health_json(h), status(h)["health"]):
         assert doc["paused"] is None and doc["quota"]["exhausted"] is False and doc["quota"]["used"] is not None
         assert not any("quota" in t for t in reasons(doc)), reasons(doc)
+    assert status(h, "--storage-only")["paused"] is None
+    assert "paused" not in leadsync_status(h, "--storage-only")
 
 
 def test_a_607_in_the_middle_of_the_marketo_feed_keeps_the_pages_read_and_skips_no_edit(h: Harness) -> None:
