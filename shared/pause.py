@@ -133,8 +133,8 @@ class PauseStore:
         return Gate(pause, True)
 
     def resumed(self, gate: Gate) -> None:
-        """Call after Marketo answered: a pause seen by `gate` is over."""
-        if gate.pause is None:
+        """Call after the work `gate` let through went well: the pause it re-checked is over."""
+        if not gate.go or gate.pause is None:
             return
         try:
             self._table.delete_entity(PARTITION, MARKETO_QUOTA)

@@ -79,7 +79,7 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
     out = Outcomes(operation_id)
     try:
         gate = svc.pauses.gate()
-        if not gate.go and gate.pause is not None:
+        if not gate.go and gate.pause is not None and not _known(svc, lead_id):
             return _paused(out, lead_id, gate.pause)
         try:
             result = _sync_person(svc, lead_id, out, wait_s)
@@ -89,6 +89,12 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
         return result
     finally:
         flush(svc, out)
+
+
+def _known(svc: Services, lead_id: int) -> bool:
+    """Linked (or being linked) already: `_sync_person` answers from the link, without Marketo."""
+    link = svc.links.get(lead_id)
+    return link is not None and not link.stale_claim()
 
 
 def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:

@@ -137,6 +137,7 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
 
     # Marketo's day ends: the quota is back and everything that waited is applied.
     h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(daily_quota=50_000)
     h.sync(3)
     assert poisoned() == 0
     for i, (lead_id, _) in enumerate(people[:half]):
@@ -153,6 +154,7 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
 
 
 def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_the_reset(h: Harness) -> None:
+    ((lead_id, linked),) = linked_people(h, 1)
     newcomer = h.marketo.create_lead(email=f"q{uuid.uuid4().hex[:10]}@example.com", firstName="Web",
                                      lastName="Hook", company="Quota")
     h.marketo.set_limits(daily_quota=1)
@@ -164,6 +166,10 @@ def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_th
     (entry,) = h.activity(f"m{newcomer}")
     assert entry.kind == activity.PAUSED and PAUSED in entry.message
     assert h.marketo.get_lead(newcomer) is not None and link_of(newcomer) is None
+    # A person linked already is answered from the link, which needs no Marketo call.
+    known = h.sync_person(linked)
+    assert known.status_code == 200 and known.json()["dynamicsId"] == lead_id
+    assert services().pauses.current() is not None
 
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
