@@ -125,8 +125,13 @@ def _nesting(text: str) -> int:
 def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float = 20.0) -> Result:
     out = Outcomes(operation_id)
     try:
+        existing = svc.links.get(lead_id)
+        if existing is not None and not existing.stale_claim():
+            # Answered from the link, with no Marketo call: so it says nothing about the quota
+            # and must not take (and spend) a pause's re-check turn.
+            return _wait_for(svc, existing, wait_s)
         gate = svc.pauses.gate()
-        if not gate.go and gate.pause is not None and not _known(svc, lead_id):
+        if not gate.go and gate.pause is not None:
             return _paused(out, lead_id, gate.pause)
         try:
             result = _sync_person(svc, lead_id, out, wait_s)
@@ -136,12 +141,6 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
         return result
     finally:
         flush(svc, out)
-
-
-def _known(svc: Services, lead_id: int) -> bool:
-    """Linked (or being linked) already: `_sync_person` answers from the link, without Marketo."""
-    link = svc.links.get(lead_id)
-    return link is not None and not link.stale_claim()
 
 
 def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:
@@ -156,9 +155,6 @@ def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:
 
 
 def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> Result:
-    existing = svc.links.get(lead_id)
-    if existing is not None and not existing.stale_claim():
-        return _wait_for(svc, existing, wait_s)
     # No link, or a claim left by a call that died mid-create: look again from the start
     # (if that call did create the lead, the email lookup below finds and links it).
     leads = svc.marketo.get_leads([lead_id], svc.marketo_fields())

@@ -182,6 +182,27 @@ def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_th
     assert link is not None and link.entity == "lead"
 
 
+def test_a_linked_persons_webhook_never_takes_the_re_check_turn(h: Harness) -> None:
+    """Answered from the link with no Marketo call, it cannot tell whether the quota is back."""
+    ((_, linked),) = linked_people(h, 1)
+    newcomer = h.marketo.create_lead(email=f"q{uuid.uuid4().hex[:10]}@example.com", firstName="Turn",
+                                     lastName="Taker", company="Quota")
+    h.marketo.set_limits(daily_quota=1)
+    with contextlib.suppress(QuotaExhausted):
+        services().marketo.usage()
+    assert h.sync_person(newcomer).status_code == 503  # meets the 607: the pause is stored
+    before = services().pauses.current()
+    assert before is not None
+    time.sleep(1.2)  # past the 1 s re-check: the next caller through the gate would probe Marketo
+    for _ in range(3):
+        assert h.sync_person(linked).status_code == 200
+    after = services().pauses.current()
+    assert after is not None and after.recheck_at == before.recheck_at
+    h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(daily_quota=50_000)
+    eventually(lambda: h.poll(dataverse=False) or services().pauses.current() is None, timeout=60, every=0.5)
+
+
 def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is_back(h: Harness) -> None:
     health_json(h)  # a usage reading from before the quota ran out, as the page caches it
     h.marketo.set_limits(daily_quota=1)
