@@ -51,6 +51,8 @@ def status(console: Console, s: ops.Status) -> None:
         used = (f"{quota.used:,} of {quota.limit:,} calls today" if quota.used is not None
                 else f"unknown ({quota.error})")
         console.print(f"Marketo quota: {used}")
+    elif s.paused is not None:
+        console.print(f"Background sync {s.paused.describe()}")
     feeds = Table(title="Change feeds", title_justify="left")
     feeds.add_column("feed", no_wrap=True)
     feeds.add_column("cursor last moved")

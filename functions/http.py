@@ -17,8 +17,9 @@ bp = func.Blueprint()
 log = logging.getLogger("leadsync")
 
 
-def _json(status: int, body: dict[str, object]) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+def _json(status: int, body: dict[str, object], *, retry_after: int | None = None) -> func.HttpResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", headers=headers)
 
 
 @bp.route(route="sync-person", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -34,4 +35,4 @@ def sync_person_http(req: func.HttpRequest) -> func.HttpResponse:
     result = sync_person(svc, lead_id, operation_id=op)
     log.info("op=%s sync-person m%d -> %s", op, lead_id, result.status,
              extra=telemetry.op(op, person=f"m{lead_id}", status=result.status))
-    return _json(result.http_status, {**result.body, "operationId": op})
+    return _json(result.http_status, {**result.body, "operationId": op}, retry_after=result.retry_after)

@@ -1,8 +1,10 @@
 """Queue triggers: apply one work message (up to 300 people) to the other side.
 
 A message that cannot be parsed is moved to the poison queue at once, with its reason in
-the log and the activity table: retrying it would only fail the same way. Anything else
-that raises is retried by the host and poisoned after maxDequeueCount tries.
+the log and the activity table: retrying it would only fail the same way. While Marketo's
+daily quota is used up (`shared.pause`), a message is put back until the next re-check
+instead, never counted towards poison. Anything else that raises is retried by the host
+and poisoned after maxDequeueCount tries.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import azure.functions as func
 
 from shared import telemetry
 from shared.apply import apply_work
-from shared.errors import BadMessage
+from shared.errors import BadMessage, QuotaExhausted
+from shared.pause import Pause, defer
 from shared.poison import park_bad_message
-from shared.runtime import services
+from shared.runtime import Services, services
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
 
 bp = func.Blueprint()
@@ -31,13 +34,30 @@ def _handle(queue: str, msg: func.QueueMessage) -> None:
     except BadMessage as exc:
         park_bad_message(svc, queue, body, exc.reason, message_id=msg.id)
         return
+    gate = svc.pauses.gate()
+    if not gate.go and gate.pause is not None:
+        _defer(svc, queue, work, gate.pause, msg)
+        return
     started = time.perf_counter()
-    out = apply_work(svc, work)
+    try:
+        out = apply_work(svc, work)
+    except QuotaExhausted as exc:
+        _defer(svc, queue, work, svc.pauses.quota_exhausted(exc), msg)
+        return
+    svc.pauses.resumed(gate)
     elapsed = (time.perf_counter() - started) * 1000
     telemetry.batch_duration.record(elapsed, {"source": work.source, "kind": work.kind})
     log.info("op=%s %s %s x%d in %.0f ms: %s", work.operation_id, work.source, work.kind, len(work.ids), elapsed,
              dict(out.counts), extra=telemetry.op(work.operation_id, source=work.source, kind=work.kind,
                                                   records=len(work.ids), dequeue_count=msg.dequeue_count))
+
+
+def _defer(svc: Services, queue: str, work: Work, pause: Pause, msg: func.QueueMessage) -> None:
+    delay = defer(svc.storage, queue, work.to_json(), pause)
+    log.info("op=%s %s %s x%d deferred %d s: %s", work.operation_id, work.source, work.kind, len(work.ids), delay,
+             pause.describe(), extra=telemetry.op(work.operation_id, source=work.source, kind=work.kind,
+                                                  records=len(work.ids), deferred_s=delay,
+                                                  dequeue_count=msg.dequeue_count))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=FROM_MARKETO, connection="AzureWebJobsStorage")

@@ -54,6 +54,7 @@ class Kind(StrEnum):
     MOVED = "moved"  # lead qualified into a contact
     DELETED = "deleted"
     SKIPPED = "skipped"
+    PAUSED = "paused"  # not done now: Marketo's daily quota is used up (real-time calls only)
 
 
 class Direction(StrEnum):
@@ -65,8 +66,8 @@ class Direction(StrEnum):
 
 SYNCED, UNCHANGED, COLLISION = Kind.SYNCED, Kind.UNCHANGED, Kind.COLLISION
 CREATED, LINKED, MOVED, DELETED, SKIPPED = Kind.CREATED, Kind.LINKED, Kind.MOVED, Kind.DELETED, Kind.SKIPPED
-VALIDATION_FAILED, REJECTED, PARKED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED
-FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED})
+VALIDATION_FAILED, REJECTED, PARKED, PAUSED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED, Kind.PAUSED
+FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED})
 ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
 _MAX_TICKS = 10**19

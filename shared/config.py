@@ -88,6 +88,7 @@ class Settings:
     table_prefix: str = "leadsync"
     storage_account: str | None = None  # AzureWebJobsStorage__accountName: managed identity
     marketo_deletes_every_s: int = 300
+    marketo_quota_recheck_s: int = 300  # while paused for the daily quota, how often one caller re-checks
     webhook_secret: Secret = field(default_factory=_secret)
     batch_size: int = 300
 
@@ -175,6 +176,7 @@ class Settings:
             table_prefix=prefix,
             storage_account=optional("AzureWebJobsStorage__accountName") if storage is None else None,
             marketo_deletes_every_s=integer("MARKETO_DELETES_EVERY_S", 300, 0, 86400),
+            marketo_quota_recheck_s=integer("MARKETO_QUOTA_RECHECK_S", 300, 1, 86400),
             webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
         )

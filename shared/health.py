@@ -10,12 +10,15 @@ What a snapshot reads:
     activity             counts of the last hour and day from the by-hour activity partitions,
                          and the latest collisions and failures
     Marketo quota        API calls used today against the daily quota (`shared.quota`).
+    pause                the shared pause row (`shared.pause`), read fresh every time: while
+                         it holds, the quota is not asked for (it is used up)
 
 Status, worst first:
 
     failing   a poller lags more than max(3 x its schedule, 5 minutes) or has never run (the
               deleted-leads feed counts MARKETO_DELETES_EVERY_S as its schedule when longer);
-              Marketo's daily quota is used up
+              Marketo's daily quota is used up: "paused until …, because Marketo daily
+              quota (607)"
     degraded  messages on a poison queue; failures in the last hour; quota 80 % used
     ok        none of the above
 
@@ -36,9 +39,12 @@ from typing import Any
 from shared import activity, telemetry
 from shared.config import poll_schedule
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
+from shared.errors import QuotaExhausted
 from shared.heartbeat import HEARTBEAT_PREFIX
 from shared.jsonable import to_jsonable
-from shared.quota import Quota, marketo_quota
+from shared.marketo import next_reset
+from shared.pause import Pause
+from shared.quota import Quota, forget_reading, marketo_quota
 from shared.runtime import Services
 from shared.schedules import schedule_interval
 from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
@@ -127,6 +133,7 @@ class HealthSnapshot:
     collisions: tuple[Event, ...]
     failures: tuple[Event, ...]
     quota: Quota
+    paused: Pause | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
@@ -155,10 +162,28 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
     feeds = tuple(_feed(svc, name, poll_schedule(setting, env), now) for name, setting in FEEDS)
     queues = tuple(QueueHealth(name, svc.queues.depth(name)) for name in QUEUES)
     hour, day, complete, collisions, failures = _activity(svc, now, latest, max_entries)
-    quota = marketo_quota(svc.marketo)
-    reasons = _reasons(feeds, queues, hour, quota)
+    paused, quota = _quota(svc, now)
+    reasons = _reasons(feeds, queues, hour, quota, paused)
     status = max((r.level for r in reasons), key=_RANK.__getitem__, default=OK)
-    return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota)
+    return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota,
+                          paused)
+
+
+def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:
+    """The shared pause, else the (cached) usage reading; a 607 seen here pauses the sync too."""
+    pauses = svc.pauses
+    paused = pauses.current(now)
+    if paused is not None:
+        return paused, Quota(None, error=paused.describe(), exhausted=True)
+    quota = marketo_quota(svc.marketo)
+    if quota.exhausted:
+        # Read before the pause was lifted, or a 607 just now: ask again, then believe it.
+        forget_reading(svc.marketo)
+        quota = marketo_quota(svc.marketo)
+    if quota.exhausted:
+        paused = pauses.quota_exhausted(QuotaExhausted(quota.error or "daily quota reached", next_reset(now)))
+        return paused, Quota(None, error=paused.describe(), exhausted=True)
+    return None, quota
 
 
 def _feed(svc: Services, name: str, schedule: str, now: datetime) -> FeedHealth:
@@ -234,7 +259,7 @@ def redact(text: str) -> str:
 
 
 def _reasons(feeds: tuple[FeedHealth, ...], queues: tuple[QueueHealth, ...], hour: Counts,
-             quota: Quota) -> tuple[Reason, ...]:
+             quota: Quota, paused: Pause | None) -> tuple[Reason, ...]:
     out: list[Reason] = []
     for f in feeds:
         if not f.lagging:
@@ -244,8 +269,8 @@ def _reasons(feeds: tuple[FeedHealth, ...], queues: tuple[QueueHealth, ...], hou
         else:
             out.append(Reason(FAILING, f"{f.feed} last polled {duration(f.lag_s or 0)} ago "
                                        f"(limit {duration(f.limit_s or 0)})"))
-    if quota.exhausted:
-        out.append(Reason(FAILING, "Marketo daily API quota is used up"))
+    if paused is not None:
+        out.append(Reason(FAILING, paused.describe()))
     elif quota.fraction is not None and quota.fraction >= QUOTA_WARN:
         out.append(Reason(DEGRADED, f"Marketo daily API quota {quota.fraction:.0%} used"))
     for q in queues:

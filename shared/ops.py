@@ -27,6 +27,7 @@ from shared.errors import BadMessage, StateConflict
 from shared.health import HealthSnapshot
 from shared.jsonable import to_jsonable
 from shared.links import PARKED, Link, LinkStore, person_key
+from shared.pause import Pause, PauseStore
 from shared.poison import POISON_PERSON, decode_stored, fingerprint
 from shared.runtime import Services
 from shared.storage import Storage
@@ -101,6 +102,7 @@ class Status:
     last_hour: dict[str, int]
     last_day: dict[str, int]
     health: HealthSnapshot | None = None  # the health page's verdict, when the app settings were there
+    paused: Pause | None = None  # the background sync's pause (Marketo daily quota), from storage
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = to_jsonable(replace(self, health=None))
@@ -136,13 +138,14 @@ def status(state: State, svc: Services | None = None) -> Status:
                                  polls[name].lagging if name in polls else None) for name in FEEDS)
         queues = tuple(QueueStatus(q.name, q.depth, q.poison) for q in snap.queues)
         return Status(now, feeds, queues, total, parked, _counted(snap.last_hour.by_kind),
-                      _counted(snap.last_day.by_kind), snap)
+                      _counted(snap.last_day.by_kind), snap, snap.paused)
     feeds = tuple(FeedStatus(name, cursors[name].updated_at if name in cursors else None) for name in FEEDS)
     queues = tuple(QueueStatus(name + suffix, state.queues.depth(name + suffix), bool(suffix))
                    for suffix in ("", POISON_SUFFIX) for name in WORK_QUEUES)
     day = list(state.activity.since(now - timedelta(days=1)))
     hour = activity.counted(e for e in day if e.at >= now - timedelta(hours=1))
-    return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)))
+    return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)),
+                  paused=PauseStore(state.storage).current(now))
 
 
 # -- failures --------------------------------------------------------------------------

@@ -8,6 +8,10 @@ A cursor that has expired (Marketo activity retention; Dataverse change-tracking
 expiry) falls back to a full re-read: every linked person (Marketo side) or every record
 (Dataverse side, which is what a new delta baseline returns) is enqueued once, and
 merging against the stored bases writes only real differences.
+
+While Marketo's daily quota is used up (`shared.pause`) the Marketo poller skips its
+cycle; a 607 in the middle of a feed enqueues the pages read so far and stores the cursor
+of the last page read, never one past it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
 from shared.echo import dataverse_news, marketo_news
-from shared.errors import CursorExpired
+from shared.errors import CursorExpired, QuotaExhausted
 from shared.heartbeat import record_poll
 from shared.runtime import ENTITY_SETS, Services
 from shared.workqueue import chunked
@@ -46,9 +50,18 @@ def poll_marketo(svc: Services) -> list[PollReport]:
     Deletions only end links, so they can wait a few minutes; skipping that call on most
     polls halves what polling costs of Marketo's daily quota.
     """
-    reports = [_marketo_feed(svc, MARKETO_CHANGES)]
-    if svc.deletes_due():
-        reports.append(_marketo_feed(svc, MARKETO_DELETES))
+    gate = svc.pauses.gate()
+    if not gate.go and gate.pause is not None:
+        return [PollReport(MARKETO_CHANGES, notes=[f"skipped: {gate.pause.describe()}"])]
+    reports: list[PollReport] = []
+    try:
+        reports.append(_marketo_feed(svc, MARKETO_CHANGES))
+        if svc.deletes_due():
+            reports.append(_marketo_feed(svc, MARKETO_DELETES))
+    except QuotaExhausted as exc:
+        pause = svc.pauses.quota_exhausted(exc)
+        return [*reports, PollReport(MARKETO_CHANGES, notes=[f"stopped: {pause.describe()}"])]
+    svc.pauses.resumed(gate)
     return reports
 
 
@@ -87,14 +100,19 @@ def _drain_marketo(svc: Services, name: str, cursor: Cursor, deleted: bool, repo
     else:
         pages = ((marketo_news(svc, page.changes), page.next_token)
                  for page in svc.marketo.lead_changes(cursor.value, svc.fields.marketo_fields()))
-    for count, (page_ids, token) in enumerate(pages, start=1):
-        ids += page_ids
-        if len(ids) >= FLUSH_EVERY or count >= MAX_PAGES:
-            cursor = _enqueue_marketo(svc, name, cursor, token, ids, deleted, report)
-            ids = []
-            if count >= MAX_PAGES:
-                report.notes.append("page limit reached; the next poll continues")
-                return cursor
+    try:
+        for count, (page_ids, token) in enumerate(pages, start=1):
+            ids += page_ids
+            if len(ids) >= FLUSH_EVERY or count >= MAX_PAGES:
+                cursor = _enqueue_marketo(svc, name, cursor, token, ids, deleted, report)
+                ids = []
+                if count >= MAX_PAGES:
+                    report.notes.append("page limit reached; the next poll continues")
+                    return cursor
+    except QuotaExhausted:
+        # `token` is still the last page fully read: keep what those pages found, then stop.
+        _enqueue_marketo(svc, name, cursor, token, ids, deleted, report)
+        raise
     return _enqueue_marketo(svc, name, cursor, token, ids, deleted, report)
 
 

@@ -56,3 +56,9 @@ def marketo_quota(client: MarketoClient) -> Quota:
     with _usage_lock:
         _usage_cache[client] = (time.monotonic() + max_age, quota)
     return quota
+
+
+def forget_reading(client: MarketoClient) -> None:
+    """Drop the cached reading, so the next `marketo_quota` asks Marketo again."""
+    with _usage_lock:
+        _usage_cache.pop(client, None)

@@ -11,6 +11,8 @@ Marketo, so a forged body cannot inject values. Outcomes:
     a record has only a look-alike email (the lookup's        -> "invalid" (rule near_miss): never linked,
     collation matched e.g. ß to ss; see shared.emails)           never a second lead for that address
     a field holds a value no encoder can write                -> "invalid" (rule encoding)
+    Marketo's daily quota is used up (`shared.pause`)         -> 503 "paused" with Retry-After (the
+                                                                  reset), and an activity entry
 It never forces an update sync: an existing lead is left to the background sync.
 
 Concurrent calls for one person: the first claims the person's link row (an atomic
@@ -24,13 +26,15 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from shared import activity
 from shared.config import Secret
 from shared.emails import NEAR_MISS, near_miss_message, same_address
-from shared.errors import BadMessage, DataverseError, Problem, TransientError
+from shared.errors import BadMessage, DataverseError, Problem, QuotaExhausted, TransientError
 from shared.links import CREATING, Link, person_key
+from shared.pause import Pause
 from shared.report import Outcomes, flush
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.validation import unencodable, validate
@@ -49,9 +53,10 @@ def webhook_secret_ok(expected: Secret, given: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Result:
-    status: str  # "created" | "exists" | "invalid" | "not_found" | "busy"
+    status: str  # "created" | "exists" | "invalid" | "not_found" | "busy" | "paused"
     http_status: int
     body: dict[str, Any] = field(default_factory=dict)
+    retry_after: int | None = None  # seconds, for a 503
 
 
 def parse_body(raw: bytes) -> int:
@@ -118,15 +123,36 @@ def _nesting(text: str) -> int:
 def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float = 20.0) -> Result:
     out = Outcomes(operation_id)
     try:
-        return _sync_person(svc, lead_id, out, wait_s)
+        existing = svc.links.get(lead_id)
+        if existing is not None and not existing.stale_claim():
+            # Answered from the link, with no Marketo call: so it says nothing about the quota
+            # and must not take (and spend) a pause's re-check turn.
+            return _wait_for(svc, existing, wait_s)
+        gate = svc.pauses.gate()
+        if not gate.go and gate.pause is not None:
+            return _paused(out, lead_id, gate.pause)
+        try:
+            result = _sync_person(svc, lead_id, out, wait_s)
+        except QuotaExhausted as exc:
+            return _paused(out, lead_id, svc.pauses.quota_exhausted(exc))
+        svc.pauses.resumed(gate)
+        return result
     finally:
         flush(svc, out)
 
 
+def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:
+    """Nothing was written: the person gets its lead when the webhook is called again after the pause."""
+    now = datetime.now(UTC)
+    out.add(f"m{lead_id}", activity.PAUSED, f"real-time sync not done: {pause.describe()}; "
+            "nothing was written, call again after the pause", direction="marketo->dynamics",
+            details={"code": pause.code, "until": pause.until.isoformat()})
+    return Result("paused", 503, {"status": "paused", "leadId": lead_id, "error": pause.describe(),
+                                  "until": pause.until.astimezone(UTC).isoformat().replace("+00:00", "Z")},
+                  retry_after=pause.seconds_to_reset(now))
+
+
 def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> Result:
-    existing = svc.links.get(lead_id)
-    if existing is not None and not existing.stale_claim():
-        return _wait_for(svc, existing, wait_s)
     # No link, or a claim left by a call that died mid-create: look again from the start
     # (if that call did create the lead, the email lookup below finds and links it).
     leads = svc.marketo.get_leads([lead_id], svc.marketo_fields())

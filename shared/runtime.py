@@ -28,6 +28,7 @@ from shared.errors import ConfigError, StateConflict
 from shared.fieldmap import FieldMap
 from shared.links import LinkStore
 from shared.marketo import MarketoClient, budget_for
+from shared.pause import PauseStore
 from shared.storage import Storage
 from shared.validation import ColumnRule, EntityRules, labelled
 from shared.workqueue import WorkQueues
@@ -96,6 +97,11 @@ class Services:
         self.storage.close()
 
     # -- derived, cached ---------------------------------------------------------------
+    @property
+    def pauses(self) -> PauseStore:
+        """The shared pause (Marketo's daily quota) every instance reads before spending calls."""
+        return PauseStore(self.storage, recheck_s=self.settings.marketo_quota_recheck_s)
+
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
         cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "createdon", "modifiedon"]

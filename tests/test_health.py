@@ -25,10 +25,11 @@ from shared.activity import Entry
 from shared.config import Secret, Settings
 from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.dataverse import DataverseClient
-from shared.errors import Problem
+from shared.errors import Problem, QuotaExhausted
 from shared.health import DEGRADED, FAILING, OK, QUEUES, snapshot
 from shared.healthpage import render
 from shared.heartbeat import record_poll
+from shared.jsonable import to_jsonable
 from shared.marketo import MarketoClient
 from shared.merge import Collision, Side
 from shared.poison import park_bad_message
@@ -267,7 +268,25 @@ def test_an_exhausted_marketo_quota_is_failing(make_svc: Callable[..., Services]
     marketo.admin.set_limits(daily_quota=1)
     snap = snapshot(svc)
     assert (snap.quota.exhausted, snap.quota.fraction, snap.status) == (True, 1.0, FAILING)
-    assert "Marketo daily API quota is used up" in [r.text for r in snap.reasons]
+    paused = svc.pauses.current()  # a 607 the page meets pauses the sync for every instance
+    assert paused is not None and paused.code == "607"
+    assert [r.text for r in snap.reasons] == [paused.describe()]
+    assert paused.describe().startswith("paused until ") and paused.describe().endswith(
+        "because Marketo daily quota (607)")
+
+
+def test_a_stored_pause_is_shown_without_asking_marketo_and_ends_at_its_reset(
+        svc: Services, marketo: MarketoEnv) -> None:
+    all_polled(svc)
+    now = datetime.now(UTC)
+    paused = svc.pauses.quota_exhausted(QuotaExhausted("Daily quota '50000' reached", now + timedelta(hours=3)))
+    calls = marketo.admin.stats()["counted_calls"]
+    snap = snapshot(svc, now=now)
+    assert snap.status == FAILING and [r.text for r in snap.reasons] == [paused.describe()]
+    assert snap.paused is not None and snap.to_dict()["paused"]["until"] == to_jsonable(paused.until)
+    assert marketo.admin.stats()["counted_calls"] == calls
+    after_reset = snapshot(svc, now=now + timedelta(hours=3))
+    assert after_reset.paused is None and not any("paused" in r.text for r in after_reset.reasons)
 
 
 def test_the_quota_is_read_at_most_once_per_five_minutes_per_client(svc: Services, marketo: MarketoEnv) -> None:

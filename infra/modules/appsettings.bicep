@@ -59,6 +59,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MARKETO_MAX_CONCURRENCY: string(marketoMaxConcurrency)
     MARKETO_POLL_SCHEDULE: marketoPollSchedule
     MARKETO_DELETES_EVERY_S: '300'
+    MARKETO_QUOTA_RECHECK_S: '300'
     MARKETO_DELETED_FIELD: marketoDeletedField
     MARKETO_ACTIVITY_TYPE: marketoActivityType
     DATAVERSE_URL: dataverseUrl

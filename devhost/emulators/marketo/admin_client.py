@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+
+CENTRAL = ZoneInfo("America/Chicago")  # Marketo's daily quota resets at midnight US Central
 
 
 class MarketoAdmin:
@@ -79,6 +83,13 @@ class MarketoAdmin:
 
     def advance_clock(self, seconds: float) -> str:
         return str(self._call("POST", "/clock", {"advance_s": seconds})["now"])
+
+    def advance_to_daily_reset(self) -> str:
+        """Move the clock just past the next midnight US Central: the daily quota starts afresh."""
+        now = datetime.fromisoformat(str(self._call("GET", "/clock")["now"]))
+        local = now.astimezone(CENTRAL)
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=CENTRAL)
+        return self.advance_clock((midnight - now).total_seconds() + 1)
 
     def set_limits(self, **changes: Any) -> dict[str, Any]:
         """Change limits until the next reset, e.g. set_limits(daily_quota=5, rate_calls=None)."""
