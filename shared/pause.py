@@ -1,7 +1,7 @@
 """The background sync's pause: one storage row that every instance and process reads.
 
 When Marketo answers 607 (daily quota used up) no Marketo call can succeed until its
-daily reset (midnight US Central, spec §3). Whoever sees the 607 first stores a pause;
+daily reset (midnight US Central). Whoever sees the 607 first stores a pause;
 while it holds:
 
 - a queue function puts its message back, invisible until the next re-check, and
