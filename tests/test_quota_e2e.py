@@ -54,8 +54,9 @@ def h() -> Iterator[Harness]:
 
 
 def leadsync_status(h: Harness, *args: str) -> str:
+    # The CLI as an operator runs it: the app settings exported in its environment.
     result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], "status", *args],
-                                env={"COLUMNS": "250"})
+                                env={**h.stack.env, "COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     return result.stdout
 
