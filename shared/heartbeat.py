@@ -11,18 +11,18 @@ from datetime import UTC, datetime
 
 from azure.data.tables import UpdateMode
 
-from shared.runtime import Services
+from shared.storage import Storage
 
 HEARTBEAT_PREFIX = "heartbeat-"
 
 
-def record_poll(svc: Services, feed: str, changed: int, deleted: int, *, at: datetime | None = None) -> None:
+def record_poll(storage: Storage, feed: str, changed: int, deleted: int, *, at: datetime | None = None) -> None:
     """Note that `feed` was polled (found `changed`/`deleted` ids); the pollers call this each run.
 
     One row per feed, replaced every time (last writer wins: two overlapping polls both ran).
     """
     moment = at or datetime.now(UTC)
-    svc.storage.table("cursors").upsert_entity(
+    storage.table("cursors").upsert_entity(
         {"PartitionKey": "cursor", "RowKey": HEARTBEAT_PREFIX + feed, "updated_at": moment,
          "value": json.dumps({"changed": changed, "deleted": deleted})},
         mode=UpdateMode.REPLACE,

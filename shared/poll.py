@@ -87,7 +87,7 @@ def _marketo_feed(svc: Services, name: str) -> PollReport:
             svc.queues.send(work)
             report.changed, report.messages = len(ids), len(work)
         svc.cursors.save(name, token, previous=cursor)
-    record_poll(svc, name, report.changed, report.deleted)
+    record_poll(svc.storage, name, report.changed, report.deleted)
     return report
 
 
@@ -145,7 +145,7 @@ def _dataverse_feed(svc: Services, entity: str) -> PollReport:
         report.rebaselined = True
         report.notes.append(f"delta link expired ({exc.detail}): full re-read")
         _drain_dataverse(svc, entity, cursor, report, from_scratch=True)
-    record_poll(svc, name, report.changed, report.deleted)
+    record_poll(svc.storage, name, report.changed, report.deleted)
     return report
 
 

@@ -89,7 +89,7 @@ def svc(make_svc: Callable[..., Services]) -> Services:
 
 def all_polled(svc: Services, at: datetime | None = None) -> None:
     for n, feed in enumerate(FEEDS):
-        record_poll(svc, feed, changed=n, deleted=0, at=at)
+        record_poll(svc.storage, feed, changed=n, deleted=0, at=at)
 
 
 def seed(svc: Services) -> None:
@@ -141,7 +141,7 @@ def test_lag_is_measured_from_the_last_poll_even_when_the_cursor_did_not_move(sv
 def test_a_poller_lagging_past_five_minutes_is_failing(svc: Services) -> None:
     now = datetime.now(UTC)
     all_polled(svc, at=now)
-    record_poll(svc, dataverse_feed("contact"), 0, 0, at=now - timedelta(minutes=12))
+    record_poll(svc.storage, dataverse_feed("contact"), 0, 0, at=now - timedelta(minutes=12))
     snap = snapshot(svc, now=now)
     assert snap.status == FAILING
     assert [r.text for r in snap.reasons] == ["dataverse-contact last polled 12 min ago (limit 5 min)"]
@@ -162,7 +162,7 @@ def test_a_feed_that_never_polled_is_failing_and_the_cursor_stands_in_for_a_miss
         svc: Services) -> None:
     cursor = svc.cursors.save(dataverse_feed("lead"), "delta-1", previous=None)
     for feed in (MARKETO_CHANGES, MARKETO_DELETES):
-        record_poll(svc, feed, 0, 0)
+        record_poll(svc.storage, feed, 0, 0)
     snap = snapshot(svc, now=cursor.updated_at + timedelta(seconds=5))
     lead, contact = snap.feeds[2], snap.feeds[3]
     assert (lead.last_poll, lead.lag_s, lead.changed, lead.lagging) == (cursor.updated_at, 5.0, None, False)
