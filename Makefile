@@ -36,6 +36,7 @@ setup: $(STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared functions function_app.py cli
+	$(VENV)/bin/lint-imports
 
 chromium:
 	sh scripts/ensure-chromium.sh

@@ -1,6 +1,6 @@
 """Where an applier spends its time: one 300-person message applied in this process under cProfile.
 
-`shared.apply.apply_work` runs here against the same emulators and Azurite as the app.
+`shared.sync.apply.apply_work` runs here against the same emulators and Azurite as the app.
 Time is attributed to the LeadSync module a call entered from outside every category:
 HTTP to Marketo or Dataverse (their clients, including JSON and retries), storage (links,
 activity log, queues: Azure SDK calls to Azurite), mapping (fieldmap), merge, validation.
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.system import BenchSystem
-from shared.apply import apply_work
 from shared.config import Settings
 from shared.runtime import ENTITY_SETS, Services
-from shared.workqueue import Work
+from shared.state.workqueue import Work
+from shared.sync.apply import apply_work
 
 SHARED = Path(__file__).resolve().parent.parent / "shared"
 CATEGORIES = {

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 from devhost.emulators.dataverse import DataverseAdmin
 from devhost.emulators.marketo import MarketoAdmin
 from devhost.stack import DEV_FUNCTION_KEY, Stack, StackConfig, schedule_every
-from shared.storage import Storage
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, WorkQueues
+from shared.state.storage import Storage
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, WorkQueues
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER = "0 0 0 1 1 *"  # once a year: pollers run only when asked

@@ -16,8 +16,8 @@ from typing import Any
 from azure.data.tables import TableClient, UpdateMode
 
 from devhost.azurite import Azurite
-from shared import tablebatch, tablerows
-from shared.storage import Storage
+from shared.state import tablebatch, tablerows
+from shared.state.storage import Storage
 
 
 def _ms_per(count: int, run: Callable[[], Any]) -> float:

@@ -53,7 +53,7 @@ def test_targets_judge_only_the_figures_measured() -> None:
 
 
 def test_profile_attribution_credits_a_category_once_from_outside() -> None:
-    from shared import merge
+    from shared.rules import merge
 
     def glue() -> None:
         for _ in range(200):

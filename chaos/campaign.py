@@ -45,8 +45,8 @@ from devhost.emulators.dataverse import DataverseAdmin
 from devhost.emulators.marketo import MarketoAdmin
 from devhost.harness import POLL_DATAVERSE, POLL_MARKETO
 from devhost.stack import DEV_FUNCTION_KEY, Stack, StackConfig
-from shared.storage import Storage
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state.storage import Storage
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 NEVER = "0 0 0 1 1 *"  # pollers run only when the campaign asks
 DOMAIN = "chaos.example.com"

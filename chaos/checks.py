@@ -20,8 +20,8 @@ from typing import Any
 from chaos.campaign import Campaign
 from chaos.infra import POISON_QUEUES
 from chaos.oracle import DYNAMICS, MARKETO, blank, winner
-from shared import activity
-from shared.activity import ActivityLog
+from shared.state import activity
+from shared.state.activity import ActivityLog
 
 
 @dataclass

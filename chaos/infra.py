@@ -15,7 +15,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueClient
 
 from devhost.azurite import Azurite
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 WORK_QUEUES = (FROM_MARKETO, FROM_DYNAMICS)
 POISON_QUEUES = tuple(f"{q}-poison" for q in WORK_QUEUES)

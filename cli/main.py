@@ -1,4 +1,4 @@
-"""The `leadsync` command: thin wrappers over `shared.ops`, tables for people, `--json` for scripts.
+"""The `leadsync` command: thin wrappers over `shared.ops.commands`, tables for people, `--json` for scripts.
 
 Every command works with a storage connection string alone (`--connection-string`, or
 `AzureWebJobsStorage` as in the Function App), except `backfill`, which also talks to
@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cli import render
-from shared import backfill as backfills
-from shared import ops
 from shared.config import Settings
 from shared.errors import ConfigError, LeadSyncError
+from shared.ops import backfill as backfills
+from shared.ops import commands as ops
 from shared.runtime import Services
 
 app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain.", no_args_is_help=True,

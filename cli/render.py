@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shared import backfill as backfills
-from shared import ops
+from shared.ops import backfill as backfills
+from shared.ops import commands as ops
 
 BODY_WIDTH = 60
 

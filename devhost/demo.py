@@ -17,8 +17,8 @@ from typing import Any
 
 from devhost.harness import Harness, running
 from devhost.stack import StackConfig
-from shared import activity
 from shared.runtime import services
+from shared.state import activity
 
 NEVER = "0 0 0 1 1 *"
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 from devhost.emulators.dataverse import DataverseAdmin
 from devhost.emulators.marketo import MarketoAdmin
 from devhost.stack import Stack, StackConfig
-from shared.activity import Entry
 from shared.runtime import services
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state.activity import Entry
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 T = TypeVar("T")
 POLL_MARKETO = "poll_marketo_changes"

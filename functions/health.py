@@ -1,6 +1,6 @@
 """HTTP triggers: the sync health page (`GET /api/health`) and its JSON (`/api/health.json`).
 
-Why a thin adapter: the snapshot (`shared.health`) and the page (`shared.healthpage`) are
+Why a thin adapter: the snapshot (`shared.ops.health`) and the page (`shared.ops.healthpage`) are
 the core's; this module only maps them, and their failures, to HTTP responses.
 """
 
@@ -15,8 +15,8 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from shared.errors import ConfigError
-from shared.health import snapshot
-from shared.healthpage import render, render_unavailable
+from shared.ops.health import snapshot
+from shared.ops.healthpage import render, render_unavailable
 from shared.runtime import services
 
 bp = func.Blueprint()

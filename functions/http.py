@@ -10,8 +10,8 @@ import azure.functions as func
 
 from shared import telemetry
 from shared.errors import BadMessage
-from shared.realtime import SECRET_HEADER, parse_body, sync_person, webhook_secret_ok
 from shared.runtime import services
+from shared.sync.realtime import SECRET_HEADER, parse_body, sync_person, webhook_secret_ok
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")

@@ -2,7 +2,7 @@
 
 A message that cannot be parsed is moved to the poison queue at once, with its reason in
 the log and the activity table: retrying it would only fail the same way. While Marketo's
-daily quota is used up (`shared.pause`), a message is put back until the next re-check
+daily quota is used up (`shared.state.pause`), a message is put back until the next re-check
 instead, never counted towards poison. Anything else that raises is retried by the host
 and poisoned after maxDequeueCount tries.
 """
@@ -15,12 +15,12 @@ import time
 import azure.functions as func
 
 from shared import telemetry
-from shared.apply import apply_work
 from shared.errors import BadMessage, QuotaExhausted
-from shared.pause import Pause, defer
-from shared.poison import park_bad_message
 from shared.runtime import Services, services
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
+from shared.state.pause import Pause, defer
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
+from shared.sync.apply import apply_work
+from shared.sync.poison import park_bad_message
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")

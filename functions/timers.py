@@ -10,10 +10,10 @@ import azure.functions as func
 
 from shared import telemetry
 from shared.config import poll_schedule
-from shared.poison import note_unlogged_poison
-from shared.poll import PollReport, poll_dataverse, poll_marketo
 from shared.runtime import services
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.sync.poison import note_unlogged_poison
+from shared.sync.poll import PollReport, poll_dataverse, poll_marketo
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")

@@ -19,19 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import config
-from shared import fieldmap as fieldmap_mod
-from shared.activity import ActivityLog
+from shared.clients.dataverse import DataverseClient
+from shared.clients.marketo import MarketoClient, budget_for
 from shared.config import Settings
-from shared.cursors import CursorStore
-from shared.dataverse import DataverseClient
 from shared.errors import ConfigError, StateConflict
-from shared.fieldmap import FieldMap
-from shared.links import LinkStore
-from shared.marketo import MarketoClient, budget_for
-from shared.pause import PauseStore
-from shared.storage import Storage
-from shared.validation import ColumnRule, EntityRules, labelled
-from shared.workqueue import WorkQueues
+from shared.rules import fieldmap as fieldmap_mod
+from shared.rules.fieldmap import FieldMap
+from shared.rules.validation import ColumnRule, EntityRules, labelled
+from shared.state.activity import ActivityLog
+from shared.state.cursors import CursorStore
+from shared.state.links import LinkStore
+from shared.state.pause import PauseStore
+from shared.state.storage import Storage
+from shared.state.workqueue import WorkQueues
 
 log = logging.getLogger("leadsync")
 

@@ -6,7 +6,7 @@ Register with `pytest_plugins = ["tests.dataverse_fixtures"]`. Names:
   `authority`, `ca_path`, `tenant`, `client_id`, `client_secret`; every limit at its real value.
 - `dataverse` (function): resets the emulator (data, faults, stats, limits, keys, metadata
   overrides) and returns `(emu, DataverseAdmin)`.
-- `dataverse_client` (function): a `shared.dataverse.DataverseClient` for the reset emulator,
+- `dataverse_client` (function): a `shared.clients.dataverse.DataverseClient` for the reset emulator,
   trusting its CA, with fast backoff (Retry-After capped at 2 s).
 - `dataverse_client_factory` (function): `make(**overrides) -> DataverseClient` for the reset
   emulator (same defaults as `dataverse_client`; overrides go to the constructor); closes them after.
@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from devhost.emulators.dataverse import DataverseAdmin, DataverseEmulator
-from shared.dataverse import DataverseClient
+from shared.clients.dataverse import DataverseClient
 
 TENANT = "contoso-test"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from devhost.emulators.marketo import MarketoAdmin, MarketoEmulator
-from shared.marketo import MarketoClient, TokenCache
-from shared.ratelimit import CallBudget
+from shared.clients.marketo import MarketoClient, TokenCache
+from shared.clients.ratelimit import CallBudget
 
 SHORT_PAGES_EVERY = 3
 

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from devhost.harness import Harness, eventually, running
 from devhost.stack import StackConfig
-from shared import activity
 from shared.runtime import services
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state import activity
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

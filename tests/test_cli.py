@@ -19,7 +19,7 @@ from cli.main import app
 from devhost.harness import Harness, eventually, running
 from devhost.stack import StackConfig
 from shared.runtime import services
-from shared.workqueue import FROM_MARKETO, Work
+from shared.state.workqueue import FROM_MARKETO, Work
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

@@ -1,4 +1,4 @@
-"""shared.dataverse.DataverseClient against the real emulator over HTTPS (msal + httpx, CA bundle)."""
+"""shared.clients.dataverse.DataverseClient against the real emulator over HTTPS (msal + httpx, CA bundle)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from devhost.emulators.dataverse import DataverseAdmin, DataverseEmulator
-from shared import odata
-from shared.dataverse import DataverseClient, WriteOp
+from shared.clients import odata
+from shared.clients.dataverse import DataverseClient, WriteOp
 from shared.errors import ConcurrencyConflict, ConfigError, CursorExpired, DataverseError, DataverseTransient
 
 Env = tuple[DataverseEmulator, DataverseAdmin]

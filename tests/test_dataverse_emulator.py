@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from devhost.emulators.dataverse import DataverseAdmin, DataverseEmulator
-from shared import odata
+from shared.clients import odata
 
 Env = tuple[DataverseEmulator, DataverseAdmin]
 ODATA = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0", "If-None-Match": "null"}

@@ -16,7 +16,7 @@ import pytest
 
 from devhost.emulators.dataverse.store import Store
 from devhost.emulators.dataverse.webapi import Req, WebApi
-from shared import odata
+from shared.clients import odata
 
 N = 20_000
 SELECT = ("$select", "firstname,emailaddress1")

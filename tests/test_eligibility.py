@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.eligibility import MESSAGES, Reason, check, modified_after
+from shared.rules.eligibility import MESSAGES, Reason, check, modified_after
 
 FILTER = "new_syncwithmarketo"
 DELETED = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import ConfigError
-from shared.fieldmap import DEFAULT_PATH, FieldMap, FieldSpec, Value, check_against, load, parse
+from shared.rules.fieldmap import DEFAULT_PATH, FieldMap, FieldSpec, Value, check_against, load, parse
 
 MINIMAL: dict[str, Any] = {
     "version": 1,

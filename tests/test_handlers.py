@@ -18,11 +18,12 @@ import pytest
 
 from devhost.emulators.dataverse import DataverseEmulator
 from function_app import app
-from shared import activity, runtime
+from shared import runtime
 from shared.config import Settings
-from shared.poison import POISON_PERSON
 from shared.runtime import Services
-from shared.workqueue import FROM_MARKETO
+from shared.state import activity
+from shared.state.workqueue import FROM_MARKETO
+from shared.sync.poison import POISON_PERSON
 from tests.marketo_fixtures import MarketoEnv
 
 SECRET = "handler-test-secret"

@@ -20,24 +20,24 @@ import pytest
 
 from devhost.host import FunctionHost
 from functions.health import bp as health_bp
-from shared import activity
-from shared.activity import Entry
+from shared.clients.dataverse import DataverseClient
+from shared.clients.marketo import MarketoClient
 from shared.config import Secret, Settings
-from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
-from shared.dataverse import DataverseClient
 from shared.errors import Problem, QuotaExhausted
-from shared.health import DEGRADED, FAILING, OK, QUEUES, snapshot
-from shared.healthpage import render
-from shared.heartbeat import record_poll
 from shared.jsonable import to_jsonable
-from shared.marketo import MarketoClient
-from shared.merge import Collision, Side
-from shared.poison import park_bad_message
-from shared.quota import MARKETO_DAILY_QUOTA
-from shared.report import Outcomes, flush
+from shared.ops.health import DEGRADED, FAILING, OK, QUEUES, snapshot
+from shared.ops.healthpage import render
+from shared.ops.quota import MARKETO_DAILY_QUOTA
+from shared.ops.schedules import schedule_interval
+from shared.rules.merge import Collision, Side
 from shared.runtime import Services
-from shared.schedules import schedule_interval
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
+from shared.state import activity
+from shared.state.activity import Entry
+from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
+from shared.state.heartbeat import record_poll
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
+from shared.sync.poison import park_bad_message
+from shared.sync.report import Outcomes, flush
 from tests.marketo_fixtures import MarketoEnv
 
 # The doc's screenshot is rewritten only on request (`make screenshot`); a test run writes to tmp.

@@ -18,10 +18,10 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from devhost.harness import Harness, running
 from devhost.stack import StackConfig
-from shared import activity
-from shared.backfill import backfill
+from shared.ops.backfill import backfill
 from shared.runtime import services
-from shared.workqueue import FROM_MARKETO
+from shared.state import activity
+from shared.state.workqueue import FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

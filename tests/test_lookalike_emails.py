@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from devhost.emulators.collation import fold
 from devhost.emulators.dataverse import DataverseAdmin, DataverseEmulator
-from shared.dataverse import DataverseClient
-from shared.emails import exact_key, loose_key, same_address
-from shared.marketo import MarketoClient
+from shared.clients.dataverse import DataverseClient
+from shared.clients.marketo import MarketoClient
+from shared.rules.emails import exact_key, loose_key, same_address
 from tests.marketo_fixtures import MarketoEnv
 
 # (one address, its look-alike): different mailboxes a collation may treat as one

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.clients.marketo import ActivityAttribute, ActivityEntry, LeadChange, MarketoClient
+from shared.clients.ratelimit import CallBudget
 from shared.errors import CursorExpired, MarketoError, MarketoTransient, QuotaExhausted
-from shared.marketo import ActivityAttribute, ActivityEntry, LeadChange, MarketoClient
-from shared.ratelimit import CallBudget
 from tests.marketo_fixtures import MarketoEnv
 
 Make = Callable[..., MarketoClient]

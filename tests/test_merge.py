@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.fieldmap import RULES, FieldSpec, Value, load
-from shared.merge import Collision, MergeResult, Side, default_winner, merge
+from shared.rules.fieldmap import RULES, FieldSpec, Value, load
+from shared.rules.merge import Collision, MergeResult, Side, default_winner, merge
 
 BOTH = {"lead": "jobtitle", "contact": "jobtitle"}
 MISSING = object()  # a field with no base: the person was linked just now

@@ -1,4 +1,4 @@
-"""Filter building (shared.odata) against the emulator's real parser; property-based."""
+"""Filter building (shared.clients.odata) against the emulator's real parser; property-based."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from devhost.emulators.dataverse import batch as emulator_batch
 from devhost.emulators.dataverse import filter as flt
 from devhost.emulators.dataverse.metadata import build_entities
-from shared import odata
+from shared.clients import odata
 
 LEAD = build_entities()["lead"]
 COLUMNS = LEAD.readable()

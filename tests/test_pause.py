@@ -1,4 +1,4 @@
-"""The shared pause (`shared/pause.py`) on Azurite: who goes ahead, who waits, when it ends."""
+"""The shared pause (`shared/state/pause.py`) on Azurite: who goes ahead, who waits, when it ends."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from shared.errors import QuotaExhausted
-from shared.pause import PauseStore, defer
-from shared.storage import Storage
+from shared.state.pause import PauseStore, defer
+from shared.state.storage import Storage
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from devhost.harness import Harness, eventually, running
 from devhost.stack import StackConfig
-from shared.poison import POISON_PERSON
 from shared.runtime import services
-from shared.workqueue import FROM_MARKETO, Work
+from shared.state.workqueue import FROM_MARKETO, Work
+from shared.sync.poison import POISON_PERSON
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 from cli.main import app
 from devhost.harness import Harness, eventually, running
 from devhost.stack import ROOT, StackConfig
-from shared import activity
-from shared.cursors import MARKETO_CHANGES
 from shared.errors import QuotaExhausted
-from shared.links import Link
 from shared.runtime import services
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state import activity
+from shared.state.cursors import MARKETO_CHANGES
+from shared.state.links import Link
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

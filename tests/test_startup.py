@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from shared.clients.dataverse import DataverseClient
+from shared.clients.marketo import MarketoClient
 from shared.config import Settings
-from shared.dataverse import DataverseClient
 from shared.errors import ConfigError
-from shared.marketo import MarketoClient
 from shared.runtime import Services
 
 

@@ -18,7 +18,8 @@ from typing import TypeVar
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.activity import (
+from shared.errors import StateConflict
+from shared.state.activity import (
     COLLISION,
     CREATED,
     PARKED,
@@ -30,12 +31,11 @@ from shared.activity import (
     by_hour,
     counted,
 )
-from shared.cursors import CursorStore
-from shared.errors import StateConflict
-from shared.links import CREATING, LINKED, Link, LinkStore, index_key, link_key
-from shared.links import PARKED as LINK_PARKED
-from shared.storage import Storage
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues
+from shared.state.cursors import CursorStore
+from shared.state.links import CREATING, LINKED, Link, LinkStore, index_key, link_key
+from shared.state.links import PARKED as LINK_PARKED
+from shared.state.storage import Storage
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues
 
 T = TypeVar("T")
 

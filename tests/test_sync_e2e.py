@@ -18,10 +18,10 @@ import pytest
 
 from devhost.harness import Harness, eventually, running
 from devhost.stack import StackConfig
-from shared import activity
-from shared.links import Link, index_key, link_key
 from shared.runtime import services
-from shared.workqueue import FROM_MARKETO, Work
+from shared.state import activity
+from shared.state.links import Link, index_key, link_key
+from shared.state.workqueue import FROM_MARKETO, Work
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

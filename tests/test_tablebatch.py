@@ -1,4 +1,4 @@
-"""Transactions of shared/tablebatch.py, against a real (Azurite) table.
+"""Transactions of shared/state/tablebatch.py, against a real (Azurite) table.
 
 The hand-written `$batch` writer stands in for the SDK's `submit_transaction` (its
 fallback), so it must send the same sub-requests, and both paths must write exactly what
@@ -20,9 +20,9 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
 
-from shared import tablebatch
-from shared.storage import Storage
-from shared.tablebatch import Op, TransactionFailed
+from shared.state import tablebatch
+from shared.state.storage import Storage
+from shared.state.tablebatch import Op, TransactionFailed
 
 Submit = Callable[[TableClient, list[Op]], list[str]]
 

@@ -1,4 +1,4 @@
-"""Single-row reads and writes of shared/tablerows.py, against a real (Azurite) table.
+"""Single-row reads and writes of shared/state/tablerows.py, against a real (Azurite) table.
 
 The link store branches on their answers, so they must read back what the SDK wrote (and
 the reverse), hand back ETags that conditional writes accept, and report "missing",
@@ -13,8 +13,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableClient
 
-from shared import tablerows
-from shared.storage import Storage
+from shared.state import tablerows
+from shared.state.storage import Storage
 
 
 @pytest.fixture

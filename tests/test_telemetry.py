@@ -8,7 +8,7 @@ import pytest
 
 from shared import telemetry
 from shared.config import Secret
-from shared.realtime import webhook_secret_ok
+from shared.sync.realtime import webhook_secret_ok
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.errors import Problem
-from shared.validation import ENCODING, ColumnRule, EntityRules, labelled, unencodable, validate
+from shared.rules.validation import ENCODING, ColumnRule, EntityRules, labelled, unencodable, validate
 
 LEAD = EntityRules("lead", {r.name: r for r in [
     ColumnRule("emailaddress1", "String", max_length=100, format="Email"),

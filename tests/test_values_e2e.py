@@ -15,7 +15,7 @@ import pytest
 from devhost.harness import Harness, eventually, running
 from devhost.stack import StackConfig
 from shared.runtime import services
-from shared.workqueue import FROM_MARKETO
+from shared.state.workqueue import FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
 NEVER = "0 0 0 1 1 *"

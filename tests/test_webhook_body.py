@@ -18,7 +18,7 @@ from chaos.webhook_fuzz import bodies, fuzz_webhook, valid_body
 from devhost.harness import Harness, running
 from devhost.stack import StackConfig
 from shared.errors import BadMessage
-from shared.realtime import parse_body
+from shared.sync.realtime import parse_body
 
 NEVER = "0 0 0 1 1 *"
 CONFIG = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER})

@@ -9,7 +9,7 @@ import pytest
 
 from devhost.harness import Harness, running
 from devhost.stack import StackConfig
-from shared.realtime import SECRET_HEADER
+from shared.sync.realtime import SECRET_HEADER
 
 pytestmark = pytest.mark.e2e
 

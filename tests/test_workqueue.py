@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import BadMessage
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, MAX_IDS, Work, chunked
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, MAX_IDS, Work, chunked
 
 GUID = "6f1d2c3b-4a59-4e6f-9a8b-7c6d5e4f3a2b"
 

@@ -30,7 +30,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from shared.errors import QuotaExhausted
-from shared.storage import Storage
+from shared.state.storage import Storage
 
 log = logging.getLogger("leadsync")
 

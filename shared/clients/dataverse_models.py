@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from shared import odata
+from shared.clients import odata
 
 _PRIMARY_KEYS = {"leads": "leadid", "contacts": "contactid", "accounts": "accountid"}
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")

@@ -13,17 +13,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import activity, eligibility
-from shared.activity import Entry
-from shared.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
 from shared.errors import StateConflict
 from shared.jsonable import to_jsonable
-from shared.links import Link, person_key
-from shared.merge import merge
-from shared.ops import Progress
+from shared.ops.commands import Progress
+from shared.rules import eligibility
+from shared.rules.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
+from shared.rules.merge import merge
+from shared.rules.validation import unencodable
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
-from shared.validation import unencodable
-from shared.workqueue import chunked
+from shared.state import activity
+from shared.state.activity import Entry
+from shared.state.links import Link, person_key
+from shared.state.workqueue import chunked
 
 
 # --------------------------------------------------------------------------
@@ -32,7 +33,7 @@ class Difference:
     field: str
     marketo: Any
     dynamics: Any
-    winner: str  # "marketo" | "dynamics": per shared.merge, for a link with no base yet
+    winner: str  # "marketo" | "dynamics": per shared.rules.merge, for a link with no base yet
     rule: str
 
 

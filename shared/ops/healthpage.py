@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
 
-from shared.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, duration
-from shared.quota import Quota
+from shared.ops.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, duration
+from shared.ops.quota import Quota
 
 __all__ = ["REFRESH_S", "render", "render_unavailable"]
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared import activity, telemetry
-from shared.activity import Entry
+from shared import telemetry
 from shared.errors import MarketoError, Problem, TransientError
-from shared.merge import Collision
+from shared.rules.merge import Collision
+from shared.state import activity
+from shared.state.activity import Entry
 
 if TYPE_CHECKING:
     from shared.runtime import Services

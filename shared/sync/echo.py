@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from shared import eligibility
-from shared.links import LINKED, Link
-from shared.marketo import LeadChange
+from shared.clients.marketo import LeadChange
+from shared.rules import eligibility
 from shared.runtime import PRIMARY_KEYS, Services
+from shared.state.links import LINKED, Link
 
 
 def marketo_news(svc: Services, changes: Sequence[LeadChange]) -> list[int]:

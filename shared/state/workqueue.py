@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import BadMessage
-from shared.storage import Storage
+from shared.state.storage import Storage
 
 SCHEMA_VERSION = 1
 FROM_MARKETO = "leadsync-from-marketo"

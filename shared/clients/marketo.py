@@ -26,8 +26,7 @@ from typing import Any, cast
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from shared.errors import CursorExpired, MarketoError, MarketoTransient, QuotaExhausted
-from shared.marketo_models import (
+from shared.clients.marketo_models import (
     ActivityAttribute,
     ActivityEntry,
     ActivityJSON,
@@ -46,7 +45,8 @@ from shared.marketo_models import (
     parse_date,
     record_results,
 )
-from shared.ratelimit import CallBudget, budget_for
+from shared.clients.ratelimit import CallBudget, budget_for
+from shared.errors import CursorExpired, MarketoError, MarketoTransient, QuotaExhausted
 
 __all__ = [
     "ActivityAttribute", "ActivityEntry", "CallBudget", "ChangePage", "DeletedLead", "DeletedPage", "FieldChange",

@@ -4,13 +4,13 @@ Why one snapshot: the page, its JSON and `leadsync status` must judge the sync t
 
 What a snapshot reads:
 
-    last poll per feed   the heartbeat row of each feed (`shared.heartbeat`); the cursor's own
+    last poll per feed   the heartbeat row of each feed (`shared.state.heartbeat`); the cursor's own
                          `updated_at` is only the fallback when no heartbeat exists yet.
     queue depths         both work queues and their `-poison` queues
     activity             counts of the last hour and day from the by-hour activity partitions,
                          and the latest collisions and failures
-    Marketo quota        API calls used today against the daily quota (`shared.quota`).
-    pause                the shared pause row (`shared.pause`), read fresh every time: while
+    Marketo quota        API calls used today against the daily quota (`shared.ops.quota`).
+    pause                the shared pause row (`shared.state.pause`), read fresh every time: while
                          it holds, the quota is not asked for (it is used up)
 
 Status, worst first:
@@ -36,18 +36,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import activity, telemetry
+from shared import telemetry
+from shared.clients.marketo import next_reset
 from shared.config import poll_schedule
-from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.errors import QuotaExhausted
-from shared.heartbeat import HEARTBEAT_PREFIX
 from shared.jsonable import to_jsonable
-from shared.marketo import next_reset
-from shared.pause import Pause
-from shared.quota import Quota, forget_reading, marketo_quota
+from shared.ops.quota import Quota, forget_reading, marketo_quota
+from shared.ops.schedules import schedule_interval
 from shared.runtime import Services
-from shared.schedules import schedule_interval
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.state import activity
+from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
+from shared.state.heartbeat import HEARTBEAT_PREFIX
+from shared.state.pause import Pause
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer schedule
     (MARKETO_CHANGES, "MARKETO_POLL_SCHEDULE"),

@@ -20,18 +20,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from shared import activity, health, telemetry
-from shared.activity import ActivityLog, Entry
-from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
+from shared import telemetry
 from shared.errors import BadMessage, StateConflict
-from shared.health import HealthSnapshot
 from shared.jsonable import to_jsonable
-from shared.links import PARKED, Link, LinkStore, person_key
-from shared.pause import Pause, PauseStore
-from shared.poison import POISON_PERSON, decode_stored, fingerprint
+from shared.ops import health
+from shared.ops.health import HealthSnapshot
 from shared.runtime import Services
-from shared.storage import Storage
-from shared.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
+from shared.state import activity
+from shared.state.activity import ActivityLog, Entry
+from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
+from shared.state.links import PARKED, Link, LinkStore, person_key
+from shared.state.pause import Pause, PauseStore
+from shared.state.storage import Storage
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
+from shared.sync.poison import POISON_PERSON, decode_stored, fingerprint
 
 FEEDS = (MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed("lead"), dataverse_feed("contact"))
 WORK_QUEUES = (FROM_MARKETO, FROM_DYNAMICS)
@@ -121,7 +123,7 @@ def _counted(kinds: Mapping[str, int]) -> dict[str, int]:
 def status(state: State, svc: Services | None = None) -> Status:
     """One look at the whole deployment; reads every link row once (to count parked ones).
 
-    With the app's services, the health snapshot (`shared.health`) supplies the queue
+    With the app's services, the health snapshot (`shared.ops.health`) supplies the queue
     depths, outcome counts, last polls and the verdict; without, they come from storage.
     """
     now = datetime.now(UTC)

@@ -26,18 +26,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import activity, eligibility
-from shared.dataverse import WriteOp
-from shared.echo import never_modified
-from shared.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
+from shared.clients.dataverse import WriteOp
 from shared.errors import Problem, StateConflict
-from shared.fieldmap import Value
-from shared.links import CREATING, LINKED, PARKED, Link
-from shared.merge import MergeResult, merge
-from shared.report import Outcomes, flush
+from shared.rules import eligibility
+from shared.rules.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
+from shared.rules.fieldmap import Value
+from shared.rules.merge import MergeResult, merge
+from shared.rules.validation import unencodable, validate
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
-from shared.validation import unencodable, validate
-from shared.workqueue import Work, chunked
+from shared.state import activity
+from shared.state.links import CREATING, LINKED, PARKED, Link
+from shared.state.workqueue import Work, chunked
+from shared.sync.echo import never_modified
+from shared.sync.report import Outcomes, flush
 
 log = logging.getLogger("leadsync")
 

@@ -41,10 +41,10 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from shared import tablebatch, tablerows
 from shared.errors import StateConflict
-from shared.fieldmap import Value
-from shared.storage import Storage
+from shared.rules.fieldmap import Value
+from shared.state import tablebatch, tablerows
+from shared.state.storage import Storage
 
 
 class LinkState(StrEnum):

@@ -25,7 +25,7 @@ from azure.core import MatchConditions
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared import tablerows
+from shared.state import tablerows
 
 try:  # the private names this module relies on; without them, `submit_transaction` does the work
     from azure.data.tables._serialize import _add_entity_properties

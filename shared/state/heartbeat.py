@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from azure.data.tables import UpdateMode
 
-from shared.storage import Storage
+from shared.state.storage import Storage
 
 HEARTBEAT_PREFIX = "heartbeat-"
 

@@ -9,7 +9,7 @@ expiry) falls back to a full re-read: every linked person (Marketo side) or ever
 (Dataverse side, which is what a new delta baseline returns) is enqueued once, and
 merging against the stored bases writes only real differences.
 
-While Marketo's daily quota is used up (`shared.pause`) the Marketo poller skips its
+While Marketo's daily quota is used up (`shared.state.pause`) the Marketo poller skips its
 cycle; a 607 in the middle of a feed enqueues the pages read so far and stores the cursor
 of the last page read, never one past it.
 """
@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from shared.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
-from shared.echo import dataverse_news, marketo_news
 from shared.errors import CursorExpired, QuotaExhausted
-from shared.heartbeat import record_poll
 from shared.runtime import ENTITY_SETS, Services
-from shared.workqueue import chunked
+from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
+from shared.state.heartbeat import record_poll
+from shared.state.workqueue import chunked
+from shared.sync.echo import dataverse_news, marketo_news
 
 log = logging.getLogger("leadsync")
 

@@ -7,7 +7,7 @@ What callers can rely on (wire facts: Microsoft's Dataverse Web API documentatio
   5xx, timeouts and dropped connections; when attempts run out → `DataverseTransient`.
   412 → `ConcurrencyConflict`; other 4xx → `DataverseError(status, code, message)`, never retried;
   an expired delta token (0x80044352) → `CursorExpired("dataverse", ...)`.
-- `$filter` values come only from `shared.odata` (escaping in one function).
+- `$filter` values come only from `shared.clients.odata` (escaping in one function).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import msal
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from shared import odata
-from shared.dataverse_models import (
+from shared.clients import odata
+from shared.clients.dataverse_models import (
     AttributeMetadata,
     DeltaPage,
     EntityMetadata,
@@ -262,7 +262,7 @@ class DataverseClient:
 
     def query(self, entity_set: str, filter: str | None, select: Sequence[str], top: int | None = None,
               page_size: int = MAX_PAGE_SIZE) -> list[dict[str, Any]]:
-        """All rows matching `filter` (build it with `shared.odata`), following nextLink."""
+        """All rows matching `filter` (build it with `shared.clients.odata`), following nextLink."""
         params = {"$select": ",".join(odata.column(c) for c in select)}
         if filter:
             params["$filter"] = filter

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 
 from azure.core.exceptions import AzureError
 
-from shared import activity, telemetry
-from shared.activity import Entry
+from shared import telemetry
 from shared.errors import BadMessage
 from shared.runtime import Services
-from shared.workqueue import Work
+from shared.state import activity
+from shared.state.activity import Entry
+from shared.state.workqueue import Work
 
 log = logging.getLogger("leadsync")
 POISON_PERSON = "poison"

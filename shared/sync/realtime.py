@@ -9,9 +9,9 @@ Marketo, so a forged body cannot inject values. Outcomes:
     otherwise, invalid                                        -> "invalid" with the reasons, also
                                                                   written to the person's activity logs
     a record has only a look-alike email (the lookup's        -> "invalid" (rule near_miss): never linked,
-    collation matched e.g. ß to ss; see shared.emails)           never a second lead for that address
+    collation matched e.g. ß to ss; see shared.rules.emails)           never a second lead for that address
     a field holds a value no encoder can write                -> "invalid" (rule encoding)
-    Marketo's daily quota is used up (`shared.pause`)         -> 503 "paused" with Retry-After (the
+    Marketo's daily quota is used up (`shared.state.pause`)         -> 503 "paused" with Retry-After (the
                                                                   reset), and an activity entry
 It never forces an update sync: an existing lead is left to the background sync.
 
@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import activity
 from shared.config import Secret
-from shared.emails import NEAR_MISS, near_miss_message, same_address
 from shared.errors import BadMessage, DataverseError, Problem, QuotaExhausted, TransientError
-from shared.links import CREATING, Link, person_key
-from shared.pause import Pause
-from shared.report import Outcomes, flush
+from shared.rules.emails import NEAR_MISS, near_miss_message, same_address
+from shared.rules.validation import unencodable, validate
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
-from shared.validation import unencodable, validate
+from shared.state import activity
+from shared.state.links import CREATING, Link, person_key
+from shared.state.pause import Pause
+from shared.sync.report import Outcomes, flush
 
 MAX_BODY = 4096
 SECRET_HEADER = "x-leadsync-secret"

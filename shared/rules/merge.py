@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from shared.fieldmap import FieldSpec, Rule, Value
+from shared.rules.fieldmap import FieldSpec, Rule, Value
 
 
 class Side(str, Enum):

@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared import tablebatch
-from shared.storage import Storage
+from shared.state import tablebatch
+from shared.state.storage import Storage
 
 
 class Kind(StrEnum):

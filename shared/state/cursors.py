@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.errors import StateConflict
-from shared.storage import Storage
+from shared.state.storage import Storage
 
 MARKETO_CHANGES = "marketo-leadchanges"
 MARKETO_DELETES = "marketo-deletedleads"

@@ -11,8 +11,8 @@ import time
 import weakref
 from dataclasses import dataclass
 
+from shared.clients.marketo import MarketoClient
 from shared.errors import MarketoError, QuotaExhausted
-from shared.marketo import MarketoClient
 
 MARKETO_DAILY_QUOTA = 50_000
 USAGE_MAX_AGE_S = 300.0
