@@ -2,8 +2,8 @@
 
 `shared.preflight_probe` asks Marketo, Dataverse and storage; the functions here turn the
 answers into findings, one per problem, each with the fix an admin applies. A `PROBLEM`
-makes the check fail; a `WARNING` is printed but does not (e.g. a Dynamics column shorter
-than its Marketo field: longer values are refused by validation and parked, not lost).
+makes the check fail; a `WARNING` is listed on request but does not (e.g. a Dynamics column
+shorter than its Marketo field: a longer value fails validation and is reported, never cut).
 """
 
 from __future__ import annotations
@@ -137,9 +137,8 @@ def _length_findings(spec: FieldSpec, info: FieldInfo, entity: str, column: str,
     if spec.type not in TEXT_TYPES or info.length is None or max_length is None or max_length >= info.length:
         return []
     return [Finding("fields", f"Dataverse {entity}.{column} holds {max_length} characters, Marketo "
-                              f"{spec.marketo} {info.length}: longer values are refused and parked",
-                    f"raise {entity}.{column} MaxLength to {info.length} if such values occur",
-                    Severity.WARNING)]
+                              f"{spec.marketo} {info.length}: a longer value fails validation and is not written",
+                    f"raise {entity}.{column} MaxLength if such values occur", Severity.WARNING)]
 
 
 def setting_field_findings(filter_field: str, deleted_field: str, marketo: Mapping[str, FieldInfo],

@@ -60,12 +60,12 @@ def _marketo(svc: Services, report: Report) -> dict[str, FieldInfo] | None:
     """Credentials, then each read endpoint; returns the describe result (None if it failed)."""
     client = svc.marketo
     probes: list[tuple[str, str, Callable[[], Any]]] = [
-        ("GET /rest/v1/leads/describe.json", "Read-Only Lead", client.describe),
-        ("GET /rest/v1/leads.json", "Read-Only Lead", lambda: client.get_leads([0], ["id"])),
-        ("GET /rest/v1/activities/pagingtoken.json", "Read-Only Activity",
+        ("GET /rest/v1/leads/describe.json", "Read-Write Person", client.describe),
+        ("GET /rest/v1/leads.json", "Read-Write Person", lambda: client.get_leads([0], ["id"])),
+        ("GET /rest/v1/activities/pagingtoken.json", "Read-Write Activity",
          lambda: client.paging_token(datetime.now(UTC))),
         ("GET /rest/v1/activities/external/types.json", "Read-Only Activity Metadata", client.activity_types),
-        ("GET /rest/v1/stats/usage.json", "Read-Only Assets", client.usage),
+        ("GET /rest/v1/stats/usage.json", "Access API", client.usage),
     ]
     answers: dict[str, Any] = {}
     for endpoint, permission, call in probes:

@@ -88,7 +88,7 @@ def test_a_marketo_endpoint_the_role_lacks_is_named_with_its_permission(h: Harne
     assert result.exit_code == 1
     assert problems == ["PROBLEM marketo-permissions: the API user may not call "
                         "GET /rest/v1/activities/pagingtoken.json (603 Access denied) -> give the API user's role "
-                        "the Read-Only Activity permission (Admin > Users & Roles)"]
+                        "the Read-Write Activity permission (Admin > Users & Roles)"]
 
 
 def test_a_mapped_marketo_field_that_is_gone(h: Harness) -> None:
