@@ -548,7 +548,9 @@ def test_alerts_mail_the_operator_given_at_deployment() -> None:
 
 
 def test_each_alert_queries_a_signal_the_app_emits() -> None:
-    from function_app import app
+    from azure.functions.decorators.function_app import FunctionBuilder
+
+    from functions import timers
     from shared import activity, telemetry
     from shared.pause import Pause
 
@@ -561,7 +563,7 @@ def test_each_alert_queries_a_signal_the_app_emits() -> None:
     assert f'Name == "{telemetry.records._name}"' in rules["failure-spike"]["query"]  # the instrument's name
     for kind in (activity.VALIDATION_FAILED, activity.REJECTED, activity.PARKED):
         assert f'"{kind}"' in rules["failure-spike"]["query"]
-    pollers = {f.get_function_name() for f in app.get_functions() if f.get_function_name().startswith("poll_")}
+    pollers = {f._function.get_function_name() for f in vars(timers).values() if isinstance(f, FunctionBuilder)}
     assert pollers == set(re.findall(r"(poll_\w+)", template("modules/alerts.bicep")["variables"]["pollFunctions"]
                                      ["value"]))
     assert rules["poison-messages"]["query"].startswith("AppTraces | where SeverityLevel >= 3")
