@@ -133,6 +133,8 @@ def test_the_activity_type_the_app_uses_deleted(h: Harness) -> None:
     ("prvReadLead", "read leads"),
     ("prvReadContact", "read contacts"),
     ("prvReadEntity", "read lead metadata"),
+    ("prvReadEntity", "read the contact table definition"),
+    ("prvReadAttribute", "read contact metadata"),
 ])
 def test_a_missing_dataverse_privilege_is_named_with_its_grant(h: Harness, privilege: str, what: str) -> None:
     admin(h, "dataverse", "POST", "/privileges", {"deny": [privilege]})

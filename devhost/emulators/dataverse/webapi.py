@@ -138,6 +138,8 @@ class WebApi:
             return self.batch(req)
         if path.startswith("EntityDefinitions"):
             self._require("prvReadEntity", "entity")
+            if "/Attributes" in path:  # columns are the Field (attribute) table: a privilege of their own
+                self._require("prvReadAttribute", "attribute")
             return self.metadata(req, path)
         if path.startswith("RetrieveMetadataChanges("):
             return metadata_api.retrieve_metadata_changes(self, req, path, self.metadata_stamps)
