@@ -25,9 +25,10 @@ from shared.config import Settings
 from shared.errors import ConfigError, LeadSyncError
 from shared.ops import backfill as backfills
 from shared.ops import commands as ops
+from shared.ops import preflight, preflight_probe
 from shared.runtime import Services
 
-app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain.", no_args_is_help=True,
+app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain, check.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
@@ -205,6 +206,29 @@ def explain(
         emit(result.to_dict())
     else:
         render.explain(Console(), result)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    warnings: Annotated[bool, typer.Option("--warnings", help="Also list warnings (they never fail the check).")]
+    = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Preflight: credentials, permissions, mapped fields, activity type, change tracking, storage, quota."""
+    with one_line_errors():
+        try:
+            svc = ctx.obj.services(check=False)
+        except AzureError as exc:  # opening the services creates the tables: nothing else can be checked
+            report = preflight.Report([preflight_probe.storage_unreachable(exc)])
+        else:
+            report = preflight_probe.run(svc)
+    if as_json:
+        emit(report.to_dict())
+    else:
+        render.check(Console(), report, warnings=warnings)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

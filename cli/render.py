@@ -11,6 +11,7 @@ from rich.table import Table
 
 from shared.ops import backfill as backfills
 from shared.ops import commands as ops
+from shared.ops import preflight
 
 BODY_WIDTH = 60
 
@@ -196,3 +197,20 @@ def explain(console: Console, e: ops.Explanation) -> None:
     for a in e.activity:
         log.add_row(f"{a.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z", a.kind, a.direction, a.message, a.operation_id)
     console.print(log)
+
+
+def check(console: Console, report: preflight.Report, *, warnings: bool) -> None:
+    """One line per problem with its fix (never wrapped, so scripts can grep them)."""
+    for finding in report.problems:
+        console.print(f"PROBLEM {finding.line()}", markup=False, highlight=False, soft_wrap=True)
+    if warnings:
+        for finding in report.warnings:
+            console.print(f"warning {finding.line()}", markup=False, highlight=False, soft_wrap=True)
+    used, limit = report.facts.get("marketo_calls_today"), report.facts.get("marketo_daily_quota")
+    if used is not None:
+        console.print(f"Marketo API calls today: {used} of {limit} (quota left: {max(0, limit - used)})",
+                      markup=False, highlight=False, soft_wrap=True)
+    hidden = "" if warnings or not report.warnings else " (--warnings to list them)"
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    console.print(f"check: {verdict}, {len(report.warnings)} warning(s){hidden}", markup=False, highlight=False,
+                  soft_wrap=True)

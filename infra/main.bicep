@@ -105,6 +105,16 @@ param maximumInstanceCount int = 1
 ])
 param instanceMemoryMB int = 2048
 
+// --- Alerts --------------------------------------------------------------------------
+
+@description('E-mail address that receives LeadSync\'s Azure Monitor alerts (docs/deploy.md, "Alerts").')
+@minLength(3)
+param alertEmail string
+
+@description('Minutes without a successful poll of a side before the poll-lag alert fires (over 3 x the poll schedule).')
+@allowed([10, 15, 30, 45, 60])
+param pollLagLimitMinutes int = 15
+
 @description('Replication of the state storage account.')
 @allowed([
   'Standard_LRS'
@@ -128,6 +138,18 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     workspaceName: 'log-${resourceToken}'
     appInsightsName: 'appi-${resourceToken}'
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    actionGroupName: 'ag-${resourceToken}'
+    alertEmail: alertEmail
+    pollLagLimitMinutes: pollLagLimitMinutes
   }
 }
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -524,3 +525,47 @@ def test_checkov_finds_only_accepted_failures(checkov_report: dict[str, Any]) ->
     assert not unaccepted, "checkov failures not accepted in .checkov.yaml:\n" + "\n".join(unaccepted)
     stale = sorted(set(accepted) - set(failed))
     assert not stale, f".checkov.yaml accepts checks that no longer fail; remove them: {stale}"
+
+
+# --- alerts ----------------------------------------------------------------------------
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    rules: list[dict[str, Any]] = template("modules/alerts.bicep")["variables"]["rules"]["value"]
+    return {rule["name"]: rule for rule in rules}
+
+
+def test_alerts_mail_the_operator_given_at_deployment() -> None:
+    path, passed = main_module("alerts")
+    assert path == "modules/alerts.bicep"
+    assert passed["alertEmail"] == "alertEmail" and dotted(passed["workspaceId"]) == "monitoring.outputs.workspaceId"
+    assert not template("main.bicep")["parameters"]["alertEmail"]["default"]  # no address is guessed
+    group = only_resource(path, "Microsoft.Insights/actionGroups")
+    assert [r["emailAddress"] for r in group["properties"]["emailReceivers"]] == ["alertEmail"]
+    rules = only_resource(path, "Microsoft.Insights/scheduledQueryRules")["config"]  # one per rule: a loop
+    assert [dotted(g) for g in rules["properties"]["actions"]["actionGroups"]] == ["actionGroup.id"]
+    assert rules["properties"]["scopes"] == ["workspaceId"]
+
+
+def test_each_alert_queries_a_signal_the_app_emits() -> None:
+    from azure.functions.decorators.function_app import FunctionBuilder
+
+    from functions import timers
+    from shared import telemetry
+    from shared.state import activity
+    from shared.state.pause import Pause
+
+    rules = alert_rules()
+    assert set(rules) == {"poison-messages", "failure-spike", "poll-lag", "quota-paused", "function-failing"}
+    # The pause's own words, as shared/state/pause.py logs them ("background sync %s").
+    now = datetime.now(UTC)
+    paused = "background sync " + Pause("607", "Marketo daily quota (607)", "", now, now, now).describe()
+    assert rules["quota-paused"]["query"].split('"')[1] in paused
+    assert f'Name == "{telemetry.records._name}"' in rules["failure-spike"]["query"]  # the instrument's name
+    for kind in (activity.VALIDATION_FAILED, activity.REJECTED, activity.PARKED):
+        assert f'"{kind}"' in rules["failure-spike"]["query"]
+    pollers = {f._function.get_function_name() for f in vars(timers).values() if isinstance(f, FunctionBuilder)}
+    assert pollers == set(re.findall(r"(poll_\w+)", template("modules/alerts.bicep")["variables"]["pollFunctions"]
+                                     ["value"]))
+    assert rules["poison-messages"]["query"].startswith("AppTraces | where SeverityLevel >= 3")
+    assert rules["function-failing"]["query"].startswith("AppRequests | where Success == false")

@@ -438,6 +438,11 @@ class DataverseClient:
     def who_am_i(self) -> dict[str, Any]:
         return dict(self._json("GET", f"{self.api}/WhoAmI"))
 
+    def entity_definition(self, logical_name: str, select: Sequence[str]) -> dict[str, Any]:
+        """Table facts from EntityDefinitions, e.g. ChangeTrackingEnabled (spec §9)."""
+        url = f"{self.api}/EntityDefinitions(LogicalName={odata.literal(odata.column(logical_name))})"
+        return dict(self._json("GET", url, params={"$select": ",".join(select)}))
+
     def attributes(self, logical_name: str) -> EntityMetadata:
         """Column metadata, cached per client: type, RequiredLevel, MaxLength, Format, options."""
         if logical_name in self._metadata:

@@ -384,6 +384,10 @@ class MarketoClient:
         result = self._call("GET", "/v1/stats/usage.json").get("result") or []
         return sum(int(day.get("total", 0)) for day in result)
 
+    def activity_types(self) -> list[dict[str, Any]]:
+        """The instance's custom activity types (apiName, status, attributes)."""
+        return list(self._call("GET", "/v1/activities/external/types.json").get("result") or [])
+
     # ---- writing
 
     def sync_leads(

@@ -98,6 +98,36 @@ def admin_routes(emu: Emulator) -> list[Route]:
         return JSONResponse({"attribute": attr.logical_name, "required_level": attr.required_level,
                              "max_length": attr.max_length, "format_name": attr.format_name})
 
+    async def privileges(request: Request) -> Response:
+        """{"deny": ["prvReadLead", ...]} takes privileges from the application user; DELETE restores all."""
+        with emu.store.lock:
+            if request.method == "DELETE":
+                emu.webapi.denied.clear()
+            else:
+                emu.webapi.denied.update(str(p) for p in (await body(request)).get("deny") or [])
+            return JSONResponse({"denied": sorted(emu.webapi.denied)})
+
+    async def change_tracking(request: Request) -> Response:
+        """{"enabled": false} turns a table's ChangeTrackingEnabled off (as if never enabled)."""
+        entity = emu.store.entities.get(str(request.path_params["entity"]))
+        if entity is None:
+            return err(404, "unknown entity")
+        with emu.store.lock:
+            entity.change_tracking = bool((await body(request)).get("enabled", True))
+        return JSONResponse({"entity": entity.logical_name, "ChangeTrackingEnabled": entity.change_tracking})
+
+    async def drop_column(request: Request) -> Response:
+        """Delete a column from a table's metadata, as a customizer deleting it would."""
+        entity = emu.store.entities.get(str(request.path_params["entity"]))
+        name = str(request.path_params["attribute"])
+        if entity is None or name not in entity.attrs:
+            return err(404, "unknown entity/attribute")
+        with emu.store.lock:
+            del entity.attrs[name]
+            for row in emu.store.rows[entity.entity_set].values():
+                row.pop(name, None)
+        return Response(status_code=204)
+
     async def expire(request: Request) -> Response:
         emu.store.expire_delta_tokens()
         return Response(status_code=204)
@@ -174,6 +204,9 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/limits", limits, methods=["POST"]),
         Route("/_admin/keys", keys, methods=["POST"]),
         Route("/_admin/metadata", metadata, methods=["POST"]),
+        Route("/_admin/metadata/{entity}/{attribute}", drop_column, methods=["DELETE"]),
+        Route("/_admin/privileges", privileges, methods=["POST", "DELETE"]),
+        Route("/_admin/entities/{entity}/change-tracking", change_tracking, methods=["POST"]),
         Route("/_admin/expire-delta-tokens", expire, methods=["POST"]),
         Route("/_admin/tokens/revoke", revoke, methods=["POST"]),
         Route("/_admin/leads/{id}/qualify", qualify, methods=["POST"]),

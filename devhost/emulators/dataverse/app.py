@@ -188,6 +188,7 @@ class Emulator:
             self.window.clear()
             self.exec_window.clear()
             self.webapi.batch_operations = 0
+            self.webapi.denied.clear()
             self.limits = Limits(**vars(self.default_limits))
 
 

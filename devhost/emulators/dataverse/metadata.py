@@ -65,6 +65,7 @@ class EntityDef:
     entity_set: str
     primary_id: str
     attrs: dict[str, Attr]
+    change_tracking: bool = True  # the table's ChangeTrackingEnabled (admin can turn it off to test preflight)
 
     @property
     def type_name(self) -> str:

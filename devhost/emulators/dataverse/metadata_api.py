@@ -57,7 +57,7 @@ def entity_json(entity: EntityDef) -> dict[str, Any]:
         "OwnershipType": "UserOwned",
         "IsCustomEntity": False,
         "IsActivity": False,
-        "ChangeTrackingEnabled": True,
+        "ChangeTrackingEnabled": entity.change_tracking,
         "IsOptimisticConcurrencyEnabled": True,
         "DisplayName": _label(entity.logical_name.capitalize()),
         "DisplayCollectionName": _label(entity.entity_set.capitalize()),

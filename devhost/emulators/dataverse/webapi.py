@@ -100,6 +100,7 @@ class WebApi:
         self.user_id = str(uuid.uuid4())
         self.bu_id = str(uuid.uuid4())
         self.metadata_stamps: dict[str, dict[str, str]] = {}  # RetrieveMetadataChanges stamps issued
+        self.denied: set[str] = set()  # privileges the application user's roles lack, e.g. "prvReadLead"
 
     # -- entry -------------------------------------------------------------------------------
     def dispatch(self, req: Req) -> Resp:
@@ -136,6 +137,9 @@ class WebApi:
                 raise ApiError(405, "0x80060888", "The $batch endpoint accepts POST only.")
             return self.batch(req)
         if path.startswith("EntityDefinitions"):
+            self._require("prvReadEntity", "entity")
+            if "/Attributes" in path:  # columns are the Field (attribute) table: a privilege of their own
+                self._require("prvReadAttribute", "attribute")
             return self.metadata(req, path)
         if path.startswith("RetrieveMetadataChanges("):
             return metadata_api.retrieve_metadata_changes(self, req, path, self.metadata_stamps)
@@ -145,6 +149,7 @@ class WebApi:
             raise ApiError(404, "0x8004f510", f"Resource not found for the segment '{segment}'.")
         entity = self.store.entity(m.group(1))
         key, tail = m.group(2), m.group(3)
+        self._require(_privilege(req.method, entity.logical_name, key, tail), entity.logical_name)
         if key is None and tail is None:
             if req.method == "GET":
                 return self.query(req, entity)
@@ -170,6 +175,15 @@ class WebApi:
         if req.method == "DELETE":
             return self.delete(req, entity, key)
         raise ApiError(405, "0x80060888", f"The HTTP method '{req.method}' is not allowed on a single record.")
+
+    def _require(self, privilege: str, logical_name: str) -> None:
+        """Dataverse's 403 for a missing privilege: code 0x80040220, the privilege named in the message."""
+        if privilege in self.denied:
+            raise ApiError(403, "0x80040220", f"Principal user (Id={self.user_id}, type=8, roleCount=1, "
+                                              f"privilegeCount=0, accessMode=4), is missing {privilege} privilege "
+                                              f"(Id={uuid.uuid5(uuid.NAMESPACE_URL, privilege)}) on "
+                                              f"OTC={metadata_api._OBJECT_TYPE_CODES.get(logical_name, 0)} for entity "
+                                              f"'{logical_name}'. context.Caller={self.user_id}")
 
     # -- helpers -----------------------------------------------------------------------------
     def _select(self, entity: EntityDef, req: Req) -> list[str] | None:
@@ -666,3 +680,17 @@ class WebApi:
 
 class _Rollback(Exception):
     pass
+
+
+def _privilege(method: str, logical_name: str, key: str | None, tail: str | None) -> str:
+    """The privilege a request on a table needs, as Dataverse names it (prv<Access><Table>)."""
+    action = (tail or "").removeprefix("Microsoft.Dynamics.CRM.")
+    if method == "GET":
+        access = "Read"
+    elif method == "DELETE":
+        access = "Delete"
+    elif action == "CreateMultiple" or (method == "POST" and key is None and not action):
+        access = "Create"
+    else:
+        access = "Write"
+    return f"prv{access}{logical_name.capitalize()}"

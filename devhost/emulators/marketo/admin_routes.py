@@ -161,6 +161,35 @@ def admin_routes(emu: Emulator) -> list[Route]:
                 return _error(400, str(exc))
         return JSONResponse(asdict(emu.limits))
 
+    async def permissions(request: Request) -> Response:
+        """{"deny": ["/rest/v1/leads/describe.json", ...]}: the API user's role lacks these endpoints (603)."""
+        if request.method == "DELETE":
+            emu.denied.clear()
+        else:
+            emu.denied.update(str(p) for p in (await _body(request)).get("deny") or [])
+        return JSONResponse({"denied": sorted(emu.denied)})
+
+    async def drop_field(request: Request) -> Response:
+        """Delete a custom field, as an admin would in Field Management."""
+        name = str(request.path_params["name"])
+        with emu.store.lock:
+            if emu.store.fields.pop(name, None) is None:
+                return _error(404, f"no field {name}")
+            for lead in emu.store.leads.values():
+                lead.pop(name, None)
+        return Response(status_code=204)
+
+    async def activity_type(request: Request) -> Response:
+        """{"status": "draft"}: set a custom activity type's status (a draft cannot be written to)."""
+        atype = emu.store.types.get(str(request.path_params["api"]))
+        if atype is None:
+            return _error(404, "no such activity type")
+        status = str((await _body(request)).get("status", ""))
+        if status not in {"draft", "approved"}:
+            return _error(400, "status must be draft or approved")
+        atype.status = status
+        return JSONResponse({"apiName": atype.api_name, "status": atype.status})
+
     async def activity_log(request: Request) -> Response:
         return JSONResponse({"size": len(emu.store.log)})
 
@@ -175,4 +204,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/clock", clock, methods=["GET", "POST"]),
         Route("/_admin/limits", limits, methods=["GET", "PATCH"]),
         Route("/_admin/log", activity_log, methods=["GET"]),
+        Route("/_admin/permissions", permissions, methods=["POST", "DELETE"]),
+        Route("/_admin/fields/{name}", drop_field, methods=["DELETE"]),
+        Route("/_admin/activity-types/{api}", activity_type, methods=["PATCH"]),
     ]

@@ -164,6 +164,7 @@ class Emulator:
         self.daily: dict[str, Counter[str]] = {}
         self.stats = Stats()
         self.faults: list[Fault] = []
+        self.denied: set[str] = set()  # REST path prefixes the API user's role has no permission for (603)
         self.page_counter = 0
         self.request_counter = 0
         self.rng = random.Random(1234)
@@ -621,6 +622,9 @@ class MarketoApp:
         if bad_token is not None:
             message = {"600": "Access token empty", "601": "Access token invalid", "602": "Access token expired"}
             return emu.failure(bad_token, message[bad_token])
+        if any(request.url.path.startswith(prefix) for prefix in emu.denied):
+            emu.count(emu.scope)
+            return emu.failure("603", "Access denied")
         now = emu.clock.timestamp()
         while emu.window and emu.window[0] <= now - limits.rate_window_s:
             emu.window.popleft()
