@@ -86,7 +86,7 @@ param dataverseSyncFilterField string = 'new_synctomkto'
 @minLength(16)
 param webhookSecret string
 
-@description('Field map as JSON (or a path inside the package); empty uses shared/fieldmap_default.json.')
+@description('Field map as JSON (or a path inside the package); empty uses shared/rules/fieldmap_default.json.')
 param fieldMap string = ''
 
 @description('Prefix of LeadSync\'s state tables.')
