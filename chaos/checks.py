@@ -92,19 +92,21 @@ def rule_violations(c: Campaign) -> Check:
 
 def poison(c: Campaign) -> Check:
     bodies: list[str] = []
+    ids: dict[str, str] = {}  # poison message id -> its body
     for name in POISON_QUEUES:
         queue = c.depths.client(name)
         for message in queue.peek_messages(max_messages=32):
             bodies.append(_decode(message.content))
+            ids[message.id] = bodies[-1]
         depth = c.depths.depth(name) or 0
         if depth > 32:
             bodies += ["<more than 32 poison messages>"] * (depth - 32)
     markers = set(c.tally.bad_messages)
     unexpected = [b[:120] for b in bodies if not any(m in b for m in markers)]
     missing = [m for m in markers if not any(m in b for b in bodies)]
-    logged = [e for e in ActivityLog(c.storage).for_person("poison", limit=1000)
-              if any(m in e.details.get("body", "") for m in markers)]
-    logged_markers = {m for e in logged for m in markers if m in e.details.get("body", "")}
+    # Entries mask the body's values (it may hold names), so they are matched by the poison copy's id.
+    noted = {str(e.details.get("poison_message_id")) for e in ActivityLog(c.storage).for_person("poison", limit=1000)}
+    logged_markers = {m for i, b in ids.items() if i in noted for m in markers if m in b}
     problems = [f"unexpected poison message: {b}" for b in unexpected]
     problems += [f"malformed message {m} not poisoned" for m in missing]
     problems += [f"malformed message {m} has no activity-log entry" for m in markers - logged_markers]
