@@ -95,6 +95,15 @@ class Harness:
         self.dataverse.close()
 
 
+NEVER = "0 0 0 1 1 *"  # a schedule that never fires (1 January, midnight, of no year a test runs in)
+
+
+def by_hand(**extra_env: str) -> StackConfig:
+    """A stack whose timers never fire: the test decides when each side is polled."""
+    return StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                              "MARKETO_DELETES_EVERY_S": "0", **extra_env})
+
+
 @contextmanager
 def running(config: StackConfig, *, log: Callable[[str], None] | None = None,
             first_sync: bool = True) -> Iterator[Harness]:

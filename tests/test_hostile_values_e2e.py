@@ -16,15 +16,13 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from devhost.harness import Harness, running
-from devhost.stack import StackConfig
+from devhost.harness import Harness, by_hand, running
 from shared.ops.backfill import backfill
 from shared.runtime import services
 from shared.state import activity
 from shared.state.workqueue import FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
-NEVER = "0 0 0 1 1 *"
 # (the address one side holds, the look-alike the other side holds): different mailboxes
 PAIRS = [("fstrasse", "fstraße"), ("kelvin", "\u212aelvin"), ("file", "\ufb01le")]
 IDS = ["sharp-s", "kelvin-sign", "fi-ligature"]
@@ -34,9 +32,7 @@ BAD = "Ada\ud800"  # a lone surrogate: valid in JSON, never encodable
 
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
-    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
-                                                "MARKETO_DELETES_EVERY_S": "0"})
-    with running(config) as harness:
+    with running(by_hand()) as harness:
         yield harness
 
 

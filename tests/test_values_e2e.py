@@ -12,20 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from devhost.harness import Harness, eventually, running
-from devhost.stack import StackConfig
+from devhost.harness import Harness, by_hand, eventually, running
 from shared.runtime import services
 from shared.state.workqueue import FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
-NEVER = "0 0 0 1 1 *"
 
 
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
-    config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
-                                                "MARKETO_DELETES_EVERY_S": "0"})
-    with running(config) as harness:
+    with running(by_hand()) as harness:
         yield harness
 
 
