@@ -42,7 +42,7 @@ def check(h: Harness, *args: str, env: dict[str, str] | None = None,
           connection: str | None = None) -> tuple[Result, list[str]]:
     result = CliRunner().invoke(
         app, ["--connection-string", connection or h.stack.env["AzureWebJobsStorage"], "check", *args],
-        env={"COLUMNS": "250", **(env or {})})
+        env={**h.stack.env, "COLUMNS": "250", **(env or {})})  # the app settings exported, as an operator would
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result, [line for line in result.stdout.splitlines() if line.startswith("PROBLEM ")]
 
