@@ -39,7 +39,7 @@ TOP = 10
 
 def _category(filename: str) -> str | None:
     path = Path(filename)
-    if path.parent != SHARED:
+    if not path.is_relative_to(SHARED):  # the core's modules, in whichever layer they live
         return None
     for name, files in CATEGORIES.items():
         if path.name in files:
