@@ -91,6 +91,7 @@ class Settings:
     marketo_quota_recheck_s: int = 300  # while paused for the daily quota, how often one caller re-checks
     webhook_secret: Secret = field(default_factory=_secret)
     batch_size: int = 300
+    trends_every_s: int = 600  # how often a process writes its hourly trend sample, at most
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -179,6 +180,7 @@ class Settings:
             marketo_quota_recheck_s=integer("MARKETO_QUOTA_RECHECK_S", 300, 1, 86400),
             webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
+            trends_every_s=integer("LEADSYNC_TRENDS_EVERY_S", 600, 0, 3600),
         )
 
     def marketo_budget(self) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from shared.state.cursors import CursorStore
 from shared.state.links import LinkStore
 from shared.state.pause import PauseStore
 from shared.state.storage import Storage
+from shared.state.trends import Recorder, TrendStore
 from shared.state.workqueue import WorkQueues
 
 log = logging.getLogger("leadsync")
@@ -57,6 +58,7 @@ class Services:
     _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _activity_type_id: int | None = None
     _last_deletes_poll: float | None = None
+    _trends: Recorder | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -101,6 +103,14 @@ class Services:
     def pauses(self) -> PauseStore:
         """The shared pause (Marketo's daily quota) every instance reads before spending calls."""
         return PauseStore(self.storage, recheck_s=self.settings.marketo_quota_recheck_s)
+
+    @property
+    def trends(self) -> Recorder:
+        """This process's hourly sample for the health page's trends (created on first use)."""
+        with self._lock:
+            if self._trends is None:
+                self._trends = Recorder(TrendStore(self.storage), every_s=self.settings.trends_every_s)
+            return self._trends
 
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""

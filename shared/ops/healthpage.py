@@ -13,6 +13,8 @@ from html import escape
 
 from shared.ops.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, duration
 from shared.ops.quota import Quota
+from shared.ops.trends import CSS as TRENDS_CSS
+from shared.ops.trends import section as trends_section
 
 __all__ = ["REFRESH_S", "render", "render_unavailable"]
 
@@ -40,6 +42,7 @@ def render(s: HealthSnapshot, *, nonce: str = "") -> str:
   {_activity(s.last_hour, s.last_day, s.counts_complete)}
   {_quota(s.quota)}
 </div>
+{trends_section(s.trends)}
 {_events("Latest collisions", "collisions", s.collisions, s.at, "No collisions in the last 24 hours.")}
 {_events("Latest failures", "failures", s.failures, s.at, "No failures in the last 24 hours.")}
 """
@@ -54,7 +57,7 @@ def _shell(status: str, body: str, *, at: datetime | None = None, nonce: str = "
 <meta http-equiv=refresh content="{REFRESH_S}">
 <meta name=referrer content=no-referrer>
 <title>LeadSync health: {escape(status)}</title>
-<style nonce="{escape(nonce)}">{_CSS}</style></head>
+<style nonce="{escape(nonce)}">{_CSS}{TRENDS_CSS}</style></head>
 <body><header><h1>LeadSync <span>sync health</span></h1>
 <p class=stamp>as of {stamp} &middot; refreshes every {REFRESH_S} s &middot; JSON at <code>/api/health.json</code></p>
 </header><main>{body}</main></body></html>
