@@ -35,6 +35,7 @@ from shared.state import activity
 from shared.state.activity import Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import record_poll
+from shared.state.trends import Counters, HourSample, Recorder, TrendStore, hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
 from shared.sync.poison import park_bad_message
 from shared.sync.report import Outcomes, flush
@@ -227,6 +228,31 @@ def test_failures_poison_and_collisions_are_listed_by_person_key_without_values(
     assert not [value for value in PII if value in text]
 
 
+def test_trends_merge_every_instances_samples_with_the_activity_by_hour_and_what_is_seen_now(
+        svc: Services) -> None:
+    seed(svc)
+    now = datetime.now(UTC)
+    current, earlier = hour_of(now), hour_of(now) - timedelta(hours=3)
+    store = TrendStore(svc.storage)
+    store.write(HourSample(earlier, 120, 40, 7, {MARKETO_CHANGES: 95.0, MARKETO_DELETES: 330.0}), "a")
+    store.write(HourSample(earlier, 30, 2, 2, {MARKETO_CHANGES: 31.0}), "b")
+    Recorder(store, instance="c").note(now, Counters(9, 4), lag={dataverse_feed("lead"): 29.0})
+    svc.activity.write([Entry("m9", activity.SYNCED, "to Marketo: city", at=earlier + timedelta(minutes=5)),
+                        Entry("m9", activity.REJECTED, "refused", at=earlier + timedelta(minutes=6))])
+    hours = snapshot(svc, now=now).trends.hours  # type: ignore[union-attr]
+    assert len(hours) == 24 and (hours[0].hour, hours[-1].hour) == (current - timedelta(hours=23), current)
+    by_hour = {h.hour: h for h in hours}
+    old = by_hour[earlier]
+    assert (old.synced, old.failed, old.waiting, old.marketo_calls, old.dataverse_calls, old.poll_lag_s) == (
+        1, 1, 7, 150, 42, 95.0)  # the deleted-leads feed's planned 5-minute gap is not lag
+    assert old.lag_by_feed == {MARKETO_CHANGES: 95.0, MARKETO_DELETES: 330.0}
+    now_ = by_hour[current]
+    assert (now_.synced, now_.failed, now_.waiting, now_.marketo_calls, now_.dataverse_calls) == (3, 2, 3, 9, 4)
+    assert now_.poll_lag_s is not None and now_.poll_lag_s >= 29.0
+    quiet = by_hour[current - timedelta(hours=1)]
+    assert (quiet.synced, quiet.waiting, quiet.marketo_calls, quiet.poll_lag_s) == (0, None, None, None)
+
+
 def test_a_poisoned_message_parks_an_entry_that_counts_as_parked(svc: Services) -> None:
     all_polled(svc)
     park_bad_message(svc, FROM_DYNAMICS, b'{"v": 2}', "schema version 2 is not 1", message_id="msg-1")
@@ -338,6 +364,9 @@ def test_the_json_endpoint_needs_the_function_key(served: tuple[FunctionHost, Se
         assert body["status"] == "degraded"
         assert [q["depth"] for q in body["queues"]] == [2, 1, 1, 0]
         assert [f["person"] for f in body["failures"]] == ["m2078", "m2077"]
+        hours = body["trends"]["hours"]
+        assert len(hours) == 24 and hours[-1]["hour"] == to_jsonable(hour_of(datetime.now(UTC)))
+        assert (hours[-1]["synced"], hours[-1]["failed"], hours[-1]["waiting"]) == (3, 2, 3)
         assert not [value for value in PII if value in resp.text]
 
 
@@ -386,6 +415,14 @@ def test_the_page_in_a_real_browser(served: tuple[FunctionHost, Services], tmp_p
             failure = page.locator("#failures tbody tr").filter(has_text="m2077")
             expect(failure).to_contain_text("is not a valid email address")
             expect(page.locator("#feeds tbody tr")).to_have_count(4)
+            charts = page.locator("#trends svg.chart")
+            expect(charts).to_have_count(6)
+            for chart, title in (("synced", "3 synced"), ("failed", "2 failed"), ("waiting", "3 waiting")):
+                bar = page.locator(f"#trend-{chart} rect.bar").last  # the current hour, on the right
+                expect(bar.locator("title")).to_contain_text(title)
+                assert float(bar.get_attribute("height") or 0) > 0
+                assert (bar.bounding_box() or {"height": 0})["height"] > 0  # drawn, not only in the markup
+            expect(page.locator("#trend-synced title").first).to_have_text("Synced, last 24 hours by hour")
             assert page.locator("#feeds tr.bad").count() == 0
             assert not [value for value in PII if value in page.content()]
             assert errors == []  # e.g. no Content-Security-Policy violations
