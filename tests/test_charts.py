@@ -23,7 +23,7 @@ def parse(svg: str) -> ET.Element:
 
 
 def bars(root: ET.Element) -> list[ET.Element]:
-    return [r for r in root.iter(f"{SVG}rect") if r.get("class") in {"bar", "missing"}]
+    return [r for r in root.iter(f"{SVG}rect") if r.get("class") in {"col", "missing"}]
 
 
 def titles(root: ET.Element) -> list[str]:
@@ -49,14 +49,14 @@ def test_an_empty_series_is_a_titled_chart_that_says_it_has_no_data() -> None:
 def test_a_single_point_fills_the_chart_and_names_its_hour_and_number() -> None:
     root = parse(bar_chart("Synced", "s", [Point("14:00 UTC", 5)], what="synced"))
     (bar,) = bars(root)
-    assert bar.get("class") == "bar" and float(bar.get("height") or 0) == HEIGHT - 2
+    assert bar.get("class") == "col" and float(bar.get("height") or 0) == HEIGHT - 2
     assert titles(root) == ["14:00 UTC: 5 synced"]
     assert root.findtext(f"{SVG}desc") == "Latest 14:00 UTC: 5; highest: 5."
 
 
 def test_a_missing_hour_is_a_hatched_stub_and_a_zero_is_no_bar() -> None:
     root = parse(bar_chart("Waiting", "w", hours(3, None, 0, 6), what="waiting"))
-    assert [b.get("class") for b in bars(root)] == ["bar", "missing", "bar", "bar"]
+    assert [b.get("class") for b in bars(root)] == ["col", "missing", "col", "col"]
     assert heights(root) == [(HEIGHT - 2) / 2, MISSING_H, 0.0, HEIGHT - 2]
     assert titles(root) == ["00:00 UTC: 3 waiting", "01:00 UTC: no data", "02:00 UTC: 0 waiting",
                             "03:00 UTC: 6 waiting"]

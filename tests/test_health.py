@@ -113,6 +113,29 @@ def seed(svc: Services) -> None:
     flush(svc, out)
 
 
+def history(svc: Services, now: datetime) -> None:
+    """A day behind the seeded hour, for the trend charts in the screenshot: a morning's
+    initial sync, a few failures, a slow poll, and two hours no instance sampled."""
+    current = hour_of(now)
+    store = TrendStore(svc.storage)
+    entries = []
+    for back in range(1, 24):
+        hour = current - timedelta(hours=back)
+        if back in (16, 17):
+            continue  # no instance ran: hatched
+        busy = 9 <= back <= 12  # the initial sync
+        synced = 1800 - back * 90 if busy else 20 + (back * 37) % 60
+        store.write(HourSample(hour, 30 + synced // 6 + (back * 13) % 40, 120 + synced // 3 + (back * 7) % 50,
+                               2400 - back * 150 if busy else (back * 5) % 9,
+                               {MARKETO_CHANGES: 240.0 if back == 6 else 30.0 + back % 4,
+                                MARKETO_DELETES: 300.0}), "a")
+        entries.append(Entry("", activity.SYNCED, f"{synced} synced", at=hour + timedelta(minutes=30), count=synced))
+        for n in range(back % 5 == 0 and 3 or back % 7 == 0):
+            entries.append(Entry(f"m{3000 + back * 10 + n}", activity.VALIDATION_FAILED, "lastname is required",
+                                 at=hour + timedelta(minutes=20 + n)))
+    svc.activity.write(entries)
+
+
 # -- snapshot ---------------------------------------------------------------------------
 def test_a_quiet_system_that_polls_on_time_is_ok(svc: Services, marketo: MarketoEnv) -> None:
     all_polled(svc)
@@ -391,7 +414,8 @@ def test_the_page_in_a_real_browser(served: tuple[FunctionHost, Services], tmp_p
         pytest.skip(f"Chromium not found at {CHROMIUM}: run scripts/ensure-chromium.sh (the Makefile does)")
     from playwright.sync_api import expect, sync_playwright
 
-    host, _ = served
+    host, svc = served
+    history(svc, datetime.now(UTC))
     screenshot = Path(os.environ.get(SCREENSHOT_SETTING) or tmp_path / "health.png")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
@@ -418,11 +442,18 @@ def test_the_page_in_a_real_browser(served: tuple[FunctionHost, Services], tmp_p
             charts = page.locator("#trends svg.chart")
             expect(charts).to_have_count(6)
             for chart, title in (("synced", "3 synced"), ("failed", "2 failed"), ("waiting", "3 waiting")):
-                bar = page.locator(f"#trend-{chart} rect.bar").last  # the current hour, on the right
+                bar = page.locator(f"#trend-{chart} rect.col").last  # the current hour, on the right
                 expect(bar.locator("title")).to_contain_text(title)
                 assert float(bar.get_attribute("height") or 0) > 0
                 assert (bar.bounding_box() or {"height": 0})["height"] > 0  # drawn, not only in the markup
             expect(page.locator("#trend-synced title").first).to_have_text("Synced, last 24 hours by hour")
+            # drawn to scale (no page style overrides a bar's height): the initial sync's peak fills
+            # the chart, this hour's 3 people are a sliver of it
+            drawn = [(box or {"height": 0.0})["height"] for box in
+                     (bar.bounding_box() for bar in page.locator("#trend-synced rect.col").all())]
+            chart_box = page.locator("#trend-synced").bounding_box()
+            assert chart_box is not None and max(drawn) > chart_box["height"] * 0.9
+            assert 0 < drawn[-1] < max(drawn) / 20
             assert page.locator("#feeds tr.bad").count() == 0
             assert not [value for value in PII if value in page.content()]
             assert errors == []  # e.g. no Content-Security-Policy violations

@@ -128,7 +128,7 @@ def test_the_current_hour_shows_synced_and_failed_people_api_calls_and_poll_lag(
     for chart, what in (("synced", "synced"), ("failed", "failed"), ("marketo", "calls"), ("dataverse", "calls")):
         svg = re.search(rf'<svg class="chart[^"]*" id="trend-{chart}".*?</svg>', page.text, re.S)
         assert svg is not None, chart
-        *_, last = re.findall(r'<rect class="bar"[^>]* height="([0-9.]+)"[^>]*><title>([^<]*)</title>', svg.group())
+        *_, last = re.findall(r'<rect class="col"[^>]* height="([0-9.]+)"[^>]*><title>([^<]*)</title>', svg.group())
         label = f"{hour['hour'][11:13]}:00 UTC"
         assert float(last[0]) > 0 and last[1].startswith(label) and last[1].endswith(what), (chart, last)
 

@@ -65,7 +65,7 @@ def bar_chart(title: str, ident: str, points: Sequence[Point], *, what: str = ""
             continue
         h = 0.0 if top <= 0 or p.value <= 0 else max(MIN_BAR_H, p.value / top * (HEIGHT - 2))
         number = fmt(p.value) + (f" {what}" if what else "")
-        bars.append(f'<rect class="bar" x="{x:.2f}" y="{HEIGHT - h:.2f}" width="{w:.2f}" height="{h:.2f}" '
+        bars.append(f'<rect class="col" x="{x:.2f}" y="{HEIGHT - h:.2f}" width="{w:.2f}" height="{h:.2f}" '
                     'fill="currentColor">'
                     f"<title>{escape(p.label)}: {escape(number)}</title></rect>")
     latest = next((p for p in reversed(points) if p.value is not None), None)

@@ -137,6 +137,6 @@ CSS = """
 .trend{margin:0}.trend figcaption{display:flex;justify-content:space-between;gap:8px;font-size:12.5px;
  color:var(--muted);margin-bottom:4px}.trend figcaption span{color:var(--ink)}
 .chart{display:block;width:100%;height:56px;color:#5b7bb2}.chart.good{color:var(--ok)}.chart.bad{color:var(--bad)}
-.chart.warn{color:var(--warn)}.chart rect.bar:hover{opacity:.7}
+.chart.warn{color:var(--warn)}.chart rect.col:hover{opacity:.7}
 #trends details{margin-top:12px}#trends summary{cursor:pointer;color:var(--muted);font-size:12.5px}
 """
