@@ -388,7 +388,7 @@ def test_the_json_endpoint_needs_the_function_key(served: tuple[FunctionHost, Se
         assert [q["depth"] for q in body["queues"]] == [2, 1, 1, 0]
         assert [f["person"] for f in body["failures"]] == ["m2078", "m2077"]
         hours = body["trends"]["hours"]
-        assert len(hours) == 24 and hours[-1]["hour"] == to_jsonable(hour_of(datetime.now(UTC)))
+        assert len(hours) == 24 and hours[-1]["hour"] == to_jsonable(hour_of(datetime.fromisoformat(body["at"])))
         assert (hours[-1]["synced"], hours[-1]["failed"], hours[-1]["waiting"]) == (3, 2, 3)
         assert not [value for value in PII if value in resp.text]
 
