@@ -4,9 +4,11 @@ health JSON and page show them, the API calls and the poll lag in the current ho
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +16,16 @@ import httpx
 import pytest
 
 from devhost.harness import Harness, by_hand, eventually, running
+from shared.clients.dataverse import DataverseClient
+from shared.clients.marketo import MarketoClient
+from shared.runtime import Services
 from shared.state.cursors import MARKETO_CHANGES
+from shared.state.heartbeat import HEARTBEAT_PREFIX, record_poll
 from shared.state.storage import Storage
-from shared.state.trends import Counters, HourSample, Recorder, TrendStore
+from shared.state.trends import Counters, HourSample, Recorder, TrendStore, hour_of
+from shared.sync import sampling
+from tests.marketo_fixtures import MarketoEnv
+from tests.test_health import UNUSED_DATAVERSE, settings
 
 HOUR = datetime(2026, 11, 30, 4, tzinfo=UTC)
 
@@ -86,6 +95,42 @@ def test_the_page_reads_24_hours_in_one_range_and_no_further(store: TrendStore) 
     got = store.hours(HOUR - timedelta(hours=23), HOUR)
     assert sorted((h, s.marketo_calls) for h, s in got.items()) == [
         (HOUR - timedelta(hours=23), 3), (HOUR - timedelta(hours=5), 2), (HOUR, 1)]
+
+
+# -- fed by the sync (shared.sync.sampling) ------------------------------------------------------
+@pytest.fixture
+def svc(storage_connection_string: str, name_prefix: str, marketo: MarketoEnv,
+        marketo_client: Callable[..., MarketoClient]) -> Iterator[Services]:
+    """Services on this test's tables, writing every sample at once."""
+    conf = replace(settings(storage_connection_string, name_prefix, marketo.emu.base_url), trends_every_s=0)
+    made = Services.from_settings(conf, marketo=marketo_client(),
+                                  dataverse=DataverseClient(UNUSED_DATAVERSE, "t", "c", client_secret="s"))
+    yield made
+    made.dataverse.close()
+
+
+def test_a_poll_measures_the_gap_since_the_previous_poll_even_by_another_instance(svc: Services) -> None:
+    now = datetime.now(UTC)
+    record_poll(svc.storage, MARKETO_CHANGES, 0, 0, at=now - timedelta(seconds=200))  # another instance's poll
+    sampling.polled(svc, MARKETO_CHANGES, 4, 0)
+    beat = svc.cursors.get(HEARTBEAT_PREFIX + MARKETO_CHANGES)
+    assert beat is not None and json.loads(beat.value) == {"changed": 4, "deleted": 0}  # the heartbeat, as before
+    sampling.polled(svc, MARKETO_CHANGES, 0, 0)  # this process's own next poll, moments later
+    (sample,) = TrendStore(svc.storage).hours(now, now).values()
+    assert 200 <= sample.lag[MARKETO_CHANGES] < 200 + 120  # the gap that mattered, not the short one after
+    assert sample.backlog is not None and sample.backlog >= 0
+
+
+def test_api_calls_the_process_makes_are_counted_in_its_hour(svc: Services) -> None:
+    sampling.sample(svc)
+    before = TrendStore(svc.storage).hours(datetime.now(UTC), datetime.now(UTC))
+    svc.marketo.describe()
+    sampling.sample(svc)
+    now = datetime.now(UTC)
+    after = TrendStore(svc.storage).hours(now, now)[hour_of(now)]
+    earlier = before.get(hour_of(now))
+    assert after.marketo_calls > (earlier.marketo_calls if earlier is not None else 0)
+    assert after.dataverse_calls == 0  # Dataverse was never called
 
 
 # -- end to end ----------------------------------------------------------------------------------
