@@ -99,7 +99,8 @@ def section(t: Trends | None) -> str:
         peak = f" &middot; peak {escape(fmt(max(known)))}" if known else ""
         chart = bar_chart(f"{title}, last 24 hours by hour", f"trend-{ident}", points, what=what, fmt=fmt, css=css)
         figures.append(f"<figure class=trend><figcaption>{escape(title)}<span>{summary}{peak}</span></figcaption>"
-                       f"{chart}</figure>")
+                       f"{chart}<div class=axis aria-hidden=true><span>{escape(_label(t.hours[0].hour))}</span>"
+                       "<span>now</span></div></figure>")
     return (f"<section class='card wide' id=trends><h2>Last 24 hours</h2><div class=trends>{''.join(figures)}</div>"
             f"{_table(t)}<p class=note>One bar per hour (UTC), the current hour on the right; a hatched stub: "
             "no sample that hour. API calls count what each instance sent, up to its last sample. Poll lag: "
@@ -138,5 +139,6 @@ CSS = """
  color:var(--muted);margin-bottom:4px}.trend figcaption span{color:var(--ink)}
 .chart{display:block;width:100%;height:56px;color:#5b7bb2}.chart.good{color:var(--ok)}.chart.bad{color:var(--bad)}
 .chart.warn{color:var(--warn)}.chart rect.col:hover{opacity:.7}
+.axis{display:flex;justify-content:space-between;font-size:11px;color:var(--muted);margin-top:2px}
 #trends details{margin-top:12px}#trends summary{cursor:pointer;color:var(--muted);font-size:12.5px}
 """
