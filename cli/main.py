@@ -27,9 +27,10 @@ from shared.ops import backfill as backfills
 from shared.ops import commands as ops
 from shared.ops import preflight, preflight_probe
 from shared.runtime import Services
+from shared.state.pause import PauseStore
 
-app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain, check.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain, check, pause, resume.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
@@ -229,6 +230,34 @@ def check(
         render.check(Console(), report, warnings=warnings)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def pause(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why: shown on the health page and by status.")]
+    = "paused with `leadsync pause`",
+    as_json: JsonFlag = False,
+) -> None:
+    """Pause the background sync on every instance until `resume` (the real-time endpoint keeps serving)."""
+    with one_line_errors():
+        stopped = PauseStore(ctx.obj.state().storage).operator_pause(reason)
+    if as_json:
+        emit({"paused": True, "because": stopped.because, "since": stopped.since.isoformat()})
+    else:
+        typer.echo(f"Background sync {stopped.describe()}; every instance stops within seconds and work waits "
+                   "on its queues. `leadsync resume` ends it.")
+
+
+@app.command()
+def resume(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """End an operator's pause: the background sync picks up what waited, within two minutes."""
+    with one_line_errors():
+        ended = PauseStore(ctx.obj.state().storage).operator_resume()
+    if as_json:
+        emit({"resumed": ended})
+    else:
+        typer.echo("Background sync resumed." if ended else "The background sync was not paused by an operator.")
 
 
 if __name__ == "__main__":
