@@ -13,13 +13,13 @@ from shared.ops import resync as resyncs
 
 def report(console: Console, r: resyncs.ResyncReport, *, limit: int) -> None:
     if not r.dry_run:
-        console.print(f"Resync: {r.selected} people enqueued in {r.messages} work messages "
+        console.print(f"Resync: {r.selected} people enqueued in {r.messages} work message(s) "
                       f"(operations {', '.join(r.operation_ids) or '-'}); the background sync merges them.")
         if r.paused:
             console.print(f"Background sync {r.paused}: the messages wait until then.")
         return
-    summary = Table(title=f"Resync preview (dry run: nothing written) of {r.selected} people", title_justify="left",
-                    show_header=False)
+    console.print(f"Resync preview (dry run: nothing written): {r.selected} people")
+    summary = Table(show_header=False)
     summary.add_column("outcome")
     summary.add_column("people", justify="right")
     for outcome, count in sorted(r.counts.items()):
@@ -29,16 +29,16 @@ def report(console: Console, r: resyncs.ResyncReport, *, limit: int) -> None:
     if not shown:
         console.print("Nothing would change.")
         return
-    table = Table(title="What would change (winner and rule per field)", title_justify="left")
-    for col in ("marketo id", "record", "field", "Marketo", "Dynamics", "written to", "winner: why"):
+    table = Table(title="What would change, per person and field (who wins, by which rule)", title_justify="left")
+    for col in ("marketo id", "record", "field", "Marketo", "Dynamics", "written to", "winner", "why"):
         table.add_column(col)
     for p in shown[:limit]:
         head = (str(p.marketo_id), record(p.entity, p.dynamics_id))
         if p.detail:
-            table.add_row(*head, f"({p.outcome.value})", p.detail, "", "", "")
+            table.add_row(*head, f"({p.outcome.value})", "", "", "", "", p.detail)
             head = ("", "")
         for c in p.changes:
-            table.add_row(*head, c.field, _value(c.marketo), _value(c.dynamics), c.to, f"{c.winner}: {c.reason}")
+            table.add_row(*head, c.field, _value(c.marketo), _value(c.dynamics), c.to, c.winner, c.reason)
             head = ("", "")
     console.print(table)
     if len(shown) > limit:

@@ -64,9 +64,10 @@ class FieldChange:
             return "only Dynamics changed since the last agreed value"
         if self.why is Why.FIRST_MERGE_BLANK:
             return "first merge of this field: a blank never overwrites a value"
+        both = "both changed" if self.agreed_before else "first merge of this field, values differ"
         if self.why is Why.FIELD_RULE:
-            return f"both differ: field rule {self.rule.value}, {side} wins"
-        return f"both differ: default rule, {side} wins on {'leads' if side == 'Marketo' else 'contacts'}"
+            return f"{both}: field rule {self.rule.value}, {side} wins"
+        return f"{both}: default rule, {side} wins on {'leads' if side == 'Marketo' else 'contacts'}"
 
 
 @dataclass(frozen=True)
