@@ -217,12 +217,14 @@ def resync(
         if file is not None:
             targets += resyncs.parse_lines(file.read_text(encoding="utf-8").splitlines())
     except (ValueError, OSError) as exc:
-        fail(f"{file}: {exc}" if isinstance(exc, OSError) else str(exc), code=2)
+        fail(f"--file {file}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc), code=2)
+    if named and not targets:
+        fail(f"--file {file} names nobody", code=2)
     with one_line_errors():
         svc = ctx.obj.services(check=dry_run)
         try:
-            chosen = (resyncs.select_all(svc) if everyone else resyncs.select_missing_field(svc, field) if field
-                      else resyncs.select_people(svc, targets))
+            chosen = (resyncs.select_all(svc) if everyone else resyncs.select_people(svc, targets) if named
+                      else resyncs.select_missing_field(svc, str(field)))
         except ValueError as exc:
             fail(str(exc), code=2)
         if chosen.not_linked:

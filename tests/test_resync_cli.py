@@ -199,7 +199,7 @@ def test_all_resyncs_every_linked_person(h: Harness) -> None:
 
 
 # -- bad input --------------------------------------------------------------------------------------
-def test_a_person_not_linked_is_a_clear_error_and_nothing_is_enqueued(h: Harness) -> None:
+def test_a_person_not_linked_is_a_clear_error_and_nothing_is_enqueued(h: Harness, tmp_path: Path) -> None:
     _, person = linked(h)
     h.drain()
     result = leadsync(h, "resync", f"m{person}", "m999999999", "nobody@example.com")
@@ -208,11 +208,15 @@ def test_a_person_not_linked_is_a_clear_error_and_nothing_is_enqueued(h: Harness
     assert "nobody@example.com: no linked Marketo person has this email" in result.stderr
     assert queued() == 0  # not even the one person who is linked
 
+    empty = tmp_path / "ids.txt"
+    empty.write_text("# nobody yet\n\n")
     for args, message in [
         (["resync", "banana"], "'banana' is not a Marketo lead id"),
         (["resync"], "say who to resync"),
         (["resync", "--all", f"m{person}"], "say who to resync"),
         (["resync", "--field", "nosuch"], "'nosuch' is not in the field map"),
+        (["resync", "--file", "/nonexistent/ids.txt"], "--file /nonexistent/ids.txt: No such file or directory"),
+        (["resync", "--file", str(empty)], f"--file {empty} names nobody"),
     ]:
         result = leadsync(h, *args)
         assert result.exit_code == 2 and message in result.stderr, (args, result.output)

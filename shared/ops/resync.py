@@ -268,8 +268,8 @@ def _person(svc: Services, link: Link, m: dict[str, Any] | None, d: Any) -> Pers
     if verdict.reason is eligibility.Reason.SYNC_FILTER_OFF:
         return out(Outcome.SKIPPED, f"sync filter is No on {entity} {did}: not synced")
     if verdict.reason is eligibility.Reason.LEAD_NOT_OPEN:
-        return out(Outcome.MOVES, f"lead {did} is no longer open: the link would move to its contact, "
-                                  "whose rules then apply")
+        return out(Outcome.MOVES, f"lead {did} is no longer open: the link would move to the contact it "
+                                  "was qualified into, whose rules then apply (skipped if there is none yet)")
     if link.state == PARKED and link.parked_fingerprint == parked_fingerprint(Pending(link, m, dict(d)), entity, svc):
         return out(Outcome.PARKED, f"parked ({link.parked_reason}) on these very values: not retried until "
                                    "one side changes; `leadsync retry --parked` retries it")
