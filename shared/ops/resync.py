@@ -126,7 +126,7 @@ def parse_target(text: str) -> Target:
     text = text.strip()
     if "@" in text and ":" not in text:
         local, _, domain = text.rpartition("@")
-        if not local or "." not in domain or any(c.isspace() for c in text):
+        if not local or "." not in domain or any(c.isspace() or c == "," for c in text):
             raise ValueError(f"{text!r} is not an email address")
         return Target(text, email=text)
     try:
