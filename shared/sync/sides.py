@@ -1,7 +1,7 @@
 """Read both sides of some linked people in bulk: the applier's read, shared with the resync preview.
 
-One Marketo call per 300 people and one Dataverse `In()` query per entity (records the
-caller already holds are not read again), so a preview reads exactly what an apply of
+One Marketo call per 300 people and batched Dataverse `In()` queries per entity (records
+the caller already holds are not read again), so a preview reads exactly what an apply of
 the same people would read, at the same cost.
 """
 
