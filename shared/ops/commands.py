@@ -147,7 +147,7 @@ def status(state: State, svc: Services | None = None) -> Status:
     day = list(state.activity.since(now - timedelta(days=1)))
     hour = activity.counted(e for e in day if e.at >= now - timedelta(hours=1))
     return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)),
-                  paused=PauseStore(state.storage).current(now))
+                  paused=PauseStore(state.storage).current(now, fresh=True))
 
 
 # -- failures --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from shared.runtime import Services
 from shared.state import activity
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import HEARTBEAT_PREFIX
-from shared.state.pause import Pause
+from shared.state.pause import Pause, PauseKind
 from shared.state.trends import hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
@@ -180,18 +180,18 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
 def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:
     """The shared pause, else the (cached) usage reading; a 607 seen here pauses the sync too."""
     pauses = svc.pauses
-    paused = pauses.current(now)
-    if paused is not None:
-        return paused, Quota(None, error=paused.describe(), exhausted=True)
-    quota = marketo_quota(svc.marketo)
+    paused = pauses.current(now, fresh=True)
+    if paused is not None and paused.kind == PauseKind.QUOTA:
+        return paused, Quota(None, svc.settings.marketo_daily_quota, error=paused.describe(), exhausted=True)
+    quota = marketo_quota(svc.marketo, svc.settings.marketo_daily_quota)
     if quota.exhausted:
         # Read before the pause was lifted, or a 607 just now: ask again, then believe it.
         forget_reading(svc.marketo)
-        quota = marketo_quota(svc.marketo)
+        quota = marketo_quota(svc.marketo, svc.settings.marketo_daily_quota)
     if quota.exhausted:
         paused = pauses.quota_exhausted(QuotaExhausted(quota.error or "daily quota reached", next_reset(now)))
-        return paused, Quota(None, error=paused.describe(), exhausted=True)
-    return None, quota
+        return paused, Quota(None, svc.settings.marketo_daily_quota, error=paused.describe(), exhausted=True)
+    return paused, quota
 
 
 def _feed(svc: Services, name: str, schedule: str, now: datetime) -> FeedHealth:

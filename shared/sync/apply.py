@@ -35,6 +35,7 @@ from shared.sync.batch import Batch, Pending, eligible, end_links
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.linking import likely_new, link_or_create
 from shared.sync.report import Outcomes, flush
+from shared.sync.sides import read_both
 from shared.sync.writes import merge_and_write
 
 log = logging.getLogger("leadsync")
@@ -81,15 +82,7 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
     if not links:
         return
     links = [lk for lk in links if lk.entity and lk.dynamics_id]
-    marketo = {int(r["id"]): r for r in svc.marketo.get_leads([lk.marketo_id for lk in links], svc.marketo_fields())}
-    dynamics: dict[tuple[str, str], Mapping[str, Any]] = dict(prefetched)
-    for entity in ("lead", "contact"):
-        missing = [str(lk.dynamics_id) for lk in links if lk.entity == entity
-                   and (entity, str(lk.dynamics_id)) not in dynamics]
-        if missing:
-            key = PRIMARY_KEYS[entity]
-            for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], missing, svc.select(entity)):
-                dynamics[(entity, r[key].lower())] = r
+    marketo, dynamics = read_both(svc, links, prefetched)
     pending: list[Pending] = []
     gone_marketo: list[Link] = []
     gone_dynamics: list[Link] = []

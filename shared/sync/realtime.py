@@ -128,7 +128,7 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
             # Answered from the link, with no Marketo call: so it says nothing about the quota
             # and must not take (and spend) a pause's re-check turn.
             return _wait_for(svc, existing, wait_s)
-        gate = svc.pauses.gate()
+        gate = svc.pauses.gate(realtime=True)
         if not gate.go and gate.pause is not None:
             return _paused(out, lead_id, gate.pause)
         try:
@@ -142,10 +142,10 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
 
 
 def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:
-    """Nothing was written: the person gets its lead when the webhook is called again after the pause."""
+    """Nothing was written now: the app finishes the request after the pause (`shared.sync.finish`)."""
     now = datetime.now(UTC)
-    out.add(f"m{lead_id}", activity.PAUSED, f"real-time sync not done: {pause.describe()}; "
-            "nothing was written, call again after the pause", direction="marketo->dynamics",
+    out.add(f"m{lead_id}", activity.PAUSED, f"real-time sync not done yet: {pause.describe()}; "
+            "nothing was written, LeadSync finishes it after the pause", direction="marketo->dynamics",
             details={"code": pause.code, "until": pause.until.isoformat()})
     return Result("paused", 503, {"status": "paused", "leadId": lead_id, "error": pause.describe(),
                                   "until": pause.until.astimezone(UTC).isoformat().replace("+00:00", "Z")},
