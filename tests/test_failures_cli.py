@@ -188,3 +188,27 @@ def test_the_health_page_shows_a_failure_with_its_kind_side_and_fix(h: Harness, 
     page = httpx.get(f"{h.stack.app_url}/api/health", headers=headers, timeout=60).text
     assert ref in page and "<th>suggested fix</th>" in page
     assert "fill in the email in the Dynamics record: a person without one is never linked" in page
+
+
+def test_a_dataverse_privilege_refusal_is_listed_with_the_grant_as_its_fix_and_retried(h: Harness) -> None:
+    address = email()
+    lead = h.dataverse.create("leads", {"firstname": "Priv", "lastname": "Ilege", "emailaddress1": address,
+                                        "subject": "failures"})
+    h.sync()
+    (person,) = h.marketo.find_leads(address)
+    ref = f"m{person['id']}"
+    h.dataverse.http.request("POST", "/_admin/privileges", json={"deny": ["prvWriteLead"]}).raise_for_status()
+    try:
+        h.marketo.update_lead(int(person["id"]), title="Chief")
+        h.sync(1)
+        row = eventually(lambda: listed(h, "--kind", "dataverse_privilege").get(ref), timeout=30)
+    finally:
+        h.dataverse.http.request("DELETE", "/_admin/privileges").raise_for_status()
+    assert (row["side"], row["linked"], row["dynamics_id"]) == ("dynamics", True, lead["leadid"].lower())
+    assert "prvWriteLead" in row["message"]
+    assert row["fix"] == ("grant the missing privilege (e.g. prvWriteLead) to the application user's security role "
+                          "in Dynamics")
+    doc = as_json(h, "retry", ref)
+    assert doc["retried"] == [ref] and len(doc["operation_ids"]) == 1
+    eventually(lambda: (h.dataverse.get("leads", lead["leadid"]) or {}).get("jobtitle") == "Chief", timeout=60)
+    eventually(lambda: ref not in listed(h), timeout=30)
