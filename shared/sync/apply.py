@@ -7,7 +7,8 @@ The steps for a batch of up to 300 people:
 
 1. resolve the people: Marketo ids -> links; Dynamics ids -> current records -> links,
    and for Dynamics records not linked yet, link them to a Marketo person with the same
-   email or create one (a new Marketo person is never pushed to Dynamics here);
+   email or create one (a new Marketo person is never pushed to Dynamics here, except by
+   `leadsync retry` after its real-time create failed: reason `retry-create`);
 2. read the other side in bulk (one Marketo call per 300, Dataverse In() queries);
 3. merge each person against its base (`merge.merge`), validate what goes to Dynamics;
 4. write in bulk: Marketo `updateOnly` by id (300 per call), Dataverse `$batch` with each
