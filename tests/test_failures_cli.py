@@ -212,3 +212,28 @@ def test_a_dataverse_privilege_refusal_is_listed_with_the_grant_as_its_fix_and_r
     assert doc["retried"] == [ref] and len(doc["operation_ids"]) == 1
     eventually(lambda: (h.dataverse.get("leads", lead["leadid"]) or {}).get("jobtitle") == "Chief", timeout=60)
     eventually(lambda: ref not in listed(h), timeout=30)
+
+
+def test_poison_messages_are_listed_as_failures_and_retried_one_by_one(h: Harness) -> None:
+    from shared.state.workqueue import FROM_MARKETO, Work
+
+    queue = services().storage.queue(f"{FROM_MARKETO}-poison")
+    first, second = (Work("marketo", "changed", (999_999_900 + n,), reason="poll") for n in (1, 2))
+    for work in (first, second):
+        queue.send_message(work.to_json())  # as the host does after the last delivery failed
+
+    def poisoned() -> dict[str, dict[str, Any]]:
+        rows = as_json(h, "failures", "--kind", "poison_message", "--side", "queue")["failures"]
+        return {w.operation_id: f for w in (first, second) for f in rows if f"op={w.operation_id}" in f["message"]}
+
+    rows = eventually(lambda: (found := poisoned()) and len(found) == 2 and found, timeout=30)
+    row = rows[first.operation_id]
+    assert row["ref"].startswith("leadsync-from-marketo-poison/") and row["side"] == "queue"
+    assert row["fix"].startswith("read the reason: a readable message goes back")
+    dry = as_json(h, "retry", row["ref"], "--dry-run")
+    assert dry["retried"] == [row["ref"]] and set(poisoned()) == {first.operation_id, second.operation_id}
+    doc = as_json(h, "retry", row["ref"])
+    assert doc["retried"] == [row["ref"]]
+    assert set(poisoned()) == {second.operation_id}  # only the one named moved
+    as_json(h, "retry", "--kind", "poison_message")
+    assert poisoned() == {}

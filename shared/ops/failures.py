@@ -114,12 +114,15 @@ def _row(e: Entry, verdict: Verdict, **link: Any) -> Failure:
 
 def _parked(state: State, link: Link) -> Failure:
     entry = _latest_failure(state.activity.for_person(link.person, limit=50))
-    where = {"linked": True, "marketo_id": link.marketo_id, "entity": link.entity, "dynamics_id": link.dynamics_id,
-             "retry_pending": link.parked_fingerprint is None}
     if entry is None:  # its entry is gone from the log: the link still says it is parked
-        return Failure(link.person, FailureKind.PARKED, Side.MARKETO, (), link.parked_reason or "parked",
-                       fix(FailureKind.PARKED, Side.MARKETO), link.updated_at, **where)  # type: ignore[arg-type]
-    return _row(entry, classify(entry.person, entry.kind, entry.direction, entry.details), **where)
+        verdict = Verdict(FailureKind.PARKED, Side.MARKETO, ())
+        message, at, operation_id, direction = link.parked_reason or "parked", link.updated_at, "", ""
+    else:
+        verdict = classify(entry.person, entry.kind, entry.direction, entry.details)
+        message, at, operation_id, direction = redact(entry.message), entry.at, entry.operation_id, entry.direction
+    return Failure(link.person, verdict.kind, verdict.side, verdict.fields, message, verdict.fix, at, True,
+                   link.marketo_id, link.entity, link.dynamics_id, operation_id, direction,
+                   retry_pending=link.parked_fingerprint is None)
 
 
 def _unlinked(state: State, start: datetime) -> list[Failure]:
