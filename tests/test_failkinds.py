@@ -64,7 +64,8 @@ def test_classify(person: str, activity_kind: str, direction: str, details: dict
      "grant the missing privilege (e.g. prvWriteLead) to the application user's security role in Dynamics"),
     (K.TOO_LONG, S.MARKETO, "shorten the value in Marketo, or lengthen the Dynamics column"),
     (K.UNKNOWN_FIELD, S.DYNAMICS, "create the column in Dynamics, or remove the field from the field map"),
-    (K.QUOTA_PAUSED, S.MARKETO, "wait for Marketo's daily quota to reset (midnight US Central), then retry"),
+    (K.QUOTA_PAUSED, S.MARKETO, "nothing: LeadSync finishes it after Marketo's daily reset (midnight US Central); "
+     "raise LEADSYNC_DAILY_CAP_PCT if LeadSync's own cap stopped it"),
 ])
 def test_fix_table(kind: FailureKind, side: Side, expected: str) -> None:
     assert fix(kind, side) == expected

@@ -63,7 +63,8 @@ FIXES: Mapping[FailureKind, str] = {
     FailureKind.DATAVERSE_REFUSED: "read Dynamics' reason; fix the record or the column's rules in Dynamics",
     FailureKind.DATAVERSE_PRIVILEGE: "grant the missing privilege (e.g. prvWriteLead) to the application user's "
                                      "security role in Dynamics",
-    FailureKind.QUOTA_PAUSED: "wait for Marketo's daily quota to reset (midnight US Central), then retry",
+    FailureKind.QUOTA_PAUSED: "nothing: LeadSync finishes it after Marketo's daily reset (midnight US Central); "
+                              "raise LEADSYNC_DAILY_CAP_PCT if LeadSync's own cap stopped it",
     FailureKind.PARKED: "run `leadsync explain` on the person; retry once the cause is fixed",
     FailureKind.POISON_MESSAGE: "read the reason: a readable message goes back with "
                                 "`leadsync retry --kind poison_message`; an unreadable one never will",
