@@ -31,12 +31,14 @@ from shared.state.activity import ActivityLog, Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
 from shared.state.links import PARKED, Link, LinkStore, person_key
 from shared.state.pause import Pause, PauseStore
+from shared.state.pending import PENDING_QUEUE, Pending
 from shared.state.storage import Storage
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
 from shared.sync.poison import POISON_PERSON, decode_stored, fingerprint
 
 FEEDS = (MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed("lead"), dataverse_feed("contact"))
 WORK_QUEUES = (FROM_MARKETO, FROM_DYNAMICS)
+POISONED_QUEUES = (*WORK_QUEUES, PENDING_QUEUE)  # every queue whose unreadable messages go to `<queue>-poison`
 POISON_SUFFIX = "-poison"
 PEEK_MAX = 32  # Azure Queue Storage returns at most 32 messages per peek
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -220,10 +222,15 @@ def _why_poisoned(source: str, message_id: str, text: str | None, logged: Mappin
         if key in logged:
             return logged[key]
     try:
-        work = Work.from_json(text)
+        op = _operation_id(source, text)
     except BadMessage as exc:
         return f"unreadable: {exc.reason}"
-    return f"failed on every delivery (retries exhausted): see the function logs for op={work.operation_id}"
+    return f"failed on every delivery (retries exhausted): see the function logs for op={op}"
+
+
+def _operation_id(source: str, text: str) -> str:
+    """The operation id of a readable message of `source`'s kind; BadMessage when it is not one."""
+    return (Pending.from_json(text) if source == PENDING_QUEUE else Work.from_json(text)).operation_id
 
 
 def failures(state: State) -> Failures:
@@ -237,7 +244,7 @@ def poison_messages(state: State) -> tuple[tuple[PoisonMessage, ...], dict[str, 
     logged = poison_reasons(state)
     poison: list[PoisonMessage] = []
     depths: dict[str, int] = {}
-    for source in WORK_QUEUES:
+    for source in POISONED_QUEUES:
         name = source + POISON_SUFFIX
         depths[name] = state.queues.depth(name)
         # Raw: a message the host could not decode is not base64, and the base64 client fails on it.
@@ -319,7 +326,7 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120,
     """
     out: list[PoisonRetry] = []
     wanted = set(message_ids) if message_ids is not None else None
-    for source in WORK_QUEUES:
+    for source in POISONED_QUEUES:
         poison = state.storage.raw_queue(source + POISON_SUFFIX)
         if dry_run:
             for m in poison.peek_messages(max_messages=PEEK_MAX):
@@ -353,12 +360,12 @@ def _poison_verdict(source: str, message_id: str, stored: str, *, moved: bool) -
     decoded = decode_stored(stored)
     text = decoded if decoded is not None else stored  # a work message sent by hand without its base64
     try:
-        work = Work.from_json(text)
+        op = _operation_id(source, text)
     except BadMessage as exc:
         reason = exc.reason if decoded is not None else "not base64-encoded UTF-8, nor a work message"
         return PoisonRetry(source + POISON_SUFFIX, message_id, "left", f"unreadable: {reason}"), None
     outcome = "moved" if moved else "would move"
-    note = f"{outcome} to {source} (op={work.operation_id})"
+    note = f"{outcome} to {source} (op={op})"
     return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, note), text
 
 
