@@ -14,6 +14,7 @@ import pytest
 
 from devhost.harness import Harness, by_hand, eventually, running
 from shared.config import Settings
+from shared.ops.commands import poison_messages, retry_poison
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.pending import PENDING_QUEUE, Pending
@@ -77,6 +78,12 @@ def test_a_bad_pending_message_is_poisoned_with_its_reason(h: Harness, svc: Serv
     svc.storage.queue(PENDING_QUEUE).send_message('{"v": 1, "leadId": "seven", "op": "x"}')
     eventually(lambda: h.poll(dataverse=False) or pending_depth(svc) == 0, timeout=60, every=1.0)
     assert [m.content for m in poison.peek_messages()] == ['{"v": 1, "leadId": "seven", "op": "x"}']
+    # Listed with its reason by `leadsync failures`, and left where it is by a retry (it would fail again).
+    listed, _ = poison_messages(svc)
+    (mine,) = [m for m in listed if m.queue == f"{PENDING_QUEUE}-poison"]
+    assert "leadId must be a positive integer" in mine.reason
+    (verdict,) = retry_poison(svc, dry_run=True, message_ids=[mine.message_id]).poison
+    assert verdict.outcome == "left" and "leadId" in verdict.note
 
 
 @pytest.mark.parametrize("text, reason", [

@@ -42,6 +42,7 @@ from shared.clients.marketo import next_reset
 from shared.config import poll_schedule
 from shared.errors import QuotaExhausted
 from shared.jsonable import to_jsonable
+from shared.ops import failkinds
 from shared.ops.quota import Quota, forget_reading, marketo_quota
 from shared.ops.schedules import schedule_interval
 from shared.ops.trends import Trends, collect
@@ -52,6 +53,7 @@ from shared.state.heartbeat import HEARTBEAT_PREFIX
 from shared.state.pause import Pause, PauseKind
 from shared.state.trends import hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.sync.poison import POISON_PERSON
 
 FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer schedule
     (MARKETO_CHANGES, "MARKETO_POLL_SCHEDULE"),
@@ -116,6 +118,9 @@ class Event:
     direction: str
     field: str
     message: str
+    failure: str = ""  # a failure's kind as `leadsync failures` names it (`shared.ops.failkinds`)
+    side: str = ""  # where its fix is made
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,11 @@ def _event(entry: activity.Entry) -> Event:
     problems = d.get("problems")
     fields = sorted({str(p["field"]) for p in problems if isinstance(p, dict) and p.get("field")}
                     if isinstance(problems, list) else set())
-    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message))
+    verdict = (failkinds.Verdict(failkinds.FailureKind.POISON_MESSAGE, failkinds.Side.QUEUE, ())
+               if entry.person == POISON_PERSON else
+               failkinds.classify(entry.person, entry.kind, entry.direction, d))
+    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message),
+                 verdict.kind.value, verdict.side.value, verdict.fix)
 
 
 def redact(text: str) -> str:

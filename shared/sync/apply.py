@@ -7,7 +7,8 @@ The steps for a batch of up to 300 people:
 
 1. resolve the people: Marketo ids -> links; Dynamics ids -> current records -> links,
    and for Dynamics records not linked yet, link them to a Marketo person with the same
-   email or create one (a new Marketo person is never pushed to Dynamics here);
+   email or create one (a new Marketo person is never pushed to Dynamics here, except by
+   `leadsync retry` after its real-time create failed: reason `retry-create`);
 2. read the other side in bulk (one Marketo call per 300, Dataverse In() queries);
 3. merge each person against its base (`merge.merge`), validate what goes to Dynamics;
 4. write in bulk: Marketo `updateOnly` by id (300 per call), Dataverse `$batch` with each
@@ -31,6 +32,7 @@ from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
+from shared.sync import realtime
 from shared.sync.batch import Batch, Pending, eligible, end_links
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.linking import likely_new, link_or_create
@@ -40,6 +42,7 @@ from shared.sync.writes import merge_and_write
 
 log = logging.getLogger("leadsync")
 
+RETRY_CREATE = "retry-create"  # a work reason: Marketo people with no link get the real-time create
 RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sent it back usually clears by then
 
 
@@ -53,14 +56,23 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             assert work.entity is not None
             dynamics_deleted(batch, work.entity, [str(i) for i in work.ids])
     elif work.source == "marketo":
-        links = [lk for lk in svc.links.get_many(int(i) for i in work.ids).values() if lk.state != "creating"]
-        _reconcile(batch, links, prefetched={})
+        found = svc.links.get_many(int(i) for i in work.ids)
+        _reconcile(batch, [lk for lk in found.values() if lk.state != "creating"], prefetched={})
+        if work.reason == RETRY_CREATE:
+            _create_unlinked(svc, work, [int(i) for i in work.ids if int(i) not in found])
     else:
         assert work.entity is not None
         _dynamics_changed(batch, work.entity, [str(i) for i in work.ids])
     _requeue(batch)
     flush(svc, batch.out)
     return batch.out
+
+
+def _create_unlinked(svc: Services, work: Work, lead_ids: list[int]) -> None:
+    """Marketo people whose real-time create failed, sent again by `leadsync retry`: the
+    background sync never creates Dynamics leads, so they take the webhook's own path."""
+    for lead_id in lead_ids:
+        realtime.sync_person(svc, lead_id, operation_id=work.operation_id, wait_s=0)
 
 
 def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:

@@ -204,7 +204,7 @@ def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, An
         except DataverseError as exc:
             if isinstance(exc, TransientError) or exc.status not in (400, 412):
                 raise
-            problems = [Problem("", "rejected", f"Dynamics {exc.code}: {exc.message}")]
+            problems = [Problem("", "rejected", f"Dynamics {exc.code}: {exc.message}", exc.code)]
     if problems:
         svc.links.delete(claim)
         return _invalid(out, claim.marketo_id, problems, "creating the Dynamics lead")
