@@ -243,7 +243,7 @@ def _event(entry: activity.Entry) -> Event:
     d = entry.details
     if entry.kind == activity.COLLISION and {"field", "winner", "rule"} <= d.keys():
         what = "initial link: values differed" if d.get("initial") else "changed on both sides"
-        message = f"{what}; {str(d['winner']).capitalize()} wins ({d['rule']} rule)"
+        message = f"{what}; {str(d['winner']).capitalize()} wins ({d.get('decided_by') or str(d['rule']) + ' rule'})"
         return Event(entry.at, entry.person, entry.kind, entry.direction, str(d["field"]), message)
     problems = d.get("problems")
     fields = sorted({str(p["field"]) for p in problems if isinstance(p, dict) and p.get("field")}

@@ -55,6 +55,9 @@ class Kind(StrEnum):
     DELETED = "deleted"
     SKIPPED = "skipped"
     PAUSED = "paused"  # not done now: Marketo's daily quota is used up (real-time calls only)
+    DISQUALIFIED = "disqualified"  # the linked lead was disqualified in Dynamics: no longer synced
+    CANCELLED = "cancelled"  # the linked lead was cancelled in Dynamics: no longer synced
+    LINK_CONFLICT = "link_conflict"  # a lead qualified into a contact another Marketo person is linked to
 
 
 class Direction(StrEnum):
@@ -67,7 +70,9 @@ class Direction(StrEnum):
 SYNCED, UNCHANGED, COLLISION = Kind.SYNCED, Kind.UNCHANGED, Kind.COLLISION
 CREATED, LINKED, MOVED, DELETED, SKIPPED = Kind.CREATED, Kind.LINKED, Kind.MOVED, Kind.DELETED, Kind.SKIPPED
 VALIDATION_FAILED, REJECTED, PARKED, PAUSED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED, Kind.PAUSED
-FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED})
+DISQUALIFIED, CANCELLED, LINK_CONFLICT = Kind.DISQUALIFIED, Kind.CANCELLED, Kind.LINK_CONFLICT
+# Closed leads are listed with the failures: a state someone must know of, not a silent skip.
+FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED, DISQUALIFIED, CANCELLED, LINK_CONFLICT})
 ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
 _MAX_TICKS = 10**19

@@ -16,6 +16,7 @@ from shared.rules.validation import unencodable, validate
 from shared.runtime import ENTITY_SETS, Services
 from shared.state import activity
 from shared.state.links import LINKED, PARKED, Link
+from shared.sync import owners
 from shared.sync.batch import D2M, M2D, Batch, Pending
 
 
@@ -49,6 +50,7 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
                            marketo_id=link.marketo_id, what="updating the Marketo person")
             else:
                 to_marketo.append((p, {"id": link.marketo_id, **svc.fields.to_marketo(p.result.to_marketo)}))
+    owners.add_owner_emails(svc, pending, to_marketo)
     if to_dynamics:
         results = svc.dataverse.batch_write([op for _, op in to_dynamics])
         for (p, _), res in zip(to_dynamics, results, strict=True):
