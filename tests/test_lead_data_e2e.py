@@ -58,8 +58,8 @@ def kinds(h: Harness, marketo_id: int) -> list[str]:
 
 
 def person(h: Harness, **fields: Any) -> int:
-    return h.marketo.create_lead(email=email(), firstName="Ada", lastName="Lovelace", company="Analytical",
-                                 **fields)
+    return h.marketo.create_lead(**{"email": email(), "firstName": "Ada", "lastName": "Lovelace",
+                                    "company": "Analytical", **fields})
 
 
 def new_linked_lead(h: Harness, **fields: Any) -> tuple[str, int]:

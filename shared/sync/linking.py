@@ -155,6 +155,7 @@ def _create_marketo_people(batch: Batch, entity: str, items: list[tuple[Mapping[
         rid = record[key].lower()
         if result.status == "created" and result.id is not None:
             base = {s.marketo: values.get(s.marketo) for s in specs}
+            owners.remember_owner(svc, base, {}, record, written=True)
             new_links.append(Link(int(result.id), entity, rid, base=base))
         elif any(r.code == "1005" for r in result.reasons):
             batch.retry_dynamics[entity].append(rid)  # created meanwhile by someone else: link next round

@@ -30,6 +30,9 @@ from shared.runtime import Services
 from shared.sync.batch import Pending
 
 CACHE_S = 300.0
+# The owner whose email Marketo last got is kept in the link's base under this key (no Marketo
+# field name holds an "@"), so an owner-only change in Dynamics is news, not an echo.
+OWNER_BASE_KEY = "@ownerid"
 USER_COLUMNS = ["systemuserid", "fullname", "internalemailaddress", "isdisabled"]
 TEAM_COLUMNS = ["teamid", "name"]
 OWNER_VALUE = "_ownerid_value"
@@ -171,3 +174,21 @@ def add_owner_emails(svc: Services, pending: Sequence[Pending], to_marketo: list
             queued[id(p)].update(update)
         else:
             to_marketo.append((p, {"id": p.link.marketo_id, **update}))
+
+
+def owner_news(svc: Services, base: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """The record's owner is not the one whose email Marketo last got."""
+    if not svc.settings.owner_email_field or OWNER_VALUE not in record:
+        return False
+    return base.get(OWNER_BASE_KEY) != (str(record.get(OWNER_VALUE) or "").lower() or None)
+
+
+def remember_owner(svc: Services, base: dict[str, Any], old: Mapping[str, Any], record: Mapping[str, Any],
+                   *, written: bool) -> None:
+    """Keep in `base` the owner Marketo now has: the record's when its email was `written`, else the old one."""
+    if not svc.settings.owner_email_field or OWNER_VALUE not in record:
+        return
+    if written:
+        base[OWNER_BASE_KEY] = str(record.get(OWNER_VALUE) or "").lower() or None
+    elif OWNER_BASE_KEY in old:
+        base[OWNER_BASE_KEY] = old[OWNER_BASE_KEY]

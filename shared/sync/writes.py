@@ -88,6 +88,7 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
             for c in p.result.collisions:
                 out.collision(link.person, entity, c)
         base = dict(p.result.base)
+        owners.remember_owner(svc, base, link.base, p.dynamics, written=not p.marketo_failed)
         # A direction that failed keeps its old base, so it is retried when the person changes.
         for failed, fields in ((p.dynamics_failed, p.result.to_dynamics), (p.marketo_failed, p.result.to_marketo)):
             if failed:
