@@ -382,7 +382,8 @@ DECIDED = {
     ("both changed differently", "marketo-wins", "contact"): "marketo-wins rule",
     ("both changed differently", "dynamics-wins", "lead"): "dynamics-wins rule",
     ("both changed, marketo cleared", "prefer-non-blank", "lead"): "prefer-non-blank rule",
-    ("both changed differently", "prefer-non-blank", "contact"): "prefer-non-blank rule, then default rule for contacts",
+    ("both changed differently", "prefer-non-blank", "contact"):
+        "prefer-non-blank rule, then default rule for contacts",
     ("initial, marketo blank", "dynamics-to-marketo-only", "contact"): "dynamics-to-marketo-only rule",
     ("both changed differently", "marketo-to-dynamics-only", "lead"): "marketo-to-dynamics-only rule",
 }

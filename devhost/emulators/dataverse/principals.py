@@ -49,7 +49,7 @@ def build_principals() -> dict[str, EntityDef]:
 
 def application_user() -> dict[str, Any]:
     """The row of the application user every fresh store holds (it exists in a real org too)."""
-    return {"systemuserid": APPLICATION_USER, "fullname": "# LeadSync", "internalemailaddress": None,
+    return {"systemuserid": APPLICATION_USER, "fullname": "LeadSync Emulator", "internalemailaddress": None,
             "domainname": "leadsync-app@contoso.onmicrosoft.com", "isdisabled": False}
 
 

@@ -701,4 +701,4 @@ def _privilege(method: str, logical_name: str, key: str | None, tail: str | None
         access = "Create"
     else:
         access = "Write"
-    return f"prv{access}{logical_name.capitalize()}"
+    return f"prv{access}{'User' if logical_name == 'systemuser' else logical_name.capitalize()}"
