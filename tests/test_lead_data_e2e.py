@@ -159,6 +159,7 @@ def test_a_disqualified_or_cancelled_lead_is_a_reported_state_until_it_is_reopen
     assert link is not None and link.state == "parked"
     health = snapshot(services())
     assert any(e.person == f"m{marketo_id}" and e.kind == kind for e in health.failures)
+    assert kind not in activity.FAILURE_KINDS  # listed, but sales closing a lead is no fault to count
     result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], "failures",
                                       "--json"], env={**h.stack.env})
     listed = [p for p in json.loads(result.stdout)["parked"] if p["marketo_id"] == marketo_id]
@@ -240,3 +241,16 @@ def test_a_collision_entry_names_the_initial_link_rule_when_it_decided(h: Harnes
     assert "initial-link rule: a blank never wins" in collision.message
     assert "default rule" not in collision.message
     assert h.marketo.get_lead(marketo_id)["title"] == "Countess"  # type: ignore[index]
+
+
+def test_a_refused_lookup_before_the_create_is_a_json_answer_too(h: Harness) -> None:
+    marketo_id = person(h)
+    h.dataverse.deny("prvReadContact")
+    try:
+        response = h.sync_person(marketo_id)
+    finally:
+        h.dataverse.deny()
+    assert response.status_code == 502, response.text
+    assert (response.json()["reason"], response.json()["dynamics"]["code"]) == ("missing privilege", "0x80040220")
+    assert activity.REJECTED in kinds(h, marketo_id)
+    assert h.sync_person(marketo_id).status_code == 201

@@ -224,7 +224,7 @@ def _activity(svc: Services, now: datetime, latest: int, max_entries: int
             hour_kinds[entry.kind] += entry.count
         if entry.kind == activity.COLLISION and len(collisions) < latest:
             collisions.append(_event(entry))
-        elif entry.kind in activity.FAILURE_KINDS and len(failures) < latest:
+        elif entry.kind in activity.LISTED_KINDS and len(failures) < latest:
             failures.append(_event(entry))
     return _counts(hour_kinds), _counts(day_kinds), complete, tuple(collisions), tuple(failures)
 

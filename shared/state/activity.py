@@ -71,8 +71,11 @@ SYNCED, UNCHANGED, COLLISION = Kind.SYNCED, Kind.UNCHANGED, Kind.COLLISION
 CREATED, LINKED, MOVED, DELETED, SKIPPED = Kind.CREATED, Kind.LINKED, Kind.MOVED, Kind.DELETED, Kind.SKIPPED
 VALIDATION_FAILED, REJECTED, PARKED, PAUSED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED, Kind.PAUSED
 DISQUALIFIED, CANCELLED, LINK_CONFLICT = Kind.DISQUALIFIED, Kind.CANCELLED, Kind.LINK_CONFLICT
-# Closed leads are listed with the failures: a state someone must know of, not a silent skip.
-FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED, DISQUALIFIED, CANCELLED, LINK_CONFLICT})
+FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED, LINK_CONFLICT})
+# Closed leads are listed with the failures (a state someone must know of, not a silent skip),
+# but not counted as failures: disqualifying a lead is sales' decision, not a fault.
+CLOSED_KINDS = frozenset({DISQUALIFIED, CANCELLED})
+LISTED_KINDS = FAILURE_KINDS | CLOSED_KINDS
 ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
 _MAX_TICKS = 10**19

@@ -152,6 +152,8 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
             result = _sync_person(svc, lead_id, out, wait_s)
         except QuotaExhausted as exc:
             return _paused(out, lead_id, svc.pauses.quota_exhausted(exc))
+        except DataverseError as exc:  # a lookup, the metadata or the owner refused or unavailable
+            return _refused(out, lead_id, exc)
         svc.pauses.resumed(gate)
         return result
     finally:
