@@ -240,6 +240,8 @@ def test_a_collision_entry_names_the_initial_link_rule_when_it_decided(h: Harnes
     (collision,) = [e for e in h.activity(f"m{marketo_id}") if e.kind == activity.COLLISION]
     assert "initial-link rule: a blank never wins" in collision.message
     assert "default rule" not in collision.message
+    shown = [e for e in snapshot(services()).collisions if e.person == f"m{marketo_id}"]
+    assert shown and "initial-link rule: a blank never wins" in shown[0].message  # the health page says so too
     assert h.marketo.get_lead(marketo_id)["title"] == "Countess"  # type: ignore[index]
 
 

@@ -55,7 +55,7 @@ class Outcomes:
                  f"{c.field} {what}; {c.winner.value.capitalize()} wins ({decided_by})",
                  details={"field": c.field, "marketo": c.marketo_value, "dynamics": c.dynamics_value,
                           "base": c.base_value, "winner": c.winner.value, "rule": c.rule, "initial": c.initial,
-                          "decided_by": decided_by})
+                          **({"decided_by": c.decided_by} if c.decided_by else {})})
 
     def failed(self, person: str, kind: str, problems: Sequence[Problem], *, direction: str,
                marketo_id: int | None, what: str) -> None:

@@ -369,6 +369,8 @@ class Store:
 
     def _finish(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Computed columns: fullname = "first last" (spec "Core columns": read-only computed)."""
+        if "firstname" not in entity.attrs:
+            return  # a user's or team's name is its own column here
         parts = [p for p in (row.get("firstname"), row.get("lastname")) if p]
         row["fullname"] = " ".join(parts) if parts else None
 
