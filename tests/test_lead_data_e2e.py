@@ -256,3 +256,16 @@ def test_a_refused_lookup_before_the_create_is_a_json_answer_too(h: Harness) -> 
     assert (response.json()["reason"], response.json()["dynamics"]["code"]) == ("missing privilege", "0x80040220")
     assert activity.REJECTED in kinds(h, marketo_id)
     assert h.sync_person(marketo_id).status_code == 201
+
+
+def test_an_app_user_without_the_assign_privilege_gets_a_clear_answer_for_an_owned_lead(h: Harness) -> None:
+    user = new_user(h)
+    marketo_id = person(h, dynamicsOwnerEmail=user["internalemailaddress"])
+    h.dataverse.deny("prvAssignLead")
+    try:
+        response = h.sync_person(marketo_id)
+    finally:
+        h.dataverse.deny()
+    assert response.status_code == 502, response.text
+    assert "prvAssignLead" in response.json()["error"]
+    assert h.sync_person(marketo_id).status_code == 201

@@ -19,7 +19,7 @@ from . import batch as batchfmt
 from . import filter as odata_filter
 from . import formatted, metadata_api
 from .metadata import EntityDef
-from .store import ApiError, Store, Tombstone, is_guid, not_found
+from .store import SYSTEM_USER, ApiError, Store, Tombstone, is_guid, not_found
 
 API_PREFIX = "/api/data/v9.2/"
 MAX_PAGE = 5000
@@ -512,6 +512,10 @@ class WebApi:
         return Resp(204, {"OData-Version": "4.0"})
 
     def _pipeline(self, req: Req, entity: EntityDef, message: str, values: dict[str, Any], rid: str | None) -> None:
+        bind = values.get("ownerid@odata.bind")
+        if isinstance(bind, str) and SYSTEM_USER not in bind.lower():
+            # Giving a record to another user or team is an Assign, a privilege of its own.
+            self._require(f"prvAssign{entity.logical_name.capitalize()}", entity.logical_name)
         self.store.pipeline.before(self.store.rows[entity.entity_set], entity, message, values, rid, req.headers)
 
     # -- actions ----------------------------------------------------------------------------
