@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from chaos.campaign import Campaign, Config, Tally
 from chaos.checks import Check, run_checks, table
@@ -60,13 +61,17 @@ def fuzz_phase(examples: int, seed: int, log: Callable[[str], None]) -> Check:
     """Fuzz the webhook on a stack of its own (an empty Marketo: no valid body names a person)
     and record the figures in chaos/results.json."""
     result, seconds, leads = run_phase(examples=examples, seed=seed, log=log)
-    numbers = figures(result, seconds, leads)
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.write_text(json.dumps({**saved, **numbers}, indent=2, sort_keys=True) + "\n")
+    record(figures(result, seconds, leads))
     ok = result.examples >= examples and result.server_error_count == 0 and result.mismatches == 0 and leads == 0
     return Check("webhook fuzz", ok, f"{result.examples} requests, {result.server_error_count} 5xx, "
                                      f"{result.mismatches} wrong answers, {leads} leads created",
                  (result.server_errors + result.wrong)[:10])
+
+
+def record(numbers: dict[str, Any]) -> None:
+    """Merge `numbers` into chaos/results.json (plain dotted keys, like the bench's)."""
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps({**saved, **numbers}, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -88,6 +93,9 @@ def main(argv: list[str]) -> int:
     with Campaign(config) as campaign:
         tally = campaign.run()
         checks = fuzzed + run_checks(campaign)
+        record({"realtime.people": tally.realtime_people + len(tally.realtime_missing),
+                "realtime.claims_unfinished": len(tally.realtime_missing),
+                "realtime.responses": dict(sorted(tally.realtime.items()))})
         print()
         print(f"LeadSync fault campaign: seed {args.seed}, {args.people} people, {args.rounds} rounds, "
               f"{tally.seconds['total']:.0f} s (seed + initial sync {tally.seconds['seed']:.0f} s)")

@@ -1,8 +1,8 @@
 """The `leadsync` command: thin wrappers over `shared.ops.commands`, tables for people, `--json` for scripts.
 
 Every command works with a storage connection string alone (`--connection-string`, or
-`AzureWebJobsStorage` as in the Function App), except `backfill`, which also talks to
-Marketo and Dataverse and so reads the same app settings the Function App does.
+`AzureWebJobsStorage` as in the Function App), except `backfill` and `resync`, which also
+talk to Marketo and Dataverse and so read the same app settings the Function App does.
 Errors are one line on stderr; exit status 2 for usage and settings, 1 for a failure.
 """
 
@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -20,16 +22,19 @@ from azure.core.exceptions import AzureError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cli import render
+from cli import render, render_failures, render_resync
 from shared.config import Settings
 from shared.errors import ConfigError, LeadSyncError
 from shared.ops import backfill as backfills
 from shared.ops import commands as ops
+from shared.ops import failures as fails
 from shared.ops import preflight, preflight_probe
+from shared.ops import resync as resyncs
 from shared.runtime import Services
+from shared.state.pause import PauseStore
 
-app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain, check.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(help="Operate LeadSync: status, failures, retry, resync, backfill, explain, check, pause, resume.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
@@ -119,15 +124,37 @@ def status(
         render.status(Console(), result)
 
 
+Since = Annotated[str | None, typer.Option("--since", help="Only failures since: 30m, 2h, 1d, 1w or ISO 8601.")]
+Kinds = Annotated[list[str] | None, typer.Option("--kind", help="Only this failure kind (repeatable).")]
+Sides = Annotated[list[str] | None, typer.Option("--side", help="Only this side: marketo, dynamics, queue.")]
+Fields = Annotated[list[str] | None, typer.Option("--field", help="Only failures naming this field (repeatable).")]
+
+
+def failure_filter(since: str | None, kind: list[str] | None, side: list[str] | None,
+                   field: list[str] | None) -> fails.Filter:
+    try:
+        return fails.Filter.parse(since=since, kinds=kind or (), sides=side or (), fields=field or (),
+                                  now=datetime.now(UTC))
+    except ValueError as exc:
+        fail(str(exc), code=2)
+
+
 @app.command()
-def failures(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Parked people with their latest failure, and poison messages with their reasons."""
+def failures(ctx: typer.Context, since: Since = None, kind: Kinds = None, side: Sides = None, field: Fields = None,
+             as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV for a spreadsheet.")] = False,
+             as_json: JsonFlag = False) -> None:
+    """Every record failure (parked, not linked yet, real-time) and poison message, with a suggested fix."""
+    flt = failure_filter(since, kind, side, field)
     with one_line_errors():
-        result = ops.failures(ctx.obj.state())
+        state = ctx.obj.state()
+        result = fails.collect(state, flt)
+        doc = fails.with_views(state, result) if as_json else {}
     if as_json:
-        emit(result.to_dict())
+        emit(doc)
+    elif as_csv:
+        typer.echo(result.to_csv(), nl=False)
     else:
-        render.failures(Console(), result)
+        render_failures.failures(Console(), result)
 
 
 @app.command()
@@ -138,13 +165,33 @@ def retry(
     everything: Annotated[bool, typer.Option("--all", help="Both --parked and --poison.")] = False,
     person: Annotated[list[int] | None, typer.Option(
         "--person", help="Only this parked Marketo lead id (repeatable).")] = None,
+    people: Annotated[list[str] | None, typer.Argument(
+        help="People as `failures` lists them: 1042, m1042, lead:<guid>, contact:<guid>, or a poison message.",
+        show_default=False)] = None,
+    since: Since = None, kind: Kinds = None, side: Sides = None, field: Fields = None,
     dry_run: DryRun = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Retry parked people and/or poison messages."""
+    """Retry failures: by person or filter (as `failures` lists them), or all parked people / poison messages."""
+    flt = failure_filter(since, kind, side, field)
+    if people or not flt.empty:
+        with one_line_errors():
+            state = ctx.obj.state()
+            listed = fails.collect(state, flt)
+            try:
+                chosen, missing = fails.select(listed, people) if people else (list(listed.failures), {})
+            except ValueError as exc:
+                fail(str(exc), code=2)
+            outcome = fails.retry(state, chosen, dry_run=dry_run, not_retried=missing)
+        if as_json:
+            emit(outcome.to_dict())
+        else:
+            render_failures.retry(Console(), outcome)
+        return
     parked, poison = parked or everything, poison or everything
     if not (parked or poison):
-        fail("say what to retry: --parked, --poison or --all", code=2)
+        fail("say what to retry: a person, a filter (--kind, --since, --side, --field), "
+             "or --parked, --poison or --all", code=2)
     with one_line_errors():
         state = ctx.obj.state()
         result = ops.RetryResult(dry_run)
@@ -189,6 +236,52 @@ def backfill(
 
 
 @app.command()
+def resync(
+    ctx: typer.Context,
+    people: Annotated[list[str] | None, typer.Argument(
+        help="Marketo lead ids (1042 or m1042), lead:<guid> / contact:<guid>, or email addresses.",
+        show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Also the people in this file, one a line (# starts a comment).")] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Every linked person.")] = False,
+    field: Annotated[str | None, typer.Option(
+        "--field", help="Every linked person whose last agreed values lack this mapped field (new to the map).")]
+    = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Read both sides and show, per person and field, what would change and who wins; "
+                          "write nothing.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="People shown in the preview table (JSON lists all).")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Put linked people back through the background sync (batched, under the app's call budget)."""
+    named = bool(people or file)
+    if sum((named, everyone, field is not None)) != 1:
+        fail("say who to resync: people (ids, records, emails or --file), --all, or --field NAME", code=2)
+    try:
+        targets = [resyncs.parse_target(p) for p in people or []]
+        if file is not None:
+            targets += resyncs.parse_lines(file.read_text(encoding="utf-8").splitlines())
+    except (ValueError, OSError) as exc:
+        fail(f"--file {file}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc), code=2)
+    if named and not targets:
+        fail(f"--file {file} names nobody", code=2)
+    with one_line_errors():
+        svc = ctx.obj.services(check=dry_run)
+        try:
+            chosen = (resyncs.select_all(svc) if everyone else resyncs.select_people(svc, targets) if named
+                      else resyncs.select_missing_field(svc, str(field)))
+        except ValueError as exc:
+            fail(str(exc), code=2)
+        if chosen.not_linked:
+            fail("nothing resynced: " + "; ".join(f"{n.text}: {n.why}" for n in chosen.not_linked))
+        result = (resyncs.preview if dry_run else resyncs.resync)(svc, list(chosen.links))
+    if as_json:
+        emit(result.to_dict())
+    else:
+        render_resync.report(Console(), result, limit=limit)
+
+
+@app.command()
 def explain(
     ctx: typer.Context,
     person: Annotated[str, typer.Argument(help="A Marketo lead id, or lead:<guid> / contact:<guid>.")],
@@ -229,6 +322,34 @@ def check(
         render.check(Console(), report, warnings=warnings)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def pause(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why: shown on the health page and by status.")]
+    = "paused with `leadsync pause`",
+    as_json: JsonFlag = False,
+) -> None:
+    """Pause the background sync on every instance until `resume` (the real-time endpoint keeps serving)."""
+    with one_line_errors():
+        stopped = PauseStore(ctx.obj.state().storage).operator_pause(reason)
+    if as_json:
+        emit({"paused": True, "because": stopped.because, "since": stopped.since.isoformat()})
+    else:
+        typer.echo(f"Background sync {stopped.describe()}; every instance stops within seconds and work waits "
+                   "on its queues. `leadsync resume` ends it.")
+
+
+@app.command()
+def resume(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """End an operator's pause: the background sync picks up what waited, within two minutes."""
+    with one_line_errors():
+        ended = PauseStore(ctx.obj.state().storage).operator_resume()
+    if as_json:
+        emit({"resumed": ended})
+    else:
+        typer.echo("Background sync resumed." if ended else "The background sync was not paused by an operator.")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import azure.functions as func
 from shared import telemetry
 from shared.errors import BadMessage
 from shared.runtime import services
-from shared.sync.realtime import SECRET_HEADER, parse_body, sync_person, webhook_secret_ok
+from shared.sync.finish import accept_and_sync
+from shared.sync.realtime import SECRET_HEADER, parse_body, webhook_secret_ok
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")
@@ -32,7 +33,7 @@ def sync_person_http(req: func.HttpRequest) -> func.HttpResponse:
     except BadMessage as exc:
         return _json(400, {"status": "bad_request", "error": exc.reason})
     op = uuid.uuid4().hex[:12]
-    result = sync_person(svc, lead_id, operation_id=op)
+    result = accept_and_sync(svc, lead_id, operation_id=op)
     log.info("op=%s sync-person m%d -> %s", op, lead_id, result.status,
              extra=telemetry.op(op, person=f"m{lead_id}", status=result.status))
     return _json(result.http_status, {**result.body, "operationId": op}, retry_after=result.retry_after)

@@ -1,4 +1,5 @@
-"""Timer triggers: poll each side's change feed and enqueue work."""
+"""Timer triggers: poll each side's change feed and enqueue work; the Marketo one also finishes
+real-time requests whose calls died."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from shared import telemetry
 from shared.config import poll_schedule
 from shared.runtime import services
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.sync.finish import finish_due
 from shared.sync.poison import note_unlogged_poison
 from shared.sync.poll import PollReport, poll_dataverse, poll_marketo
 
@@ -36,6 +38,7 @@ def poll_marketo_changes(timer: func.TimerRequest) -> None:
     started = time.perf_counter()
     _report("marketo", poll_marketo(services()), timer, started)
     note_unlogged_poison(services(), (FROM_MARKETO, FROM_DYNAMICS))
+    finish_due(services())  # real-time requests whose calls died before answering
 
 
 @bp.timer_trigger(schedule=poll_schedule("DATAVERSE_POLL_SCHEDULE"), arg_name="timer", run_on_startup=False,

@@ -51,6 +51,15 @@ param marketoDeletedField string = 'msftIsDeleted'
 @description('apiName of the custom activity LeadSync writes to Marketo Activity Logs.')
 param marketoActivityType string = 'leadsyncEvent'
 
+@description('The Marketo subscription\'s daily API quota (Admin > Web Services); subscriptions differ.')
+@minValue(1)
+param marketoDailyQuota int = 50000
+
+@description('LeadSync\'s share of that quota in percent, counted with every integration\'s calls.')
+@minValue(1)
+@maxValue(100)
+param dailyCapPercent int = 80
+
 // --- Dataverse -----------------------------------------------------------------------
 
 @description('Dataverse environment URL, https://<org>.crm.dynamics.com.')
@@ -223,6 +232,8 @@ module appSettings 'modules/appsettings.bicep' = {
     marketoPollSchedule: marketoPollSchedule
     marketoDeletedField: marketoDeletedField
     marketoActivityType: marketoActivityType
+    marketoDailyQuota: marketoDailyQuota
+    dailyCapPercent: dailyCapPercent
     dataverseUrl: dataverseUrl
     dataverseTenantId: dataverseTenantId
     dataverseClientId: dataverseClientId

@@ -89,6 +89,12 @@ class Settings:
     storage_account: str | None = None  # AzureWebJobsStorage__accountName: managed identity
     marketo_deletes_every_s: int = 300
     marketo_quota_recheck_s: int = 300  # while paused for the daily quota, how often one caller re-checks
+    realtime_finish_after_s: int = 150  # a sync-person call not answered by then is finished by the app
+    marketo_daily_quota: int = 50_000  # the subscription's daily API quota (subscriptions differ)
+    daily_cap_pct: int = 80  # LeadSync's share of that quota; the rest is left to other integrations
+    realtime_reserve_pct: int = 5  # of the quota, kept inside the cap for the real-time endpoint
+    background_paused: bool = False  # an operator's lever: the background sync waits, real time serves
+    cap_check_s: int = 300  # how often a process reads Marketo's usage to apply the daily cap (one call)
     webhook_secret: Secret = field(default_factory=_secret)
     batch_size: int = 300
     lead_owner: OwnerRef | None = None  # LEADSYNC_LEAD_OWNER: who owns the leads LeadSync creates
@@ -145,6 +151,17 @@ class Settings:
                 raise ConfigError(name, f"must be true or false, got {raw!r}")
             return raw.lower() == "true"
 
+        def flag(name: str) -> bool:
+            raw = (optional(name) or "false").lower()
+            if raw not in ("true", "false", "1", "0"):
+                raise ConfigError(name, f"must be true or false, got {raw!r}")
+            return raw in ("true", "1")
+
+        cap = integer("LEADSYNC_DAILY_CAP_PCT", 80, 1, 100)
+        reserve = integer("LEADSYNC_REALTIME_RESERVE_PCT", 5, 0, 99)
+        if reserve >= cap:
+            raise ConfigError("LEADSYNC_REALTIME_RESERVE_PCT", f"must be below LEADSYNC_DAILY_CAP_PCT ({cap}), "
+                                                               f"got {reserve}")
         storage = optional("AzureWebJobsStorage")
         if storage is None and optional("AzureWebJobsStorage__accountName") is None:
             raise ConfigError("AzureWebJobsStorage", "is required (or AzureWebJobsStorage__accountName)")
@@ -191,6 +208,12 @@ class Settings:
             storage_account=optional("AzureWebJobsStorage__accountName") if storage is None else None,
             marketo_deletes_every_s=integer("MARKETO_DELETES_EVERY_S", 300, 0, 86400),
             marketo_quota_recheck_s=integer("MARKETO_QUOTA_RECHECK_S", 300, 1, 86400),
+            realtime_finish_after_s=integer("LEADSYNC_REALTIME_FINISH_AFTER_S", 150, 1, 3600),
+            marketo_daily_quota=integer("MARKETO_DAILY_QUOTA", 50_000, 1, 100_000_000),
+            daily_cap_pct=cap,
+            realtime_reserve_pct=reserve,
+            background_paused=flag("LEADSYNC_BACKGROUND_PAUSED"),
+            cap_check_s=integer("LEADSYNC_CAP_CHECK_S", 300, 0, 86400),
             webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
             lead_owner=parse_owner("LEADSYNC_LEAD_OWNER", optional("LEADSYNC_LEAD_OWNER")),

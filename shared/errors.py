@@ -116,6 +116,7 @@ class Problem:
     field: str
     rule: str  # a ValidationRule
     message: str
+    code: str = ""  # the service's code when the service refused the record ("0x80040220", "1003")
 
 
 class ValidationFailed(LeadSyncError):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from shared import config
@@ -30,6 +31,7 @@ from shared.state.activity import ActivityLog
 from shared.state.cursors import CursorStore
 from shared.state.links import LinkStore
 from shared.state.pause import PauseStore
+from shared.state.pending import PendingRequests
 from shared.state.storage import Storage
 from shared.state.workqueue import WorkQueues
 
@@ -57,6 +59,7 @@ class Services:
     _rule_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _activity_type_id: int | None = None
     _last_deletes_poll: float | None = None
+    _last_cap_check: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -97,10 +100,17 @@ class Services:
         self.storage.close()
 
     # -- derived, cached ---------------------------------------------------------------
-    @property
+    @cached_property
     def pauses(self) -> PauseStore:
-        """The shared pause (Marketo's daily quota) every instance reads before spending calls."""
-        return PauseStore(self.storage, recheck_s=self.settings.marketo_quota_recheck_s)
+        """The shared pause (Marketo's daily quota) every instance reads before spending calls;
+        one store per process, so its short "no pause" memory serves every caller."""
+        return PauseStore(self.storage, recheck_s=self.settings.marketo_quota_recheck_s,
+                          paused_by_setting=self.settings.background_paused)
+
+    @cached_property
+    def pending(self) -> PendingRequests:
+        """Accepted real-time requests, finished by the app if their call dies."""
+        return PendingRequests(self.storage, finish_after_s=self.settings.realtime_finish_after_s)
 
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
@@ -166,6 +176,15 @@ class Services:
                     now - self._last_deletes_poll < self.settings.marketo_deletes_every_s:
                 return False
             self._last_deletes_poll = now
+            return True
+
+    def cap_check_due(self, every_s: float) -> bool:
+        """Whether the daily cap is due to be checked against Marketo's usage (claims the slot)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._last_cap_check is not None and now - self._last_cap_check < every_s:
+                return False
+            self._last_cap_check = now
             return True
 
     def activity_type_id(self) -> int:

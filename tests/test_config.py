@@ -146,11 +146,25 @@ def test_empty_environment_names_a_setting() -> None:
     ("DATAVERSE_POLL_SCHEDULE", "30s"),
     ("LEADSYNC_TABLE_PREFIX", "lead-sync"),
     ("LEADSYNC_TABLE_PREFIX", "1leadsync"),
+    ("LEADSYNC_BACKGROUND_PAUSED", "yes"),
+    ("LEADSYNC_DAILY_CAP_PCT", "101"),
+    ("MARKETO_DAILY_QUOTA", "0"),
 ])
 def test_malformed_setting_is_named(name: str, value: str) -> None:
     error = refused(env(**{name: value}))
     assert_names(error, name)
     assert value.strip() in str(error) or "between" in str(error) or "letters and digits" in str(error)
+
+
+def test_the_real_time_reserve_must_fit_inside_the_cap() -> None:
+    assert str(refused(env(LEADSYNC_DAILY_CAP_PCT="10", LEADSYNC_REALTIME_RESERVE_PCT="10"))) == (
+        "setting LEADSYNC_REALTIME_RESERVE_PCT: must be below LEADSYNC_DAILY_CAP_PCT (10), got 10")
+
+
+@pytest.mark.parametrize(("raw", "paused"), [("true", True), ("TRUE", True), ("1", True), ("false", False),
+                                             ("0", False), ("", False)])
+def test_the_background_pause_setting(raw: str, paused: bool) -> None:
+    assert Settings.from_env(env(LEADSYNC_BACKGROUND_PAUSED=raw)).background_paused is paused
 
 
 def test_out_of_range_says_the_range() -> None:

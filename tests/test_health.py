@@ -268,7 +268,7 @@ def test_an_exhausted_marketo_quota_is_failing(make_svc: Callable[..., Services]
     marketo.admin.set_limits(daily_quota=1)
     snap = snapshot(svc)
     assert (snap.quota.exhausted, snap.quota.fraction, snap.status) == (True, 1.0, FAILING)
-    paused = svc.pauses.current()  # a 607 the page meets pauses the sync for every instance
+    paused = svc.pauses.current(fresh=True)  # a 607 the page meets pauses the sync for every instance
     assert paused is not None and paused.code == "607"
     assert [r.text for r in snap.reasons] == [paused.describe()]
     assert paused.describe().startswith("paused until ") and paused.describe().endswith(

@@ -30,6 +30,7 @@ from shared.runtime import services
 from shared.state import activity
 from shared.state.cursors import MARKETO_CHANGES
 from shared.state.links import Link
+from shared.state.pending import PENDING_QUEUE
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 
 pytestmark = pytest.mark.e2e
@@ -117,7 +118,7 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
     assert poisoned() == 0
     after = services().cursors.get(MARKETO_CHANGES)
     assert cursor is not None and after is not None and after.value == cursor.value
-    pause = services().pauses.current()
+    pause = services().pauses.current(fresh=True)
     assert pause is not None and pause.code == "607" and PAUSED in pause.describe()
     waiting = services().queues.depth(FROM_MARKETO) + services().queues.depth(FROM_DYNAMICS)
     assert waiting >= 1  # the Dynamics edits wait on the queue, not in the poison queue
@@ -147,7 +148,7 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
     for i, (_, marketo_id) in enumerate(people[half:]):
         person = h.marketo.get_lead(marketo_id)
         assert person is not None and person["phone"] == f"+1 555 0100 {i:03d}"
-    assert services().pauses.current() is None
+    assert services().pauses.current(fresh=True) is None
     for doc in (health_json(h), status(h)["health"]):
         assert not any(PAUSED in t for t in reasons(doc)), reasons(doc)
         assert doc["paused"] is None and doc["quota"]["used"] is not None
@@ -161,16 +162,21 @@ def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_th
     h.marketo.set_limits(daily_quota=1)
     with contextlib.suppress(QuotaExhausted):
         services().marketo.usage()  # today has spent at least this one call: the quota is used up
+    pending = services().storage.queue(PENDING_QUEUE)
+    waiting = pending.get_queue_properties().approximate_message_count
     response = h.sync_person(newcomer)
     assert response.status_code == 503, response.text
     assert int(response.headers["retry-after"]) >= 1 and response.json()["status"] == "paused"
+    # Marketo will not call again: the request waits, hidden until the reset, for the app to finish it.
+    assert pending.get_queue_properties().approximate_message_count == waiting + 1
+    assert list(pending.peek_messages()) == []
     (entry,) = h.activity(f"m{newcomer}")
     assert entry.kind == activity.PAUSED and PAUSED in entry.message
     assert h.marketo.get_lead(newcomer) is not None and link_of(newcomer) is None
     # A person linked already is answered from the link, which needs no Marketo call.
     known = h.sync_person(linked)
     assert known.status_code == 200 and known.json()["dynamicsId"] == lead_id
-    assert services().pauses.current() is not None
+    assert services().pauses.current(fresh=True) is not None
 
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
@@ -178,7 +184,7 @@ def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_th
     statuses = eventually(lambda: [s for s in [h.sync_person(newcomer).status_code] if s != 503], timeout=60,
                           every=0.5)
     assert statuses == [201]
-    assert services().pauses.current() is None
+    assert services().pauses.current(fresh=True) is None
     link = link_of(newcomer)
     assert link is not None and link.entity == "lead"
 
@@ -192,16 +198,16 @@ def test_a_linked_persons_webhook_never_takes_the_re_check_turn(h: Harness) -> N
     with contextlib.suppress(QuotaExhausted):
         services().marketo.usage()
     assert h.sync_person(newcomer).status_code == 503  # meets the 607: the pause is stored
-    before = services().pauses.current()
+    before = services().pauses.current(fresh=True)
     assert before is not None
     time.sleep(1.2)  # past the 1 s re-check: the next caller through the gate would probe Marketo
     for _ in range(3):
         assert h.sync_person(linked).status_code == 200
-    after = services().pauses.current()
+    after = services().pauses.current(fresh=True)
     assert after is not None and after.recheck_at == before.recheck_at
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
-    eventually(lambda: h.poll(dataverse=False) or services().pauses.current() is None, timeout=60, every=0.5)
+    eventually(lambda: h.poll(dataverse=False) or services().pauses.current(fresh=True) is None, timeout=60, every=0.5)
 
 
 def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is_back(h: Harness) -> None:
@@ -219,7 +225,7 @@ def test_health_and_status_say_paused_with_the_reason_and_stop_once_the_quota_is
 
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
-    eventually(lambda: h.poll(dataverse=False) or services().pauses.current() is None, timeout=60, every=0.5)
+    eventually(lambda: h.poll(dataverse=False) or services().pauses.current(fresh=True) is None, timeout=60, every=0.5)
     for doc in (health_json(h), status(h)["health"]):
         assert doc["paused"] is None and doc["quota"]["exhausted"] is False and doc["quota"]["used"] is not None
         assert not any("quota" in t for t in reasons(doc)), reasons(doc)
@@ -238,7 +244,7 @@ def test_a_607_in_the_middle_of_the_marketo_feed_keeps_the_pages_read_and_skips_
     h.poll(dataverse=False)
     moved = services().cursors.get(MARKETO_CHANGES)
     assert before is not None and moved is not None and moved.value != before.value  # the pages read are kept
-    assert services().pauses.current() is not None
+    assert services().pauses.current(fresh=True) is not None
 
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(max_batch=300, daily_quota=50_000)

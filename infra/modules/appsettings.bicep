@@ -26,6 +26,8 @@ param marketoMaxConcurrency int
 param marketoPollSchedule string
 param marketoDeletedField string
 param marketoActivityType string
+param marketoDailyQuota int
+param dailyCapPercent int
 param dataverseUrl string
 param dataverseTenantId string
 param dataverseClientId string
@@ -60,6 +62,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MARKETO_POLL_SCHEDULE: marketoPollSchedule
     MARKETO_DELETES_EVERY_S: '300'
     MARKETO_QUOTA_RECHECK_S: '300'
+    MARKETO_DAILY_QUOTA: string(marketoDailyQuota)
+    LEADSYNC_DAILY_CAP_PCT: string(dailyCapPercent)
+    LEADSYNC_REALTIME_RESERVE_PCT: '5'
+    LEADSYNC_CAP_CHECK_S: '300'
+    LEADSYNC_BACKGROUND_PAUSED: 'false'
+    LEADSYNC_REALTIME_FINISH_AFTER_S: '150'
     MARKETO_DELETED_FIELD: marketoDeletedField
     MARKETO_ACTIVITY_TYPE: marketoActivityType
     DATAVERSE_URL: dataverseUrl

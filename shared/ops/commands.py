@@ -147,7 +147,7 @@ def status(state: State, svc: Services | None = None) -> Status:
     day = list(state.activity.since(now - timedelta(days=1)))
     hour = activity.counted(e for e in day if e.at >= now - timedelta(hours=1))
     return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)),
-                  paused=PauseStore(state.storage).current(now))
+                  paused=PauseStore(state.storage).current(now, fresh=True))
 
 
 # -- failures --------------------------------------------------------------------------
@@ -228,6 +228,12 @@ def _why_poisoned(source: str, message_id: str, text: str | None, logged: Mappin
 
 def failures(state: State) -> Failures:
     parked = tuple(_parked_record(state, lk) for lk in parked_links(state))
+    poison, depths = poison_messages(state)
+    return Failures(parked, poison, depths)
+
+
+def poison_messages(state: State) -> tuple[tuple[PoisonMessage, ...], dict[str, int]]:
+    """The first PEEK_MAX messages of each poison queue, with why; and each poison queue's depth."""
     logged = poison_reasons(state)
     poison: list[PoisonMessage] = []
     depths: dict[str, int] = {}
@@ -242,7 +248,7 @@ def failures(state: State) -> Failures:
                      f"(not base64, {len(stored)} characters, sha256 {fingerprint(stored)})")
             poison.append(PoisonMessage(name, source, m.id, m.inserted_on, redact(shown[:2000]),
                                         redact(_why_poisoned(source, m.id, text, logged))))
-    return Failures(parked, tuple(poison), depths)
+    return tuple(poison), depths
 
 
 # -- retry -----------------------------------------------------------------------------
@@ -300,8 +306,10 @@ def retry_parked(state: State, *, marketo_ids: Iterable[int] | None = None, dry_
     return RetryResult(False, tuple(done), tuple(conflicts), operation_ids=tuple(w.operation_id for w in work))
 
 
-def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> RetryResult:
-    """Move readable poison messages back to their work queue; unreadable ones stay.
+def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120,
+                 message_ids: Iterable[str] | None = None) -> RetryResult:
+    """Move readable poison messages (only `message_ids`, when given) back to their work queue;
+    unreadable ones stay.
 
     Readable: base64 of a valid work message, or a valid work message stored without its
     base64 (sent by hand); it is re-sent base64-encoded, so the trigger can read it. Each
@@ -310,11 +318,13 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> R
     dry run peeks (at most 32 per queue) and changes nothing.
     """
     out: list[PoisonRetry] = []
+    wanted = set(message_ids) if message_ids is not None else None
     for source in WORK_QUEUES:
         poison = state.storage.raw_queue(source + POISON_SUFFIX)
         if dry_run:
             for m in poison.peek_messages(max_messages=PEEK_MAX):
-                out.append(_poison_verdict(source, m.id, str(m.content or ""), moved=False)[0])
+                if wanted is None or m.id in wanted:
+                    out.append(_poison_verdict(source, m.id, str(m.content or ""), moved=False)[0])
             continue
         held = []
         while True:
@@ -323,6 +333,9 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> R
             if not batch:
                 break
             for m in batch:
+                if wanted is not None and m.id not in wanted:
+                    held.append(m)
+                    continue
                 verdict, text = _poison_verdict(source, m.id, str(m.content or ""), moved=True)
                 if text is not None:
                     state.storage.queue(source).send_message(text)

@@ -41,14 +41,16 @@ from shared.clients.marketo import next_reset
 from shared.config import poll_schedule
 from shared.errors import QuotaExhausted
 from shared.jsonable import to_jsonable
+from shared.ops import failkinds
 from shared.ops.quota import Quota, forget_reading, marketo_quota
 from shared.ops.schedules import schedule_interval
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import HEARTBEAT_PREFIX
-from shared.state.pause import Pause
+from shared.state.pause import Pause, PauseKind
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.sync.poison import POISON_PERSON
 
 FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer schedule
     (MARKETO_CHANGES, "MARKETO_POLL_SCHEDULE"),
@@ -113,6 +115,9 @@ class Event:
     direction: str
     field: str
     message: str
+    failure: str = ""  # a failure's kind as `leadsync failures` names it (`shared.ops.failkinds`)
+    side: str = ""  # where its fix is made
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,18 +178,18 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
 def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:
     """The shared pause, else the (cached) usage reading; a 607 seen here pauses the sync too."""
     pauses = svc.pauses
-    paused = pauses.current(now)
-    if paused is not None:
-        return paused, Quota(None, error=paused.describe(), exhausted=True)
-    quota = marketo_quota(svc.marketo)
+    paused = pauses.current(now, fresh=True)
+    if paused is not None and paused.kind == PauseKind.QUOTA:
+        return paused, Quota(None, svc.settings.marketo_daily_quota, error=paused.describe(), exhausted=True)
+    quota = marketo_quota(svc.marketo, svc.settings.marketo_daily_quota)
     if quota.exhausted:
         # Read before the pause was lifted, or a 607 just now: ask again, then believe it.
         forget_reading(svc.marketo)
-        quota = marketo_quota(svc.marketo)
+        quota = marketo_quota(svc.marketo, svc.settings.marketo_daily_quota)
     if quota.exhausted:
         paused = pauses.quota_exhausted(QuotaExhausted(quota.error or "daily quota reached", next_reset(now)))
-        return paused, Quota(None, error=paused.describe(), exhausted=True)
-    return None, quota
+        return paused, Quota(None, svc.settings.marketo_daily_quota, error=paused.describe(), exhausted=True)
+    return paused, quota
 
 
 def _feed(svc: Services, name: str, schedule: str, now: datetime) -> FeedHealth:
@@ -248,7 +253,11 @@ def _event(entry: activity.Entry) -> Event:
     problems = d.get("problems")
     fields = sorted({str(p["field"]) for p in problems if isinstance(p, dict) and p.get("field")}
                     if isinstance(problems, list) else set())
-    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message))
+    verdict = (failkinds.Verdict(failkinds.FailureKind.POISON_MESSAGE, failkinds.Side.QUEUE, ())
+               if entry.person == POISON_PERSON else
+               failkinds.classify(entry.person, entry.kind, entry.direction, d))
+    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message),
+                 verdict.kind.value, verdict.side.value, verdict.fix)
 
 
 def redact(text: str) -> str:

@@ -112,13 +112,18 @@ def _quota(q: Quota) -> str:
 
 
 def _events(title: str, ident: str, events: Iterable[Event], at: datetime, empty: str) -> str:
+    events = list(events)
+    fixes = any(e.fix for e in events)  # failures carry a side and a fix; collisions do not
     rows = [f"<tr><td class=when title='{_time(e.at, at)} UTC'>{escape(duration((at - e.at).total_seconds()))} ago</td>"
-            f"<td><code>{escape(e.person)}</code></td><td>{escape(e.kind.replace('_', ' '))}</td>"
-            f"<td>{escape(e.field)}</td><td class=msg>{escape(e.message)}</td></tr>" for e in events]
+            f"<td><code>{escape(e.person)}</code></td><td>{escape((e.failure or e.kind).replace('_', ' '))}</td>"
+            + (f"<td class=side>{escape(e.side)}</td>" if fixes else "")
+            + f"<td>{escape(e.field)}</td><td class=msg>{escape(e.message)}</td>"
+            + (f"<td class=fix>{escape(e.fix)}</td>" if fixes else "") + "</tr>" for e in events]
     if not rows:
         return f"<section class='card wide' id={ident}><h2>{title}</h2><p class=calm>{empty}</p></section>"
-    return _card(title, ident, "<tr><th>when</th><th>person</th><th>kind</th><th>field</th><th>what</th></tr>",
-                 rows, cls="card wide")
+    head = ("<tr><th>when</th><th>person</th><th>kind</th>" + ("<th>side</th>" if fixes else "")
+            + "<th>field</th><th>what</th>" + ("<th>suggested fix</th>" if fixes else "") + "</tr>")
+    return _card(title, ident, head, rows, cls="card wide")
 
 
 def _card(title: str, ident: str, head: str, rows: list[str], after: str = "", *, cls: str = "card") -> str:

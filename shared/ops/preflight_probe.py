@@ -19,7 +19,6 @@ from shared.clients.marketo_models import FieldInfo
 from shared.errors import ConfigError, DataverseError, LeadSyncError, MarketoError, Problem, QuotaExhausted
 from shared.ops import preflight
 from shared.ops.preflight import Finding, Report
-from shared.ops.quota import MARKETO_DAILY_QUOTA
 from shared.runtime import ACTIVITY_TYPE_CURSOR, ENTITY_SETS, Services
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 from shared.sync import owners
@@ -88,6 +87,7 @@ def _storage(svc: Services) -> list[Finding]:
 def _marketo(svc: Services, report: Report) -> dict[str, FieldInfo] | None:
     """Credentials, then each read endpoint; returns the describe result (None if it failed)."""
     client = svc.marketo
+    quota = svc.settings.marketo_daily_quota
     probes: list[tuple[str, str, Callable[[], Any]]] = [
         ("GET /rest/v1/leads/describe.json", "Read-Write Person", client.describe),
         ("GET /rest/v1/leads.json", "Read-Write Person", lambda: client.get_leads([0], ["id"])),
@@ -101,7 +101,7 @@ def _marketo(svc: Services, report: Report) -> dict[str, FieldInfo] | None:
         try:
             answers[endpoint] = call()
         except QuotaExhausted as exc:
-            report.findings += preflight.quota_findings(MARKETO_DAILY_QUOTA, MARKETO_DAILY_QUOTA)
+            report.findings += preflight.quota_findings(quota, quota)
             report.facts["marketo_quota_resets_at"] = exc.resets_at.isoformat()
             break
         except MarketoError as exc:
@@ -118,8 +118,8 @@ def _marketo(svc: Services, report: Report) -> dict[str, FieldInfo] | None:
     used = answers.get("GET /rest/v1/stats/usage.json")
     if used is not None:
         report.facts["marketo_calls_today"] = used
-        report.facts["marketo_daily_quota"] = MARKETO_DAILY_QUOTA
-        report.findings += preflight.quota_findings(used, MARKETO_DAILY_QUOTA)
+        report.facts["marketo_daily_quota"] = quota
+        report.findings += preflight.quota_findings(used, quota)
     fields = answers.get("GET /rest/v1/leads/describe.json")
     return {f.name: f for f in fields} if fields is not None else None
 

@@ -37,21 +37,22 @@ _usage_cache: weakref.WeakKeyDictionary[MarketoClient, tuple[float, Quota]] = we
 _usage_lock = threading.Lock()
 
 
-def marketo_quota(client: MarketoClient) -> Quota:
-    """Calls used today; reuses a reading younger than 5 minutes (1 minute after an error)."""
+def marketo_quota(client: MarketoClient, limit: int = MARKETO_DAILY_QUOTA) -> Quota:
+    """Calls used today of the daily `limit` (MARKETO_DAILY_QUOTA, from the settings); reuses a
+    reading younger than 5 minutes (1 minute after an error)."""
     with _usage_lock:
         cached = _usage_cache.get(client)
         if cached is not None and time.monotonic() < cached[0]:
             return cached[1]
     try:
-        quota = Quota(client.usage())
+        quota = Quota(client.usage(), limit)
         max_age = USAGE_MAX_AGE_S
     except QuotaExhausted as exc:
-        quota = Quota(None, error=f"daily quota exhausted until {exc.resets_at:%Y-%m-%d %H:%M %Z}",
+        quota = Quota(None, limit, error=f"daily quota exhausted until {exc.resets_at:%Y-%m-%d %H:%M %Z}",
                       exhausted=True)
         max_age = USAGE_MAX_AGE_S
     except MarketoError as exc:
-        quota = Quota(None, error=str(exc))
+        quota = Quota(None, limit, error=str(exc))
         max_age = USAGE_ERROR_MAX_AGE_S
     with _usage_lock:
         _usage_cache[client] = (time.monotonic() + max_age, quota)

@@ -7,7 +7,8 @@ The steps for a batch of up to 300 people:
 
 1. resolve the people: Marketo ids -> links; Dynamics ids -> current records -> links,
    and for Dynamics records not linked yet, link them to a Marketo person with the same
-   email or create one (a new Marketo person is never pushed to Dynamics here);
+   email or create one (a new Marketo person is never pushed to Dynamics here, except by
+   `leadsync retry` after its real-time create failed: reason `retry-create`);
 2. read the other side in bulk (one Marketo call per 300, Dataverse In() queries);
 3. merge each person against its base (`merge.merge`), validate what goes to Dynamics;
 4. write in bulk: Marketo `updateOnly` by id (300 per call), Dataverse `$batch` with each
@@ -30,15 +31,18 @@ from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
+from shared.sync import realtime
 from shared.sync.batch import Batch, Pending, eligible, end_links
 from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.linking import likely_new, link_or_create
 from shared.sync.report import Outcomes, flush
+from shared.sync.sides import read_both
 from shared.sync.writes import merge_and_write
 
 log = logging.getLogger("leadsync")
 
+RETRY_CREATE = "retry-create"  # a work reason: Marketo people with no link get the real-time create
 RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sent it back usually clears by then
 
 
@@ -52,14 +56,23 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             assert work.entity is not None
             dynamics_deleted(batch, work.entity, [str(i) for i in work.ids])
     elif work.source == "marketo":
-        links = [lk for lk in svc.links.get_many(int(i) for i in work.ids).values() if lk.state != "creating"]
-        _reconcile(batch, links, prefetched={})
+        found = svc.links.get_many(int(i) for i in work.ids)
+        _reconcile(batch, [lk for lk in found.values() if lk.state != "creating"], prefetched={})
+        if work.reason == RETRY_CREATE:
+            _create_unlinked(svc, work, [int(i) for i in work.ids if int(i) not in found])
     else:
         assert work.entity is not None
         _dynamics_changed(batch, work.entity, [str(i) for i in work.ids])
     _requeue(batch)
     flush(svc, batch.out)
     return batch.out
+
+
+def _create_unlinked(svc: Services, work: Work, lead_ids: list[int]) -> None:
+    """Marketo people whose real-time create failed, sent again by `leadsync retry`: the
+    background sync never creates Dynamics leads, so they take the webhook's own path."""
+    for lead_id in lead_ids:
+        realtime.sync_person(svc, lead_id, operation_id=work.operation_id, wait_s=0)
 
 
 def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
@@ -81,15 +94,7 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
     if not links:
         return
     links = [lk for lk in links if lk.entity and lk.dynamics_id]
-    marketo = {int(r["id"]): r for r in svc.marketo.get_leads([lk.marketo_id for lk in links], svc.marketo_fields())}
-    dynamics: dict[tuple[str, str], Mapping[str, Any]] = dict(prefetched)
-    for entity in ("lead", "contact"):
-        missing = [str(lk.dynamics_id) for lk in links if lk.entity == entity
-                   and (entity, str(lk.dynamics_id)) not in dynamics]
-        if missing:
-            key = PRIMARY_KEYS[entity]
-            for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], missing, svc.select(entity)):
-                dynamics[(entity, r[key].lower())] = r
+    marketo, dynamics = read_both(svc, links, prefetched)
     pending: list[Pending] = []
     gone_marketo: list[Link] = []
     gone_dynamics: list[Link] = []

@@ -2,7 +2,7 @@
 
     qualified into a contact (a new one, or an existing contact     -> the link moves to that contact
     chosen as the lead's Existing Contact: `parentcontactid`)           (MOVED); contact rules apply
-    ... into a contact another Marketo person is linked to          -> LINK_CONFLICT, the link stays
+    ... into a contact another Marketo person is linked to          -> LINK_CONFLICT, the link stays, parked
     disqualified (Lost, Cannot Contact, No Longer Interested)       -> DISQUALIFIED, the link is parked
     cancelled                                                       -> CANCELLED, the link is parked
 
@@ -52,6 +52,15 @@ def _qualified(batch: Batch, link: Link, lead: Mapping[str, Any]) -> None:
         contact_id = contacts[0]["contactid"].lower()
     other = svc.links.by_dynamics("contact", contact_id)
     if other is not None and other.marketo_id != link.marketo_id:
+        conflict = f"link_conflict:{contact_id}:{other.marketo_id}"
+        if link.state == PARKED and link.parked_fingerprint == conflict:
+            return  # reported already; listed as parked until the people are merged
+        try:  # parked, so that `leadsync failures` lists it until someone merges the two people
+            svc.links.save(link.parked(f"qualified into contact {contact_id}, linked to another person", conflict),
+                           index=False)
+        except StateConflict:
+            batch.retry_marketo.append(link.marketo_id)
+            return
         batch.out.add(link.person, activity.LINK_CONFLICT,
                       f"lead {lead_id} was qualified into contact {contact_id}, which is linked to Marketo person "
                       f"{other.marketo_id}: two people for one contact; merge them in Marketo",

@@ -160,7 +160,7 @@ def _create_marketo_people(batch: Batch, entity: str, items: list[tuple[Mapping[
         elif any(r.code == "1005" for r in result.reasons):
             batch.retry_dynamics[entity].append(rid)  # created meanwhile by someone else: link next round
         else:
-            problems = [Problem("", "rejected", f"Marketo {r.code}: {r.message}") for r in result.reasons]
+            problems = [Problem("", "rejected", f"Marketo {r.code}: {r.message}", r.code) for r in result.reasons]
             batch.out.failed(f"{entity}:{rid}", activity.REJECTED, problems, direction=D2M, marketo_id=None,
                              what="creating the Marketo person")
     for link, saved in zip(new_links, svc.links.save_many(new_links), strict=True):

@@ -27,6 +27,7 @@ from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, datav
 from shared.state.heartbeat import record_poll
 from shared.state.workqueue import chunked
 from shared.sync.echo import dataverse_news, marketo_news
+from shared.sync.governor import check_daily_cap
 
 log = logging.getLogger("leadsync")
 
@@ -50,6 +51,7 @@ def poll_marketo(svc: Services) -> list[PollReport]:
     Deletions only end links, so they can wait a few minutes; skipping that call on most
     polls halves what polling costs of Marketo's daily quota.
     """
+    check_daily_cap(svc)
     gate = svc.pauses.gate()
     if not gate.go and gate.pause is not None:
         return [PollReport(MARKETO_CHANGES, notes=[f"skipped: {gate.pause.describe()}"])]

@@ -145,7 +145,7 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
             # Answered from the link, with no Marketo call: so it says nothing about the quota
             # and must not take (and spend) a pause's re-check turn.
             return _wait_for(svc, existing, wait_s)
-        gate = svc.pauses.gate()
+        gate = svc.pauses.gate(realtime=True)
         if not gate.go and gate.pause is not None:
             return _paused(out, lead_id, gate.pause)
         try:
@@ -161,10 +161,10 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
 
 
 def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:
-    """Nothing was written: the person gets its lead when the webhook is called again after the pause."""
+    """Nothing was written now: the app finishes the request after the pause (`shared.sync.finish`)."""
     now = datetime.now(UTC)
-    out.add(f"m{lead_id}", activity.PAUSED, f"real-time sync not done: {pause.describe()}; "
-            "nothing was written, call again after the pause", direction="marketo->dynamics",
+    out.add(f"m{lead_id}", activity.PAUSED, f"real-time sync not done yet: {pause.describe()}; "
+            "nothing was written, LeadSync finishes it after the pause", direction="marketo->dynamics",
             details={"code": pause.code, "until": pause.until.isoformat()})
     return Result("paused", 503, {"status": "paused", "leadId": lead_id, "error": pause.describe(),
                                   "until": pause.until.astimezone(UTC).isoformat().replace("+00:00", "Z")},
@@ -279,7 +279,8 @@ def _refused(out: Outcomes, marketo_id: int, exc: DataverseError) -> Result:
     transient = isinstance(exc, TransientError)
     reason = "Dynamics is unavailable" if transient else \
         REFUSALS.get(exc.code.lower(), "missing privilege" if exc.status == 403 else "Dynamics refused the lead")
-    problem = Problem("", ValidationRule.REJECTED, f"Dynamics {exc.status} {exc.code or '-'}: {exc.message}")
+    problem = Problem("", ValidationRule.REJECTED, f"Dynamics {exc.status} {exc.code or '-'}: {exc.message}",
+                      exc.code)
     out.failed(person_key(marketo_id), activity.REJECTED, [problem], direction=M2D, marketo_id=marketo_id,
                what=f"creating the Dynamics lead ({reason})")
     status = 503 if transient else 502 if exc.status in (401, 403) or exc.status >= 500 else 422

@@ -61,7 +61,8 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
             else:
                 p.dynamics_failed = True
                 out.failed(p.link.person, activity.REJECTED,
-                           [Problem("", "rejected", f"Dynamics {res.error_code}: {res.error_message}")], direction=M2D,
+                           [Problem("", "rejected", f"Dynamics {res.error_code}: {res.error_message}",
+                                    res.error_code or "")], direction=M2D,
                            marketo_id=p.link.marketo_id, what=f"updating Dynamics {p.link.entity}")
     if to_marketo:
         ready = [(p, rec) for p, rec in to_marketo if not p.conflict]
@@ -70,7 +71,7 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
             if outcome.status not in ("updated", "created"):
                 p.marketo_failed = True
                 out.failed(p.link.person, activity.REJECTED,
-                           [Problem("", "rejected", f"Marketo {r.code}: {r.message}") for r in outcome.reasons],
+                           [Problem("", "rejected", f"Marketo {r.code}: {r.message}", r.code) for r in outcome.reasons],
                            direction=D2M, marketo_id=p.link.marketo_id, what="updating the Marketo person")
     _store_bases(batch, [p for p in pending if p.result is not None])
 

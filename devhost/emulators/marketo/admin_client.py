@@ -99,5 +99,9 @@ class MarketoAdmin:
         """Change limits until the next reset, e.g. set_limits(daily_quota=5, rate_calls=None)."""
         return dict(self._call("PATCH", "/limits", changes))
 
+    def spend(self, calls: int, user: str = "other-integration") -> int:
+        """Count `calls` against today's quota as another integration would; today's total."""
+        return int(self._call("POST", "/spend", {"calls": calls, "user": user})["today"])
+
     def close(self) -> None:
         self.http.close()

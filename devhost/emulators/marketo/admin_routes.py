@@ -8,6 +8,7 @@ limits, reset). Errors are HTTP 4xx with `{"error": "..."}`.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +165,16 @@ def admin_routes(emu: Emulator) -> list[Route]:
             emu.clock.offset_s += advance
         return JSONResponse({"now": fmt_date(emu.clock.now()), "offset_s": emu.clock.offset_s})
 
+    async def spend(request: Request) -> Response:
+        """Count `calls` against today's quota for `user`: another integration of the same instance."""
+        doc = await _body(request)
+        calls, user = doc.get("calls"), doc.get("user", "other-integration")
+        if type(calls) is not int or calls < 0 or not isinstance(user, str) or not user:
+            return _error(400, "calls must be a non-negative integer and user a non-empty string")
+        emu.daily.setdefault(emu.day(), Counter())[user] += calls  # one event loop: no lock needed, as in count()
+        today = sum(emu.daily[emu.day()].values())
+        return JSONResponse({"day": emu.day(), "today": today})
+
     async def limits(request: Request) -> Response:
         if request.method == "PATCH":
             try:
@@ -215,6 +226,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/reset", reset, methods=["POST"]),
         Route("/_admin/clock", clock, methods=["GET", "POST"]),
         Route("/_admin/limits", limits, methods=["GET", "PATCH"]),
+        Route("/_admin/spend", spend, methods=["POST"]),
         Route("/_admin/log", activity_log, methods=["GET"]),
         Route("/_admin/permissions", permissions, methods=["POST", "DELETE"]),
         Route("/_admin/fields/{name}", drop_field, methods=["DELETE"]),

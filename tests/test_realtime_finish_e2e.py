@@ -1,0 +1,98 @@
+"""A `sync-person` call that never gets its work done is finished by the app itself, exactly once.
+
+Marketo calls a webhook once: a call that dies (here: Dataverse failing until the call
+gives up with a 500) must not leave its person without a lead. Its pending request
+surfaces after LEADSYNC_REALTIME_FINISH_AFTER_S and the Marketo poll timer finishes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from devhost.harness import Harness, by_hand, eventually, running
+from shared.config import Settings
+from shared.runtime import Services
+from shared.state import activity
+from shared.state.pending import PENDING_QUEUE, Pending
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def h() -> Iterator[Harness]:
+    with running(by_hand(LEADSYNC_REALTIME_FINISH_AFTER_S="2"), first_sync=False) as harness:
+        yield harness
+
+
+@pytest.fixture
+def svc(h: Harness) -> Iterator[Services]:
+    services = Services.from_settings(Settings.from_env(h.stack.env))
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def pending_depth(svc: Services) -> int:
+    return int(svc.storage.queue(PENDING_QUEUE).get_queue_properties().approximate_message_count)
+
+
+def test_an_answered_call_leaves_nothing_to_finish(h: Harness, svc: Services) -> None:
+    email = f"answered-{uuid.uuid4().hex[:8]}@example.com"
+    lead_id = h.marketo.create_lead(email=email, lastName="Answered")
+    assert h.sync_person(lead_id).status_code == 201
+    assert pending_depth(svc) == 0
+
+
+def test_a_call_that_died_is_finished_by_the_app_with_one_lead(h: Harness, svc: Services) -> None:
+    email = f"finished-{uuid.uuid4().hex[:8]}@example.com"
+    lead_id = h.marketo.create_lead(email=email, firstName="Late", lastName="Finished")
+    h.dataverse.fault("http503", count=1000, path_prefix="/api/data/v9.2/leads")
+    try:
+        assert h.sync_person(lead_id).status_code == 500  # Dataverse down: the call gives up
+    finally:
+        h.dataverse.clear_faults()
+    assert h.dataverse.find("leads", emailaddress1=email) == []
+
+    def finished() -> bool:
+        h.poll(dataverse=False)  # the Marketo timer finishes requests whose calls died
+        return len(h.dataverse.find("leads", emailaddress1=email)) == 1
+
+    eventually(finished, timeout=90, every=1.0)
+    link = svc.links.get(lead_id)
+    assert link is not None and link.entity == "lead"
+    for _ in range(2):  # nothing is left to run again: still exactly one lead
+        h.poll(dataverse=False)
+    assert len(h.dataverse.find("leads", emailaddress1=email)) == 1
+    assert pending_depth(svc) == 0
+    assert activity.CREATED in [e.kind for e in h.activity(f"m{lead_id}")]
+
+
+def test_a_bad_pending_message_is_poisoned_with_its_reason(h: Harness, svc: Services) -> None:
+    poison = svc.storage.queue(f"{PENDING_QUEUE}-poison")
+    poison.clear_messages()
+    svc.storage.queue(PENDING_QUEUE).send_message('{"v": 1, "leadId": "seven", "op": "x"}')
+    eventually(lambda: h.poll(dataverse=False) or pending_depth(svc) == 0, timeout=60, every=1.0)
+    assert [m.content for m in poison.peek_messages()] == ['{"v": 1, "leadId": "seven", "op": "x"}']
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("nope", "not JSON"),
+    ('{"v": 2, "leadId": 1, "op": "x"}', "version 1"),
+    ('{"v": 1, "leadId": 0, "op": "x"}', "leadId"),
+    ('{"v": 1, "leadId": true, "op": "x"}', "leadId"),
+    ('{"v": 1, "leadId": 5}', "op"),
+    ('{"v": 1, "leadId": 5, "op": "x", "try": 0}', "try"),
+])
+def test_pending_messages_are_read_strictly(text: str, reason: str) -> None:
+    from shared.errors import BadMessage
+    with pytest.raises(BadMessage, match=reason):
+        Pending.from_json(text)
+
+
+def test_a_pending_message_round_trips() -> None:
+    request = Pending(1042, "op-1", tries=3)
+    assert Pending.from_json(request.to_json()) == request
