@@ -162,8 +162,9 @@ def test_a_disqualified_or_cancelled_lead_is_a_reported_state_until_it_is_reopen
     assert kind not in activity.FAILURE_KINDS  # listed, but sales closing a lead is no fault to count
     result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], "failures",
                                       "--json"], env={**h.stack.env})
-    listed = [p for p in json.loads(result.stdout)["parked"] if p["marketo_id"] == marketo_id]
-    assert [p["kind"] for p in listed] == [kind] and label in listed[0]["reason"]
+    listed = [f for f in json.loads(result.stdout)["failures"] if f["ref"] == f"m{marketo_id}"]
+    assert [f["kind"] for f in listed] == [f"lead_{kind}"] and label in listed[0]["message"]
+    assert listed[0]["linked"] is True and "reopens" in listed[0]["fix"]
     h.marketo.update_lead(marketo_id, title="Still marketing")  # not synced, and not reported again
     h.sync()
     assert kinds(h, marketo_id).count(kind) == 1
