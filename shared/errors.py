@@ -106,6 +106,7 @@ class ValidationRule(StrEnum):
     REJECTED = "rejected"  # the service refused a record that passed our checks
     ENCODING = "encoding"  # a value no encoder can write (a lone surrogate)
     NEAR_MISS = "near_miss"  # an email lookup found only look-alike addresses
+    OWNER = "owner"  # the configured owner of a new lead is not a Dynamics user or team
 
 
 @dataclass(frozen=True)

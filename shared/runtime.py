@@ -127,10 +127,15 @@ class Services:
         cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "createdon", "modifiedon"]
         if entity == "contact":
             cols.append("_originatingleadid_value")
+        else:  # how a closed lead ended: qualified into which contact, disqualified or cancelled
+            cols += ["statuscode", "_parentcontactid_value"]
+        if self.settings.owner_email_field:
+            cols.append("_ownerid_value")
         return cols
 
     def marketo_fields(self) -> list[str]:
-        return ["id", *self.fields.marketo_fields()]
+        extra = [f for f in (self.settings.lead_owner_field, self.settings.owner_email_field) if f]
+        return list(dict.fromkeys(["id", *self.fields.marketo_fields(), *extra]))
 
     def rules(self, entity: str) -> EntityRules:
         """Dynamics' validation rules for `entity`, read once per process from its metadata."""
@@ -166,6 +171,12 @@ class Services:
                 raise ConfigError("DATAVERSE_SYNC_FILTER_FIELD", f"Dataverse {entity} has no column {column!r}")
         if self.settings.marketo_deleted_field not in marketo_fields:
             raise ConfigError("MARKETO_DELETED_FIELD", f"Marketo has no field {self.settings.marketo_deleted_field!r}")
+        s = self.settings
+        for setting, name in (("LEADSYNC_LEAD_OWNER_FIELD", s.lead_owner_field),
+                              ("LEADSYNC_OWNER_EMAIL_FIELD", s.owner_email_field),
+                              ("LEADSYNC_CLOSED_LEAD_ACTION", s.closed_lead_action.field)):
+            if name and name not in marketo_fields:
+                raise ConfigError(setting, f"Marketo has no field {name!r}")
 
     def deletes_due(self) -> bool:
         """Whether the Marketo deleted-leads feed is due (claims the slot when it is)."""

@@ -46,6 +46,14 @@ def problems(*items: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
     ("m7", "validation_failed", M2D, problems(("lastname", "required")), K.REQUIRED_FIELD, S.MARKETO, ("lastname",)),
     ("m7", "validation_failed", D2M, problems(("title", "encoding")), K.UNENCODABLE, S.DYNAMICS, ("title",)),
     ("m7", "rejected", D2M, problems(("", "rejected", "1003")), K.MARKETO_REFUSED, S.MARKETO, ()),
+    # issue #18: owners, Dataverse refusals by code, closed leads
+    ("m7", "validation_failed", M2D, problems(("dynamicsOwnerEmail", "owner")), K.LEAD_OWNER, S.MARKETO,
+     ("dynamicsOwnerEmail",)),
+    ("m7", "rejected", M2D, problems(("", "rejected", "0x80040333")), K.DATAVERSE_DUPLICATE, S.DYNAMICS, ()),
+    ("m7", "rejected", M2D, problems(("", "rejected", "0x80040265")), K.DATAVERSE_PLUGIN, S.DYNAMICS, ()),
+    ("m7", "disqualified", "", {"status": 4}, K.LEAD_DISQUALIFIED, S.DYNAMICS, ()),
+    ("m7", "cancelled", "", {"status": 7}, K.LEAD_CANCELLED, S.DYNAMICS, ()),
+    ("m7", "link_conflict", "", {"contact": "c"}, K.LINK_CONFLICT, S.DYNAMICS, ()),
     # no problems recorded: the entry only says the person is parked
     ("m7", "parked", "", {}, K.PARKED, S.MARKETO, ()),
     ("lead:0a", "parked", "", {}, K.PARKED, S.DYNAMICS, ()),

@@ -338,9 +338,13 @@ class DataverseClient:
             raise DataverseError(resp.status_code, "", "response carries no OData-EntityId")
         return found
 
-    def create(self, entity_set: str, record: Mapping[str, Any]) -> str:
-        """POST; returns the new id. (A retry after a dropped connection may create twice.)"""
-        resp = self._send("POST", f"{self.api}/{entity_set}", json_body=dict(record))
+    def create(self, entity_set: str, record: Mapping[str, Any], *, detect_duplicates: bool = False) -> str:
+        """POST; returns the new id. (A retry after a dropped connection may create twice.)
+
+        `detect_duplicates`: have the org's published duplicate detection rules checked (the
+        Web API skips them unless asked); a match is a 412 with code 0x80040333."""
+        headers = {"MSCRM.SuppressDuplicateDetection": "false"} if detect_duplicates else None
+        resp = self._send("POST", f"{self.api}/{entity_set}", json_body=dict(record), headers=headers)
         self._raise(resp)
         return self._id_from(resp)
 

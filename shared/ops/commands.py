@@ -187,7 +187,7 @@ class Failures:
 
 
 def _parked_record(state: State, link: Link) -> ParkedRecord:
-    last = next((e for e in state.activity.for_person(link.person, limit=50) if e.kind in activity.FAILURE_KINDS),
+    last = next((e for e in state.activity.for_person(link.person, limit=50) if e.kind in activity.LISTED_KINDS),
                 None)
     return ParkedRecord(
         link.marketo_id, link.entity, link.dynamics_id, link.updated_at, link.parked_fingerprint is None,

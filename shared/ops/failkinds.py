@@ -35,6 +35,12 @@ class FailureKind(StrEnum):
     DATAVERSE_REFUSED = "dataverse_refused"
     DATAVERSE_PRIVILEGE = "dataverse_privilege"
     QUOTA_PAUSED = "quota_paused"
+    LEAD_OWNER = "lead_owner"  # the configured owner of a new lead names no enabled user or team
+    DATAVERSE_DUPLICATE = "dataverse_duplicate"  # a duplicate detection rule refused the create
+    DATAVERSE_PLUGIN = "dataverse_plugin"  # a plug-in refused the write
+    LEAD_DISQUALIFIED = "lead_disqualified"  # a state, not a fault: sales disqualified the linked lead
+    LEAD_CANCELLED = "lead_cancelled"  # likewise: the linked lead was cancelled
+    LINK_CONFLICT = "link_conflict"  # a lead qualified into a contact another person is linked to
     PARKED = "parked"  # a parked person whose failure entry is no longer in the log
     POISON_MESSAGE = "poison_message"
 
@@ -65,6 +71,15 @@ FIXES: Mapping[FailureKind, str] = {
                                      "security role in Dynamics",
     FailureKind.QUOTA_PAUSED: "nothing: LeadSync finishes it after Marketo's daily reset (midnight US Central); "
                               "raise LEADSYNC_DAILY_CAP_PCT if LeadSync's own cap stopped it",
+    FailureKind.LEAD_OWNER: "set the owner field in {where} to an enabled Dynamics user's email, or "
+                            "LEADSYNC_LEAD_OWNER to a user or team that exists",
+    FailureKind.DATAVERSE_DUPLICATE: "merge or tell the two apart in Dynamics (its duplicate detection rule "
+                                     "matched), or link the person to the existing record",
+    FailureKind.DATAVERSE_PLUGIN: "read the plug-in's message: fix what it asks for in {where}, or ask the "
+                                  "plug-in's owner",
+    FailureKind.LEAD_DISQUALIFIED: "nothing, unless sales reopens the lead: it syncs again then",
+    FailureKind.LEAD_CANCELLED: "nothing, unless sales reopens the lead: it syncs again then",
+    FailureKind.LINK_CONFLICT: "merge the two Marketo people: the contact can be linked to one of them only",
     FailureKind.PARKED: "run `leadsync explain` on the person; retry once the cause is fixed",
     FailureKind.POISON_MESSAGE: "read the reason: a readable message goes back with "
                                 "`leadsync retry --kind poison_message`; an unreadable one never will",
@@ -72,6 +87,14 @@ FIXES: Mapping[FailureKind, str] = {
 
 CODE_KINDS: Mapping[str, FailureKind] = {  # the service's code on a refused record -> its kind
     "0x80040220": FailureKind.DATAVERSE_PRIVILEGE,
+    "0x80040333": FailureKind.DATAVERSE_DUPLICATE,
+    "0x80040265": FailureKind.DATAVERSE_PLUGIN,
+}
+# Activity kinds that are states of a linked lead, not problems with values (shared.sync.closing).
+STATE_KINDS: Mapping[str, FailureKind] = {
+    "disqualified": FailureKind.LEAD_DISQUALIFIED,
+    "cancelled": FailureKind.LEAD_CANCELLED,
+    "link_conflict": FailureKind.LINK_CONFLICT,
 }
 
 _RULE_KINDS: Mapping[str, FailureKind] = {
@@ -83,6 +106,7 @@ _RULE_KINDS: Mapping[str, FailureKind] = {
     ValidationRule.UNKNOWN: FailureKind.UNKNOWN_FIELD,
     ValidationRule.ENCODING: FailureKind.UNENCODABLE,
     ValidationRule.NEAR_MISS: FailureKind.LOOKALIKE_EMAIL,
+    ValidationRule.OWNER: FailureKind.LEAD_OWNER,
 }
 
 
@@ -112,6 +136,8 @@ def classify(person: str, activity_kind: str, direction: str, details: Mapping[s
     source = _source_side(person, direction)
     if activity_kind == "paused":
         return Verdict(FailureKind.QUOTA_PAUSED, Side.MARKETO, fields)
+    if activity_kind in STATE_KINDS:
+        return Verdict(STATE_KINDS[activity_kind], Side.DYNAMICS, fields)
     if not problems:
         return Verdict(FailureKind.PARKED, source, fields)
     first = problems[0]

@@ -104,7 +104,7 @@ def collect(state: State, flt: Filter | None = None, *, now: datetime | None = N
 
 
 def _latest_failure(entries: Iterable[Entry]) -> Entry | None:
-    return next((e for e in entries if e.kind in activity.FAILURE_KINDS), None)
+    return next((e for e in entries if e.kind in activity.LISTED_KINDS), None)
 
 
 def _row(e: Entry, verdict: Verdict, **link: Any) -> Failure:

@@ -238,7 +238,7 @@ def _activity(svc: Services, now: datetime, latest: int, max_entries: int
             hour_kinds[entry.kind] += entry.count
         if entry.kind == activity.COLLISION and len(collisions) < latest:
             collisions.append(_event(entry))
-        elif entry.kind in activity.FAILURE_KINDS and len(failures) < latest:
+        elif entry.kind in activity.LISTED_KINDS and len(failures) < latest:
             failures.append(_event(entry))
     return (_counts(hour_kinds), _counts(day_kinds), complete, tuple(collisions), tuple(failures),
             {h: _counts(kinds) for h, kinds in by_hour.items()})
@@ -258,7 +258,7 @@ def _event(entry: activity.Entry) -> Event:
     d = entry.details
     if entry.kind == activity.COLLISION and {"field", "winner", "rule"} <= d.keys():
         what = "initial link: values differed" if d.get("initial") else "changed on both sides"
-        message = f"{what}; {str(d['winner']).capitalize()} wins ({d['rule']} rule)"
+        message = f"{what}; {str(d['winner']).capitalize()} wins ({d.get('decided_by') or str(d['rule']) + ' rule'})"
         return Event(entry.at, entry.person, entry.kind, entry.direction, str(d["field"]), message)
     problems = d.get("problems")
     fields = sorted({str(p["field"]) for p in problems if isinstance(p, dict) and p.get("field")}

@@ -26,7 +26,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.errors import StateConflict
 from shared.rules import eligibility
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
@@ -34,6 +33,7 @@ from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
 from shared.sync import realtime
 from shared.sync.batch import Batch, Pending, eligible, end_links
+from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.linking import likely_new, link_or_create
 from shared.sync.report import Outcomes, flush
@@ -113,7 +113,7 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
             batch.out.add(link.person, activity.SKIPPED, f"sync filter is No on {entity} {did}: not synced")
             continue
         if verdict.reason is eligibility.Reason.LEAD_NOT_OPEN:
-            _qualified_lead(batch, link, did)
+            closed_lead(batch, link, d)
             continue
         pending.append(Pending(link, m, dict(d)))
     if gone_marketo:
@@ -121,27 +121,6 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
     if gone_dynamics:
         mark_deleted_in_marketo(batch, gone_dynamics)
     merge_and_write(batch, pending)
-
-
-def _qualified_lead(batch: Batch, link: Link, lead_id: str) -> None:
-    """A linked lead is no longer open: move the link to its contact once that exists.
-
-    A qualified lead is read-only in Dynamics, so it is never written to here.
-    """
-    svc = batch.svc
-    contacts = svc.dataverse.find_by("contacts", "_originatingleadid_value", [lead_id], ["contactid"])
-    if not contacts:
-        batch.out.add(link.person, activity.SKIPPED, f"lead {lead_id} is no longer open and has no contact")
-        return
-    contact_id = contacts[0]["contactid"].lower()
-    try:
-        moved = svc.links.move(link, "contact", contact_id)
-    except StateConflict:
-        batch.retry_marketo.append(link.marketo_id)
-        return
-    batch.out.add(moved.person, activity.MOVED,
-                  f"lead {lead_id} was qualified: now linked to contact {contact_id}; contact rules apply")
-    batch.retry_marketo.append(link.marketo_id)  # merge the contact in a fresh round
 
 
 def _requeue(batch: Batch) -> None:

@@ -17,6 +17,7 @@ from shared.clients.marketo import LeadChange
 from shared.rules import eligibility
 from shared.runtime import PRIMARY_KEYS, Services
 from shared.state.links import LINKED, Link
+from shared.sync import owners
 
 
 def marketo_news(svc: Services, changes: Sequence[LeadChange]) -> list[int]:
@@ -53,7 +54,8 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
         # A record not ours to sync as it stands (filter off, lead closed) needs the applier's decision.
         if (link is None or not eligibility.check(record, entity=entity, email=None, linking=False,
                                                   sync_filter_field=svc.settings.sync_filter_field).ok
-                or not _echo(svc, link, svc.fields.from_dynamics(entity, record))):
+                or not _echo(svc, link, svc.fields.from_dynamics(entity, record))
+                or owners.owner_news(svc, link.base, record)):
             news.append(rid)
     return news
 

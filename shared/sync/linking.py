@@ -17,6 +17,7 @@ from shared.rules.validation import unencodable
 from shared.runtime import PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import CREATING, LINKED, Link
+from shared.sync import owners
 from shared.sync.batch import D2M, Batch, eligible
 from shared.sync.echo import never_modified
 
@@ -143,14 +144,18 @@ def _create_marketo_people(batch: Batch, entity: str, items: list[tuple[Mapping[
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     specs = svc.fields.for_entity(entity)
-    payload = [{s.marketo: values[s.marketo] for s in specs if values.get(s.marketo) is not None}
-               for _, values in items]
-    results = svc.marketo.sync_leads(payload, action="createOnly", lookup_field="email")
+    payload: list[dict[str, Any]] = [{s.marketo: values[s.marketo] for s in specs if values.get(s.marketo) is not None}
+                                     for _, values in items]
+    for person, update in zip(payload, owners.owner_email_updates(svc, [(r, None) for r, _ in items]), strict=True):
+        person.update(update or {})
+    results = svc.marketo.sync_leads(payload, action="createOnly", lookup_field="email",
+                                     partition_name=svc.settings.marketo_partition)
     new_links: list[Link] = []
     for (record, values), result in zip(items, results, strict=True):
         rid = record[key].lower()
         if result.status == "created" and result.id is not None:
             base = {s.marketo: values.get(s.marketo) for s in specs}
+            owners.remember_owner(svc, base, {}, record, written=True)
             new_links.append(Link(int(result.id), entity, rid, base=base))
         elif any(r.code == "1005" for r in result.reasons):
             batch.retry_dynamics[entity].append(rid)  # created meanwhile by someone else: link next round

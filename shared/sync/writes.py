@@ -16,6 +16,7 @@ from shared.rules.validation import unencodable, validate
 from shared.runtime import ENTITY_SETS, Services
 from shared.state import activity
 from shared.state.links import LINKED, PARKED, Link
+from shared.sync import owners
 from shared.sync.batch import D2M, M2D, Batch, Pending
 
 
@@ -49,6 +50,7 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
                            marketo_id=link.marketo_id, what="updating the Marketo person")
             else:
                 to_marketo.append((p, {"id": link.marketo_id, **svc.fields.to_marketo(p.result.to_marketo)}))
+    owners.add_owner_emails(svc, pending, to_marketo)
     if to_dynamics:
         results = svc.dataverse.batch_write([op for _, op in to_dynamics])
         for (p, _), res in zip(to_dynamics, results, strict=True):
@@ -87,6 +89,7 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
             for c in p.result.collisions:
                 out.collision(link.person, entity, c)
         base = dict(p.result.base)
+        owners.remember_owner(svc, base, link.base, p.dynamics, written=not p.marketo_failed)
         # A direction that failed keeps its old base, so it is retried when the person changes.
         for failed, fields in ((p.dynamics_failed, p.result.to_dynamics), (p.marketo_failed, p.result.to_marketo)):
             if failed:

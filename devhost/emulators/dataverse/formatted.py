@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .metadata import OPTION_TYPES, EntityDef
+from .principals import OWNER_SETS
 from .store import SYSTEM_USER, Store
 
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
@@ -46,10 +47,12 @@ def _date(value: str) -> str:
 
 def _lookup(store: Store, entity: EntityDef, attr_binds: dict[str, str], value: str) -> tuple[str, str, str | None]:
     """(table logical name, navigation property, primary name or None) of the row a lookup points at."""
-    for nav, set_name in attr_binds.items():
+    # The owner lookup's one navigation property points at a user or a team.
+    pairs = [("ownerid", s) for s in OWNER_SETS] if "ownerid" in attr_binds else list(attr_binds.items())
+    for nav, set_name in pairs:
         row = store.rows.get(set_name, {}).get(value)
         if row is not None:
-            return store.by_set[set_name].logical_name, nav, row.get("fullname")
+            return store.by_set[set_name].logical_name, nav, row.get("fullname") or row.get("name")
     nav, set_name = next(iter(attr_binds.items()))
     name = SYSTEM_USER_NAME if value == SYSTEM_USER else None
     return set_name.removesuffix("s"), nav, name

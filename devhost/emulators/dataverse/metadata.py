@@ -86,6 +86,9 @@ LEAD_STATUSES = {
 }
 CONTACT_STATES = {0: "Active", 1: "Inactive"}
 CONTACT_STATUSES = {1: "Active", 2: "Inactive"}
+# Each status reason belongs to one state (StatusOptionMetadata.State): Disqualified holds Lost,
+# Cannot Contact, No Longer Interested and Canceled.
+STATUS_STATE = {"lead": {1: 0, 2: 0, 3: 1, 4: 2, 5: 2, 6: 2, 7: 2}, "contact": {1: 0, 2: 1}}
 
 
 def _s(name: str, length: int, fmt: str = "Text", level: str = "None") -> Attr:
@@ -201,7 +204,7 @@ def attribute_json(entity: EntityDef, attr: Attr, expand_options: bool) -> dict[
         for value, text in (attr.options or {}).items():
             option: dict[str, Any] = {"Value": value, "Label": _label(text)}
             if attr.attribute_type == "Status":
-                option["State"] = 1 if (entity.logical_name == "lead" and value == 3) else 0
+                option["State"] = STATUS_STATE.get(entity.logical_name, {}).get(value, 0)
             options.append(option)
         out["OptionSet"] = {"Options": options}
         out["GlobalOptionSet"] = None

@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .filter import norm
-from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STRING_TYPES, Attr, EntityDef, build_entities
+from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STATUS_STATE, STRING_TYPES, Attr, EntityDef, build_entities
+from .principals import application_user, bind_targets, build_principals, check_owner
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -174,7 +175,7 @@ class Store:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.entities: dict[str, EntityDef] = build_entities()
+        self.entities: dict[str, EntityDef] = {**build_entities(), **build_principals()}
         self.by_set = {e.entity_set: e for e in self.entities.values()}
         self.rows: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in self.by_set}
         self.tombstones: dict[str, dict[str, int]] = {s: {} for s in self.by_set}
@@ -187,6 +188,10 @@ class Store:
         self.version = 1_000_000
         self.min_delta_version = self.version
         self._journal: list[tuple[str, str, dict[str, Any] | None, int | None]] | None = None
+        from .pipeline import Pipeline  # the pipeline module reads this one's errors
+
+        self.pipeline = Pipeline()  # plug-in steps and duplicate rules the admin API registers
+        self.create("systemusers", application_user(), validate=False)
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -364,6 +369,8 @@ class Store:
 
     def _finish(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Computed columns: fullname = "first last" (spec "Core columns": read-only computed)."""
+        if "firstname" not in entity.attrs:
+            return  # a user's or team's name is its own column here
         parts = [p for p in (row.get("firstname"), row.get("lastname")) if p]
         row["fullname"] = " ".join(parts) if parts else None
 
@@ -414,8 +421,10 @@ class Store:
                     out[attr.read_name] = None
                     continue
                 m = _BIND.match(str(value))
-                if not m or m.group(1) != attr.binds[nav]:
+                if not m or m.group(1) not in bind_targets(attr, nav):
                     raise ApiError(400, "0x8004431a", f"Invalid reference '{value}' for navigation property '{nav}'.")
+                if attr.attribute_type == "Owner":
+                    check_owner(self, m.group(1), m.group(2).lower())
                 out[attr.read_name] = m.group(2).lower()
                 continue
             attr = entity.attrs.get(key)
@@ -431,6 +440,7 @@ class Store:
                 raise ApiError(400, "0x80040203", f"The '{key}' attribute of the '{entity.logical_name}' entity is "
                                f"read-only and cannot be set on {'create' if creating else 'update'}.")
             out[key] = self._check_value(entity, attr, value)
+        _state_and_status(entity, out)
         for attr in entity.attrs.values():
             if attr.required_level != "SystemRequired" or attr.logical_name == entity.primary_id:
                 continue
@@ -526,6 +536,21 @@ class Store:
                     if limit is not None and len(rows) + len(tombs) >= limit:
                         break
         return rows, tombs
+
+
+def _state_and_status(entity: EntityDef, out: dict[str, Any]) -> None:
+    """A status reason must belong to the state it is written with; a state alone takes its
+    default status (the lowest of its reasons), as a SetState does."""
+    statuses = STATUS_STATE.get(entity.logical_name)
+    if not statuses or "statecode" not in out:
+        return
+    state, status = out["statecode"], out.get("statuscode")
+    if status is None:
+        out["statuscode"] = min(s for s, st in statuses.items() if st == state)
+    elif statuses.get(status) != state:
+        # [unverified code] the service refuses a status reason of another state.
+        raise ApiError(400, "0x80040203", f"{status} is not a valid status code for state code "
+                       f"{entity.logical_name.capitalize()}State {state} on {entity.logical_name}.")
 
 
 def not_found(entity: EntityDef, rid: str) -> ApiError:
