@@ -74,6 +74,21 @@ def test_a_call_that_died_is_finished_by_the_app_with_one_lead(h: Harness, svc: 
     assert activity.CREATED in [e.kind for e in h.activity(f"m{lead_id}")]
 
 
+def test_a_call_killed_before_its_answer_is_finished_by_the_poll_timer(h: Harness, svc: Services) -> None:
+    """What a host killed mid-call leaves in storage: the pending request it accepted, nothing else."""
+    email = f"killed-{uuid.uuid4().hex[:8]}@example.com"
+    lead_id = h.marketo.create_lead(email=email, firstName="Killed", lastName="Midway")
+    svc.pending.accept(Pending(lead_id, "op-killed"))  # surfaces after LEADSYNC_REALTIME_FINISH_AFTER_S (2 s)
+
+    def finished() -> bool:
+        h.poll(dataverse=False)
+        return len(h.dataverse.find("leads", emailaddress1=email)) == 1
+
+    eventually(finished, timeout=90, every=1.0)
+    h.poll(dataverse=False)
+    assert len(h.dataverse.find("leads", emailaddress1=email)) == 1 and pending_depth(svc) == 0
+
+
 def test_a_bad_pending_message_is_poisoned_with_its_reason(h: Harness, svc: Services) -> None:
     poison = svc.storage.queue(f"{PENDING_QUEUE}-poison")
     poison.clear_messages()
