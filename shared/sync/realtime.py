@@ -37,6 +37,7 @@ from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import CREATING, Link, person_key
 from shared.state.pause import Pause
+from shared.sync.lookups import Binder
 from shared.sync.report import Outcomes, flush
 
 MAX_BODY = 4096
@@ -197,7 +198,8 @@ def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, An
     body = {k: v for k, v in svc.fields.to_dynamics("lead", values).items() if v is not None}
     for column, default in svc.fields.create_defaults.get("lead", {}).items():
         body.setdefault(column, default)
-    problems = validate(svc.rules("lead"), body, creating=True)
+    body, problems = Binder(svc, "lead", [values]).bind(body, None)
+    problems += validate(svc.rules("lead"), body, creating=True)
     if not problems:
         try:
             lead_id = svc.dataverse.create(ENTITY_SETS["lead"], body)

@@ -16,6 +16,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
+from . import typed
 from .metadata import OPTION_TYPES, EntityDef
 from .store import SYSTEM_USER, Store
 
@@ -24,6 +25,7 @@ LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
 NAVIGATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
 SYSTEM_USER_NAME = "LeadSync Emulator"  # the emulator's only user (an emulator choice)
 LOOKUP_TYPES = {"Lookup", "Owner", "Customer"}
+TYPED_FORMATS = {"Money", "Decimal", "Double", "MultiSelectPicklist"}
 
 
 def requested(prefer: dict[str, str]) -> list[str]:
@@ -49,7 +51,7 @@ def _lookup(store: Store, entity: EntityDef, attr_binds: dict[str, str], value: 
     for nav, set_name in attr_binds.items():
         row = store.rows.get(set_name, {}).get(value)
         if row is not None:
-            return store.by_set[set_name].logical_name, nav, row.get("fullname")
+            return store.by_set[set_name].logical_name, nav, row.get("fullname") or row.get("name")
     nav, set_name = next(iter(attr_binds.items()))
     name = SYSTEM_USER_NAME if value == SYSTEM_USER else None
     return set_name.removesuffix("s"), nav, name
@@ -68,10 +70,10 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
         label: str | None = None
         if t in OPTION_TYPES or t == "Boolean":
             label = (attr.options or {}).get(int(value))
-        elif t == "Money":
-            label = f"${float(value):,.2f}"
+        elif t in TYPED_FORMATS:
+            label = typed.formatted(store, attr, value, out)
         elif t == "DateTime":
-            label = _date(str(value))
+            label = typed.formatted(store, attr, value, out) or _date(str(value))
         elif t in LOOKUP_TYPES:
             table, nav, label = _lookup(store, entity, attr.binds, str(value))
             if wants(patterns, LOOKUP_TABLE):
