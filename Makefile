@@ -12,7 +12,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 FAST_TESTS := tests/test_merge.py tests/test_fieldmap.py tests/test_validation.py tests/test_config.py \
               tests/test_odata.py tests/test_telemetry.py tests/test_handlers.py tests/test_state.py \
               tests/test_tablerows.py tests/test_tablebatch.py tests/test_workqueue.py tests/test_eligibility.py \
-              tests/test_preflight.py
+              tests/test_preflight.py tests/test_fieldtypes.py tests/test_fieldtypes_checks.py
 
 .PHONY: setup lint test test-fast screenshot demo run bench chaos clean chromium
 

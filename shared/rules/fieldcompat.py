@@ -101,7 +101,7 @@ def column_mismatch(spec: Spec, info: MarketoField | None, entity: str, column: 
         return [Mismatch(f"{where} is {attr.attribute_type}, the map says {spec.type}",
                          f"map {spec.marketo!r} to a column of a matching type")]
     out: list[Mismatch] = []
-    if spec.type == "date" and not attr.date_only:
+    if spec.type == "date" and (not attr.date_only or attr.date_behavior == "UserLocal"):
         out.append(Mismatch(f"{where} is a {attr.date_behavior or 'UserLocal'} date and time, the map says date: "
                             "the day would shift with each user's time zone",
                             f"use a Date Only column (behaviour DateOnly) or map {spec.marketo!r} as datetime"))

@@ -63,10 +63,12 @@ def check(name: str, column: str, kind: str, limits: Limits, options: frozenset[
 def _date(name: str, column: str, limits: Limits, value: Any) -> list[Problem]:
     text = str(value) if isinstance(value, str) else ""
     if limits.date_only:
-        day = ft.to_date(text)
-        if not (isinstance(day, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day)):
+        try:  # to_date keeps an impossible day (2024-02-30) as it came, so it is checked here
+            when = date.fromisoformat(text) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else None
+        except ValueError:
+            when = None
+        if when is None:
             return [Problem(column, ValidationRule.FORMAT, f"{name} must be a date (YYYY-MM-DD), got {_short(value)}")]
-        when = date.fromisoformat(day)
     else:
         parsed = ft.parse_datetime(text) if text else None
         if parsed is None:
