@@ -61,6 +61,8 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
     """Add the requested annotations next to each rendered column of `out` (in place)."""
     readable = entity.readable()
     formatted = wants(patterns, FORMATTED)
+    # The whole row, for what a value is formatted with but may not be selected (money's currency).
+    stored = store.rows.get(entity.entity_set, {}).get(str(out.get(entity.primary_id, "")).lower()) or out
     for column in [k for k in out if not k.startswith("@")]:
         attr = readable.get(column)
         value = out[column]
@@ -71,9 +73,9 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
         if t in OPTION_TYPES or t == "Boolean":
             label = (attr.options or {}).get(int(value))
         elif t in TYPED_FORMATS:
-            label = typed.formatted(store, attr, value, out)
+            label = typed.formatted(store, attr, value, stored)
         elif t == "DateTime":
-            label = typed.formatted(store, attr, value, out) or _date(str(value))
+            label = typed.formatted(store, attr, value, stored) or _date(str(value))
         elif t in LOOKUP_TYPES:
             table, nav, label = _lookup(store, entity, attr.binds, str(value))
             if wants(patterns, LOOKUP_TABLE):
