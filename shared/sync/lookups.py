@@ -37,8 +37,11 @@ def _lookups(svc: Services, entity: str) -> list[tuple[FieldSpec, str, Lookup]]:
 
 def dereferenced(svc: Services, entity: str, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Copies of `records` with each lookup's key (None: no related row or no key) under its column."""
+    lookups = _lookups(svc, entity)
+    if not lookups:  # most maps: nothing to read, no copies
+        return [r if isinstance(r, dict) else dict(r) for r in records]
     rows = [dict(r) for r in records]
-    for _, column, lookup in _lookups(svc, entity):
+    for _, column, lookup in lookups:
         read = f"_{column}_value"
         ids = list(dict.fromkeys(str(r[read]).lower() for r in rows if r.get(read)))
         keys: dict[str, Any] = {}
@@ -59,7 +62,7 @@ class Binder:
         self.currencies = {s.marketo: str(s.currency) for s in svc.fields.for_entity(entity) if s.type == "money"}
         self.money = [(s, c) for s in svc.fields.for_entity(entity) if s.type == "money" and (c := s.column(entity))]
         self.ids: dict[tuple[str, str], dict[str, list[str]]] = {}
-        rows = list(values)
+        rows = list(values) if self.lookups else []
         for spec, _, lookup in self.lookups:
             wanted = list(self.currencies.values()) if lookup is CURRENCIES else \
                 [str(v) for r in rows if isinstance(v := r.get(spec.marketo), str)]
