@@ -29,8 +29,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="keep Azurite's data in this folder (default: in memory)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="keep everything in this folder: Azurite's data under DIR/azurite and both emulators' "
-                        "state, so a restart on the same folder finds it all again; each saves within ~5 s of a change, "
-                        "so a kill loses at most the last few seconds (default: in memory)")
+                        "state, so a restart on the same folder finds it all again; each saves within ~5 s of a "
+                        "change, so a kill loses at most the last few seconds (default: in memory)")
     p.add_argument("--connection-string", default=None,
                    help="use this storage account instead of starting Azurite")
     args = p.parse_args(argv)
