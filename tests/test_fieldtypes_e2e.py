@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import app
 from devhost.emulators.dataverse.typed import BASE_CURRENCY, EURO
 from devhost.harness import Harness, by_hand, eventually, running
 from shared.state import activity
@@ -198,3 +200,20 @@ def test_a_lookup_first_set_in_dynamics_is_news_not_an_echo(h: Harness) -> None:
     h.sync()
     person = h.marketo.get_lead(marketo_id)
     assert person is not None and person.get("accountName") == f"Hooli {t}"
+
+
+def test_leadsync_check_names_each_typed_pair_that_does_not_fit(h: Harness) -> None:
+    fmap = json.loads(json.dumps(FIELD_MAP))
+    for entry in fmap["fields"]:
+        if entry["marketo"] == "lastWebVisit":
+            entry["lead"] = "new_score"  # a Decimal column for a datetime
+        if entry["marketo"] == "engagementScore":
+            entry["lead"] = "revenue"  # Money for a decimal
+    result = CliRunner().invoke(app, ["--connection-string", h.stack.env["AzureWebJobsStorage"], "check", "--json"],
+                                env={**h.stack.env, "LEADSYNC_FIELD_MAP": json.dumps(fmap)})
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert sorted(p["problem"] for p in report["problems"]) == [
+        "Dataverse lead.new_score is Decimal, the map says datetime",
+        "Dataverse lead.revenue is Money, the map says decimal",
+    ]

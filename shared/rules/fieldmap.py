@@ -80,7 +80,7 @@ class FieldSpec:
         if raw is None:
             return None
         if isinstance(raw, CurrencyMismatch):
-            return raw  # type: ignore[return-value]  # reported by `marketo_problems`, never written
+            return raw  # type: ignore[return-value]  # reported (unsendable_to_marketo), never written
         if self.type in RICH_TYPES:
             return self._rich(raw)
         if self.type == "boolean":
@@ -144,7 +144,7 @@ class FieldSpec:
         return value
 
     def comparable(self, value: Value) -> Value:
-        """The form two values are compared in: emails and choices ignore case."""
+        """The form two values are compared in: emails, choices and lookup keys ignore case."""
         if isinstance(value, str) and self.type in ("email", "choice", "multichoice", "lookup"):
             return value.lower()
         return value
@@ -188,7 +188,7 @@ class FieldMap:
 
     def from_dynamics(self, entity: str, record: Mapping[str, Any]) -> dict[str, Value]:
         """Canonical values of a Dataverse row. Lookups and the currency are read from the
-        logical-name keys `shared.sync.lookups.dereference` fills with the related rows' keys."""
+        logical-name keys `shared.sync.lookups.dereferenced` fills with the related rows' keys."""
         out = {f.marketo: f.from_dynamics(record.get(c)) for f in self.fields if (c := f.column(entity))}
         currency = record.get(CURRENCY_COLUMN)
         for f in self.for_entity(entity):
