@@ -19,7 +19,7 @@ from devhost.emulators.dataverse import typed as emulated
 from devhost.emulators.dataverse.metadata import build_entities
 from shared.errors import ConfigError
 from shared.rules.fieldmap import FieldSpec, parse
-from shared.rules.fieldtypes import CurrencyMismatch, id_column
+from shared.rules.fieldtypes import CurrencyMismatch, bind_key, id_column
 from shared.rules.typevalidation import Limits
 from shared.rules.validation import ColumnRule, EntityRules, validate
 from shared.sync.lookups import unsendable_to_marketo
@@ -140,6 +140,15 @@ def test_comparisons_ignore_case_for_keys_and_labels() -> None:
     assert LOOKUP.comparable("ACME ltd") == LOOKUP.comparable("Acme Ltd")
     assert MULTI.comparable("SOFTWARE") == MULTI.comparable("Software")
     assert DATETIME.comparable("2024-05-01T10:22:33Z") == "2024-05-01T10:22:33Z"
+
+
+def test_a_lookup_binds_through_its_column_or_a_customer_columns_target() -> None:
+    lookup = LOOKUP.lookup
+    assert lookup is not None
+    assert bind_key(lookup, "parentaccountid") == "parentaccountid@odata.bind"
+    assert bind_key(lookup, "parentcustomerid", customer=True) == "parentcustomerid_account@odata.bind"
+    company = FMAP.spec("company").lookup
+    assert company is not None and bind_key(company, "parentcustomerid") == "parentcustomerid_account@odata.bind"
 
 
 @pytest.mark.parametrize(("entity_set", "key"), [

@@ -32,7 +32,7 @@ FIELD_MAP = {"version": 1, "fields": [
     {"marketo": "budget", "lead": "budgetamount", "type": "money", "currency": "USD"},
     {"marketo": "productInterests", "lead": "new_interests", "type": "multichoice",
      "choices": {"Software": 1, "Hardware": 2, "Services": 3, "Training": 4}},
-    {"marketo": "accountName", "lead": "parentaccountid", "type": "lookup",
+    {"marketo": "accountName", "lead": "parentaccountid", "contact": "parentcustomerid", "type": "lookup",
      "lookup": {"target": "accounts", "key": "name"}},
     {"marketo": "campaignName", "lead": "campaignid", "type": "lookup",
      "lookup": {"target": "campaigns", "key": "name"}},
@@ -217,3 +217,20 @@ def test_leadsync_check_names_each_typed_pair_that_does_not_fit(h: Harness) -> N
         "Dataverse lead.new_score is Decimal, the map says datetime",
         "Dataverse lead.revenue is Money, the map says decimal",
     ]
+
+
+def test_a_contacts_account_travels_through_its_customer_lookup(h: Harness) -> None:
+    # parentcustomerid may point at an account or a contact: it is bound as parentcustomerid_account.
+    t = tag()
+    acme, globex = account(h, f"Acme {t}"), account(h, f"Globex {t}")
+    address = f"contact.{t}@example.com"
+    contact_id = h.dataverse.create("contacts", {"lastname": "Contact", "emailaddress1": address,
+                                                 "_parentcustomerid_value": acme})["contactid"]
+    h.sync()
+    (person,) = eventually(lambda: h.marketo.find_leads(address))
+    assert person["accountName"] == f"Acme {t}"
+    h.marketo.update_lead(int(person["id"]), accountName=f"globex {t}")
+    h.sync()
+    row = h.dataverse.get("contacts", contact_id)
+    assert row is not None and row["_parentcustomerid_value"] == globex
+    assert failures(h, f"m{person['id']}") == []

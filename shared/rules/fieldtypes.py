@@ -199,6 +199,9 @@ def bind_value(lookup: Lookup, record_id: str) -> str:
     return f"/{lookup.target}({record_id})"
 
 
-def bind_key(lookup: Lookup, column: str) -> str:
-    """`parentaccountid@odata.bind`; a polymorphic column names its target (`parentcustomerid_account`)."""
-    return f"{lookup.navigation or column}@odata.bind"
+def bind_key(lookup: Lookup, column: str, *, customer: bool = False) -> str:
+    """`parentaccountid@odata.bind`; a Customer column (account or contact) binds through the
+    navigation property named after its target: `parentcustomerid_account`."""
+    if lookup.navigation:
+        return f"{lookup.navigation}@odata.bind"
+    return f"{column}_{id_column(lookup.target).removesuffix('id')}@odata.bind" if customer else f"{column}@odata.bind"

@@ -59,6 +59,8 @@ class Binder:
     def __init__(self, svc: Services, entity: str, values: Iterable[Mapping[str, Value]]) -> None:
         self.entity = entity
         self.lookups = _lookups(svc, entity)
+        columns = svc.rules(entity).columns if self.lookups else {}
+        self.customer = {c for _, c, _ in self.lookups if c in columns and columns[c].attribute_type == "Customer"}
         self.currencies = {s.marketo: str(s.currency) for s in svc.fields.for_entity(entity) if s.type == "money"}
         self.money = [(s, c) for s in svc.fields.for_entity(entity) if s.type == "money" and (c := s.column(entity))]
         self.ids: dict[tuple[str, str], dict[str, list[str]]] = {}
@@ -80,7 +82,7 @@ class Binder:
                 continue
             value = out.pop(column)
             if value is None:
-                out[ft.bind_key(lookup, column)] = None
+                out[ft.bind_key(lookup, column, customer=column in self.customer)] = None
                 continue
             problem = self._set(out, spec.marketo, column, lookup, str(value))
             problems += [problem] if problem else []
@@ -91,7 +93,7 @@ class Binder:
         found = self.ids.get((lookup.target, lookup.key), {}).get(key.lower(), [])
         where = f"{name} ({self.entity}.{column})" if name else f"{self.entity}.{column}"
         if len(found) == 1:
-            out[ft.bind_key(lookup, column)] = ft.bind_value(lookup, found[0])
+            out[ft.bind_key(lookup, column, customer=column in self.customer)] = ft.bind_value(lookup, found[0])
             return None
         if not found:
             return Problem(column, TypeRule.LOOKUP, f"{where}: no {lookup.target} has {lookup.key} {key!r}")
