@@ -41,15 +41,20 @@ def dereferenced(svc: Services, entity: str, records: Iterable[Mapping[str, Any]
     if not lookups:  # most maps: nothing to read, no copies
         return [r if isinstance(r, dict) else dict(r) for r in records]
     rows = [dict(r) for r in records]
+    wanted: dict[tuple[str, str, str], set[str]] = {}  # (table, key column, id column) -> ids: one read each
     for _, column, lookup in lookups:
         read = f"_{column}_value"
-        ids = list(dict.fromkeys(str(r[read]).lower() for r in rows if r.get(read)))
-        keys: dict[str, Any] = {}
+        wanted.setdefault((lookup.target, lookup.key, lookup.id_column), set()).update(
+            str(r[read]).lower() for r in rows if r.get(read))
+    keys: dict[tuple[str, str], Any] = {}  # (table, id) -> key
+    for (target, key, id_col), ids in wanted.items():
         if ids:
-            for related in svc.dataverse.get_by_ids(lookup.target, ids, [lookup.key], key_column=lookup.id_column):
-                keys[str(related[lookup.id_column]).lower()] = related.get(lookup.key)
+            for related in svc.dataverse.get_by_ids(target, sorted(ids), [key], key_column=id_col):
+                keys[(target, str(related[id_col]).lower())] = related.get(key)
+    for _, column, lookup in lookups:
+        read = f"_{column}_value"
         for r in rows:
-            r[column] = keys.get(str(r[read]).lower()) if r.get(read) else None
+            r[column] = keys.get((lookup.target, str(r[read]).lower())) if r.get(read) else None
     return rows
 
 
@@ -65,10 +70,13 @@ class Binder:
         self.money = [(s, c) for s in svc.fields.for_entity(entity) if s.type == "money" and (c := s.column(entity))]
         self.ids: dict[tuple[str, str], dict[str, list[str]]] = {}
         rows = list(values) if self.lookups else []
+        wanted: dict[tuple[str, str], tuple[Lookup, list[str]]] = {}  # one read per table and key column
         for spec, _, lookup in self.lookups:
-            wanted = list(self.currencies.values()) if lookup is CURRENCIES else \
+            keys = wanted.setdefault((lookup.target, lookup.key), (lookup, []))[1]
+            keys += list(self.currencies.values()) if lookup is CURRENCIES else \
                 [str(v) for r in rows if isinstance(v := r.get(spec.marketo), str)]
-            self.ids[(lookup.target, lookup.key)] = _resolve(svc, lookup, wanted)
+        for where, (lookup, keys) in wanted.items():
+            self.ids[where] = _resolve(svc, lookup, keys)
 
     def bind(self, body: Mapping[str, Any], existing: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[Problem]]:
         """`body` with lookups written as `@odata.bind`, and the problems of those that cannot be.
