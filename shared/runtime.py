@@ -26,6 +26,7 @@ from shared.config import Settings
 from shared.errors import ConfigError, StateConflict
 from shared.rules import fieldmap as fieldmap_mod
 from shared.rules.fieldmap import FieldMap
+from shared.rules.typevalidation import Limits
 from shared.rules.validation import ColumnRule, EntityRules, labelled
 from shared.state.activity import ActivityLog
 from shared.state.cursors import CursorStore
@@ -151,7 +152,8 @@ class Services:
         meta = self.dataverse.attributes(entity)
         columns = {
             a.logical_name: ColumnRule(a.logical_name, a.attribute_type, a.required_level, a.max_length, a.format,
-                                       frozenset(a.options) if a.options is not None else None)
+                                       frozenset(a.options) if a.options is not None else None,
+                                       limits=Limits(a.precision, a.min_value, a.max_value, a.date_only, a.targets))
             for a in meta.attributes.values()
         }
         labels = {c: spec.marketo for spec in self.fields.for_entity(entity) if (c := spec.column(entity))}
@@ -163,8 +165,8 @@ class Services:
         Run once per process before the first sync: one Marketo describe call and the
         entity metadata the validator needs anyway.
         """
-        marketo_fields = {f.name for f in self.marketo.describe()}
-        columns = {entity: set(self.dataverse.attributes(entity).attributes) for entity in ENTITY_SETS}
+        marketo_fields = {f.name: f for f in self.marketo.describe()}
+        columns = {entity: self.dataverse.attributes(entity).attributes for entity in ENTITY_SETS}
         fieldmap_mod.check_against(self.fields, marketo_fields, columns)
         for entity, column in ((e, self.settings.sync_filter_field) for e in ENTITY_SETS):
             if column not in columns[entity]:

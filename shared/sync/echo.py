@@ -18,6 +18,7 @@ from shared.rules import eligibility
 from shared.runtime import PRIMARY_KEYS, Services
 from shared.state.links import LINKED, Link
 from shared.sync import owners
+from shared.sync.lookups import dereferenced
 
 
 def marketo_news(svc: Services, changes: Sequence[LeadChange]) -> list[int]:
@@ -46,7 +47,7 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
     read that a lookup costs. An initial sync of 100,000 leads skips 100,000 reads here.
     """
     key = PRIMARY_KEYS[entity]
-    by_id = {str(r[key]).lower(): r for r in records}
+    by_id = {str(r[key]).lower(): r for r in dereferenced(svc, entity, records)}  # lookups compare by their keys
     links = svc.links.by_dynamics_many(entity, [rid for rid, r in by_id.items() if not (delta and never_modified(r))])
     news = []
     for rid, record in by_id.items():

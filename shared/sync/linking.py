@@ -13,13 +13,13 @@ from shared.errors import Problem, StateConflict
 from shared.rules import eligibility
 from shared.rules.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
 from shared.rules.fieldmap import Value
-from shared.rules.validation import unencodable
 from shared.runtime import PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import CREATING, LINKED, Link
 from shared.sync import owners
 from shared.sync.batch import D2M, Batch, eligible
 from shared.sync.echo import never_modified
+from shared.sync.lookups import dereferenced, unsendable_to_marketo
 
 
 def likely_new(svc: Services, entity: str, record: Mapping[str, Any]) -> bool:
@@ -41,6 +41,7 @@ def link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any
     here start with a base equal to what was written, so they need no merge.
     """
     svc, out = batch.svc, batch.out
+    records = list[Mapping[str, Any]](dereferenced(svc, entity, records))  # lookups, currency: Marketo values
     key = PRIMARY_KEYS[entity]
     email_spec = svc.fields.email
     email_col = email_spec.column(entity)
@@ -65,7 +66,7 @@ def link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any
         if not verdict.ok:
             continue  # a lead no longer open, or a person deleted in Marketo: not a new Marketo person
         # A value no encoder can write would sink the lookup or the create for the whole batch.
-        unsendable = unencodable(svc.fields.from_dynamics(entity, record))
+        unsendable = unsendable_to_marketo(svc.fields.from_dynamics(entity, record))
         if unsendable:
             out.failed(who, activity.VALIDATION_FAILED, unsendable, direction=D2M, marketo_id=None,
                        what=f"linking {entity}")

@@ -53,6 +53,7 @@ from shared.state.activity import Direction
 from shared.state.links import CREATING, Link, person_key
 from shared.state.pause import Pause
 from shared.sync import owners
+from shared.sync.lookups import Binder
 from shared.sync.report import MarketoNote, Outcomes, flush
 
 MAX_BODY = 4096
@@ -217,7 +218,8 @@ def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, An
     body = {k: v for k, v in svc.fields.to_dynamics("lead", values).items() if v is not None}
     for column, default in svc.fields.create_defaults.get("lead", {}).items():
         body.setdefault(column, default)
-    problems = validate(svc.rules("lead"), body, creating=True)
+    body, problems = Binder(svc, "lead", [values]).bind(body, None)
+    problems += validate(svc.rules("lead"), body, creating=True)
     owner = owners.for_new_lead(svc, person)
     if isinstance(owner, Problem):
         problems.append(owner)

@@ -90,7 +90,8 @@ def admin_routes(emu: Emulator) -> list[Route]:
         if attr is None:
             return err(400, "unknown entity/attribute")
         with emu.store.lock:
-            for key in ("required_level", "max_length", "format_name"):
+            for key in ("required_level", "max_length", "format_name", "precision", "min_value", "max_value",
+                        "date_behavior", "date_format"):
                 if key in doc:
                     setattr(attr, key, doc[key])
             if "options" in doc:

@@ -16,6 +16,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
+from . import typed
 from .metadata import OPTION_TYPES, EntityDef
 from .principals import OWNER_SETS
 from .store import SYSTEM_USER, Store
@@ -25,6 +26,7 @@ LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
 NAVIGATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
 SYSTEM_USER_NAME = "LeadSync Emulator"  # the emulator's only user (an emulator choice)
 LOOKUP_TYPES = {"Lookup", "Owner", "Customer"}
+TYPED_FORMATS = {"Money", "Decimal", "Double", "MultiSelectPicklist"}
 
 
 def requested(prefer: dict[str, str]) -> list[str]:
@@ -62,6 +64,8 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
     """Add the requested annotations next to each rendered column of `out` (in place)."""
     readable = entity.readable()
     formatted = wants(patterns, FORMATTED)
+    # The whole row, for what a value is formatted with but may not be selected (money's currency).
+    stored = store.rows.get(entity.entity_set, {}).get(str(out.get(entity.primary_id, "")).lower()) or out
     for column in [k for k in out if not k.startswith("@")]:
         attr = readable.get(column)
         value = out[column]
@@ -71,10 +75,10 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
         label: str | None = None
         if t in OPTION_TYPES or t == "Boolean":
             label = (attr.options or {}).get(int(value))
-        elif t == "Money":
-            label = f"${float(value):,.2f}"
+        elif t in TYPED_FORMATS:
+            label = typed.formatted(store, attr, value, stored)
         elif t == "DateTime":
-            label = _date(str(value))
+            label = typed.formatted(store, attr, value, stored) or _date(str(value))
         elif t in LOOKUP_TYPES:
             table, nav, label = _lookup(store, entity, attr.binds, str(value))
             if wants(patterns, LOOKUP_TABLE):

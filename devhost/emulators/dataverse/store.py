@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from . import typed
 from .filter import norm
 from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STATUS_STATE, STRING_TYPES, Attr, EntityDef, build_entities
 from .principals import application_user, bind_targets, build_principals, check_owner
@@ -192,6 +193,7 @@ class Store:
 
         self.pipeline = Pipeline()  # plug-in steps and duplicate rules the admin API registers
         self.create("systemusers", application_user(), validate=False)
+        typed.seed(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -372,7 +374,9 @@ class Store:
         if "firstname" not in entity.attrs:
             return  # a user's or team's name is its own column here
         parts = [p for p in (row.get("firstname"), row.get("lastname")) if p]
-        row["fullname"] = " ".join(parts) if parts else None
+        if "fullname" in entity.attrs:
+            row["fullname"] = " ".join(parts) if parts else None
+        typed.default_currency(entity, row)
 
     def _check_unique(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Alternate keys are unique: 0x80060892 DuplicateRecordEntityKey → 412."""
@@ -426,6 +430,7 @@ class Store:
                 if attr.attribute_type == "Owner":
                     check_owner(self, m.group(1), m.group(2).lower())
                 out[attr.read_name] = m.group(2).lower()
+                typed.check_target(self, m.group(1), out[attr.read_name])
                 continue
             attr = entity.attrs.get(key)
             if attr is None or key != attr.read_name:
@@ -495,15 +500,15 @@ class Store:
             if not isinstance(value, bool):
                 raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Boolean'.")
             return value
-        if t == "Money":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Decimal'.")
-            return float(value)
         if t in GUID_TYPES:
             if not isinstance(value, str) or not is_guid(value):
                 raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")
             return value.lower()
-        return value
+        try:
+            return typed.check_value(entity, attr, value)
+        except typed.TypedValueError as exc:
+            raise (payload_error(entity, exc.message) if exc.payload
+                   else ApiError(exc.status, exc.code, exc.message)) from None
 
     # -- change tracking ---------------------------------------------------------------------
     def changes_since(

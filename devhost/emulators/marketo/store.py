@@ -25,7 +25,7 @@ import bisect
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ..collation import fold
@@ -114,6 +114,14 @@ DEFAULT_FIELDS: tuple[FieldDef, ...] = (
     FieldDef(45, "mobilePhone", "Mobile Phone Number", "phone", 255),
     FieldDef(48, "email", "Email Address", "email", 255, searchable=True),
     FieldDef(51, "dateOfBirth", "Date of Birth", "date"),
+    # Custom fields of each richer type, as a marketing-operations admin adds them.
+    FieldDef(1301, "expectedCloseDate", "Expected Close Date", "date"),
+    FieldDef(1302, "lastWebVisit", "Last Web Visit", "datetime"),
+    FieldDef(1303, "engagementScore", "Engagement Score", "float"),
+    FieldDef(1304, "budget", "Budget", "currency"),
+    FieldDef(1305, "productInterests", "Product Interests", "string", 255),
+    FieldDef(1306, "accountName", "Account Name", "string", 255),
+    FieldDef(1307, "campaignName", "Campaign Name", "string", 255),
     FieldDef(57, "leadSource", "Lead Source", "string", 255),
     FieldDef(61, "unsubscribed", "Unsubscribed", "boolean"),
     FieldDef(1201, "msftIsDeleted", "Microsoft is Deleted", "boolean"),
@@ -176,10 +184,19 @@ def coerce(fdef: FieldDef, value: Any) -> Any:
             raise InvalidValue(f"Invalid value for '{fdef.name}': expected an ISO-8601 datetime")
         return fmt_datetime_field(parsed)
     if t == "date":
-        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) and _real_date(value):
             return value
         raise InvalidValue(f"Invalid value for '{fdef.name}': expected YYYY-MM-DD")
     return value
+
+
+def _real_date(text: str) -> bool:
+    """2024-02-30 has the shape of a date but is none: Marketo refuses it like any bad date."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- activities
