@@ -283,12 +283,16 @@ def test_real_rate_limit_is_100_per_20s(rest: Rest) -> None:
 
 
 def test_concurrency_limit_615(rest: Rest, marketo: MarketoEnv) -> None:  # noqa: F811
-    marketo.admin.set_limits(latency_s=0.4)
+    # Each call is held 3 s and all start together, so all 14 are in flight at once even on a
+    # loaded machine (with 0.4 s, slow thread starts let early calls finish before late ones came).
+    marketo.admin.set_limits(latency_s=3.0)
     codes: list[str] = []
     lock = threading.Lock()
+    start = threading.Barrier(14)
 
     def call() -> None:
         with httpx.Client(base_url=rest.base, timeout=30) as http:
+            start.wait()
             body = http.get("/rest/v1/leads/describe.json", headers={"Authorization": f"Bearer {rest.token}"}).json()
         with lock:
             codes.append("ok" if body["success"] else body["errors"][0]["code"])
