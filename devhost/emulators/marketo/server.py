@@ -77,6 +77,7 @@ class MarketoEmulator:
         return self.base_url
 
     def stop(self) -> None:
+        self.core.triggers.outbound.stop()
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(10)
