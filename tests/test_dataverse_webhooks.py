@@ -61,7 +61,7 @@ def endpoint(api: httpx.Client, url: str, authtype: int = 4, authvalue: str = "f
 
 
 def step(api: httpx.Client, endpoint_id: str, message: str, entity: str = "lead",
-         filtering: str | None = None, images: list[tuple[str, int, str | None]] = ()) -> str:  # type: ignore[assignment]
+         filtering: str | None = None, images: tuple[tuple[str, int, str | None], ...] = ()) -> str:
     msg = message_id(api, message)
     body: dict[str, Any] = {
         "name": f"lead-sync: {message} of {entity}", "stage": 40, "mode": 1, "rank": 1, "supporteddeployment": 0,
@@ -74,7 +74,8 @@ def step(api: httpx.Client, endpoint_id: str, message: str, entity: str = "lead"
     for alias, imagetype, attributes in images:
         created_id(api.post("sdkmessageprocessingstepimages", json={
             "name": alias, "entityalias": alias, "imagetype": imagetype, "messagepropertyname": "Target",
-            "attributes": attributes, "sdkmessageprocessingstepid@odata.bind": f"/sdkmessageprocessingsteps({step_id})"}))
+            "attributes": attributes,
+            "sdkmessageprocessingstepid@odata.bind": f"/sdkmessageprocessingsteps({step_id})"}))
     return step_id
 
 
@@ -116,7 +117,7 @@ def test_registration_crud_and_write_only_authvalue(api: httpx.Client, rx: Recei
     assert api.patch(f"serviceendpoints({ep})", json={"url": rx.url + "/dv2"}).status_code == 204
     assert api.get(f"serviceendpoints({ep})").json()["url"] == rx.url + "/dv2"
 
-    sid = step(api, ep, "Update", filtering="emailaddress1,statuscode", images=[("post", 1, "emailaddress1")])
+    sid = step(api, ep, "Update", filtering="emailaddress1,statuscode", images=(("post", 1, "emailaddress1"),))
     got = api.get(f"sdkmessageprocessingsteps({sid})").json()
     assert (got["stage"], got["mode"], got["filteringattributes"], got["_eventhandler_value"]) == \
         (40, 1, "emailaddress1,statuscode", ep)
@@ -188,7 +189,7 @@ def test_registration_refuses_bad_input(api: httpx.Client, rx: Receiver) -> None
 # --- what is sent --------------------------------------------------------------------------------
 def test_update_posts_the_documented_context(dataverse: Env, api: httpx.Client, rx: Receiver) -> None:
     ep = endpoint(api, rx.url + "/api/dv", 4, "fn key/+")
-    sid = step(api, ep, "Update", images=[("post", 1, "emailaddress1,statuscode"), ("pre", 0, None)])
+    sid = step(api, ep, "Update", images=(("post", 1, "emailaddress1,statuscode"), ("pre", 0, None)))
     lead = new_lead(api)
     assert api.patch(f"leads({lead})", json={"statuscode": 2, "revenue": 25000}).status_code == 204
 
@@ -225,7 +226,7 @@ def test_update_posts_the_documented_context(dataverse: Env, api: httpx.Client, 
 def test_batch_create_and_delete_with_header_auth(dataverse: Env, api: httpx.Client, rx: Receiver) -> None:
     ep = endpoint(api, rx.url + "/dv", 5, HEADER_AUTH)
     step(api, ep, "Create")
-    step(api, ep, "Delete", images=[("pre", 0, "emailaddress1")])
+    step(api, ep, "Delete", images=(("pre", 0, "emailaddress1"),))
     resp = _post_batch(api, [[_part("POST", "/api/data/v9.2/leads", {"lastname": "A", "emailaddress1": "a@x.io"}),
                               _part("POST", "/api/data/v9.2/leads", {"lastname": "B"})]])
     assert resp.status_code == 200
@@ -370,11 +371,16 @@ def test_faults_drop_duplicate_delay_reorder(dataverse: Env, api: httpx.Client, 
 def test_disabled_step_and_reset_stop_delivery(dataverse: Env, api: httpx.Client, rx: Receiver) -> None:
     admin = dataverse[1]
     sid = step(api, endpoint(api, rx.url), "Create")
-    assert api.patch(f"sdkmessageprocessingsteps({sid})", json={"statecode": 1, "statuscode": 2}).status_code == 204
+    assert api.patch(f"sdkmessageprocessingsteps({sid})", json={"statecode": 0, "statuscode": 2}).status_code == 400
+    assert api.patch(f"sdkmessageprocessingsteps({sid})", json={"statecode": 1}).status_code == 204
+    assert api.get(f"sdkmessageprocessingsteps({sid})").json()["statuscode"] == 2
     new_lead(api)
     assert settled(admin)["submitted"] == 0
+    assert api.patch(f"sdkmessageprocessingsteps({sid})", json={"statecode": 0}).status_code == 204
+    enabled = new_lead(api)
+    assert doc(arrived(rx, 1)[0])["PrimaryEntityId"] == enabled
     admin.reset()
     assert api.get("sdkmessageprocessingsteps").json()["value"] == []
     assert len(api.get("sdkmessages").json()["value"]) == 3
     new_lead(api)
-    assert settled(admin)["submitted"] == 0 and rx.snapshot() == []
+    assert settled(admin)["submitted"] == 0 and len(rx.snapshot()) == 1

@@ -137,6 +137,20 @@ def test_faults_drop_and_delay(marketo: MarketoEnv, rx: Receiver) -> None:
     admin.clear_webhook_faults()
 
 
+def test_at_most_20_calls_in_flight(marketo: MarketoEnv, rx: Receiver) -> None:
+    admin = marketo.admin
+    admin.add_campaign("created", "Person is Created", url=rx.url, template='{"id":{{lead.Id}}}')
+    rx.gate.clear()  # the receiver holds every call: the 21st to 25th wait for a free slot
+    ids = admin.bulk([{"email": f"c{i}@example.com"} for i in range(25)])
+    arrived(rx, 20)
+    stats = admin.webhook_stats()
+    assert stats["in_flight"] == 20 and stats["pending"] == 25
+    rx.gate.set()
+    assert sorted(body(c)["id"] for c in arrived(rx, 25)) == sorted(ids)
+    stats = settled(admin)
+    assert (stats["max_in_flight"], stats["sent"]) == (20, 25)
+
+
 def test_campaign_configuration_is_checked(marketo: MarketoEnv, rx: Receiver) -> None:
     admin = marketo.admin
     bad: list[dict[str, Any]] = [

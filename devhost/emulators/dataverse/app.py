@@ -31,9 +31,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .events import Origin
 from .store import ApiError, Store
 from .webapi import API_PREFIX, Req, WebApi, json_resp
-from .webhooks import Origin, Webhooks, webhook_routes
+from .webhooks import Webhooks, webhook_routes
 
 
 @dataclass

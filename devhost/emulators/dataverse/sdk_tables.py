@@ -195,6 +195,8 @@ def check_step(store: Store, old: dict[str, Any] | None, new: dict[str, Any] | N
         if message != "Update":
             raise _bad("filteringattributes apply to the Update message only.")
         _columns(store, entity, new["filteringattributes"], "filteringattributes")
+    if old is not None and new["statecode"] != old["statecode"] and new["statuscode"] == old["statuscode"]:
+        new["statuscode"] = 2 if new["statecode"] == 1 else 1  # the state's default status
     if (new["statecode"], new["statuscode"]) not in {(0, 1), (1, 2)}:
         raise _bad("statecode/statuscode must be 0/1 (Enabled) or 1/2 (Disabled).")
     if new["supporteddeployment"] is None:

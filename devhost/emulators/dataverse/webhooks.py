@@ -50,8 +50,8 @@ class Webhooks:
 
     def notify(self, changes: list[Change]) -> None:
         """Called by the store (under its lock) with the changes one commit made; queues the calls."""
-        if not self.store.rows["sdkmessageprocessingsteps"]:
-            return
+        if not self.store.rows.get("sdkmessageprocessingsteps"):
+            return  # none registered (or a snapshot from before these tables was restored)
         steps = self._steps()
         for change in changes:
             if change.set_name not in EVENT_SETS:

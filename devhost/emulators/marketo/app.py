@@ -38,7 +38,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from devhost.emulators.marketo.triggers import Triggers, listen
 from devhost.emulators.marketo.store import (
     CHANGE_DATA_VALUE,
     DEFAULT_READ_FIELDS,
@@ -52,6 +51,7 @@ from devhost.emulators.marketo.store import (
     encode_token,
     parse_iso,
 )
+from devhost.emulators.marketo.triggers import Triggers, listen
 
 CENTRAL = ZoneInfo("America/Chicago")
 JSON_TYPE = "application/json;charset=UTF-8"
