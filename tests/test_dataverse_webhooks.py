@@ -312,7 +312,7 @@ def test_change_returns_before_the_receiver_answers(dataverse: Env, api: httpx.C
 
 def test_retries_once_only_on_502_503_504(dataverse: Env, api: httpx.Client, rx: Receiver) -> None:
     admin = dataverse[1]
-    step(api, endpoint(api, rx.url), "Create")
+    sid = step(api, endpoint(api, rx.url), "Create")
     rx.statuses.extend([503, 200])
     new_lead(api)
     first, again = arrived(rx, 2)
@@ -329,6 +329,11 @@ def test_retries_once_only_on_502_503_504(dataverse: Env, api: httpx.Client, rx:
     assert (stats["attempts"], stats["retries"], stats["sent"], stats["failed"]) == (6, 2, 1, 3)
     assert stats["by_status"] == {"503": 1, "200": 1, "500": 1, "502": 1, "504": 1, "401": 1}
     assert len(rx.snapshot()) == 6
+    # Each failed call leaves a Failed system job owned by the step.
+    jobs = api.get("asyncoperations", params={
+        "$filter": f"statuscode eq 31 and _owningextensionid_value eq {sid}"}).json()["value"]
+    assert sorted(j["message"] for j in jobs) == [f"Webhook call failed: HTTP {s}" for s in (401, 500, 504)]
+    assert api.post("asyncoperations", json={"name": "x"}).status_code in {400, 403}
 
 
 def test_faults_drop_duplicate_delay_reorder(dataverse: Env, api: httpx.Client, rx: Receiver) -> None:

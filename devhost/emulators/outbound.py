@@ -13,6 +13,7 @@ import asyncio
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class Call:
     headers: dict[str, str]
     body: bytes
     label: str = ""  # e.g. "lead Update": counted in stats
+    on_failed: Callable[[str], None] | None = None  # told why, when the call ends without a 2xx
 
 
 @dataclass
@@ -135,6 +137,7 @@ class Outbound:
         asyncio.set_event_loop(self._loop)
         self._queue = asyncio.Queue()
         self._sem = asyncio.Semaphore(self.concurrency)
+        # verify=False: receivers in tests and the local host use self-signed or no TLS.
         self._client = httpx.AsyncClient(timeout=self.timeout_s, verify=False,
                                          limits=httpx.Limits(max_connections=self.concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
@@ -206,27 +209,30 @@ class Outbound:
             self._count(in_flight=1)
             try:
                 status = await self._attempt(call)
-                if status in self.retry_statuses:
+                if isinstance(status, int) and status in self.retry_statuses:
                     self._count(retries=1)
                     status = await self._attempt(call)
-                if status is not None and 200 <= status < 300:
+                if isinstance(status, int) and 200 <= status < 300:
                     self._count(sent=1)
                 else:
                     self._count(failed=1)
+                    if call.on_failed is not None:
+                        call.on_failed(f"HTTP {status}" if isinstance(status, int) else status)
             finally:
                 self._count(in_flight=-1)
                 self._done()
 
-    async def _attempt(self, call: Call) -> int | None:
+    async def _attempt(self, call: Call) -> int | str:
+        """The status code, or why there is none."""
         self._count(attempts=1)
         try:
             resp = await self._client.request(call.method, call.url, headers=call.headers, content=call.body)
         except httpx.TimeoutException:
             self._status("timeout")
-            return None
-        except httpx.HTTPError:
+            return f"timed out after {self.timeout_s:g} s"
+        except httpx.HTTPError as exc:
             self._status("error")
-            return None
+            return f"{type(exc).__name__}: {exc}"
         self._status(str(resp.status_code))
         return resp.status_code
 

@@ -97,7 +97,17 @@ def tables() -> list[tuple[EntityDef, list[dict[str, Any]]]]:
     messages = [{"sdkmessageid": message_id(m), "name": m} for m in MESSAGES]
     filters = [{"sdkmessagefilterid": filter_id(m, e), "primaryobjecttypecode": e, "secondaryobjecttypecode": "none",
                 "_sdkmessageid_value": message_id(m)} for m in MESSAGES for e in OBJECT_TYPES]
-    return [(endpoint, []), (step, []), (image, []), (message, messages), (mfilter, filters)]
+    job = _table("asyncoperation", "asyncoperations", "asyncoperationid", [
+        _ro(_s("name", 256)), _ro(_s("message", 1_073_741_823)), _ro(_s("friendlymessage", 1_073_741_823)),
+        _ro(Attr("operationtype", "Picklist", options={1: "System Event"})),
+        _ro(Attr("statecode", "State", options={0: "Ready", 1: "Suspended", 2: "Locked", 3: "Completed"})),
+        _ro(Attr("statuscode", "Status", options={0: "Waiting For Resources", 10: "Waiting", 20: "In Progress",
+                                                  21: "Pausing", 22: "Canceling", 30: "Succeeded", 31: "Failed",
+                                                  32: "Canceled"})),
+        _ro(Attr("owningextensionid", "Lookup", binds={"owningextensionid_sdkmessageprocessingstep":
+                                                       "sdkmessageprocessingsteps"})),
+    ])
+    return [(endpoint, []), (step, []), (image, []), (message, messages), (mfilter, filters), (job, [])]
 
 
 def _bad(message: str) -> ApiError:
@@ -225,11 +235,13 @@ def check_image(store: Store, old: dict[str, Any] | None, new: dict[str, Any] | 
 
 
 def _read_only(store: Store, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-    raise ApiError(403, "0x80040220", "sdkmessage and sdkmessagefilter rows are system data and read-only.")
+    raise ApiError(403, "0x80040220", "sdkmessage, sdkmessagefilter and asyncoperation rows are system data "
+                   "and read-only.")
 
 
 def extension() -> Extension:
     return Extension(tables=tables(), checks={
         "serviceendpoints": check_endpoint, "sdkmessageprocessingsteps": check_step,
         "sdkmessageprocessingstepimages": check_image, "sdkmessages": _read_only, "sdkmessagefilters": _read_only,
+        "asyncoperations": _read_only,
     })

@@ -236,9 +236,15 @@ class Store:
         self.rows[s], self.tombstones[s], self._indexes[s], self._odd_ids[s] = {}, {}, {}, 0
         self._row_log[s], self._tomb_log[s], self._order[s] = _VersionLog(), _VersionLog(), _IdOrder()
         for seed in seeds:
+            self.insert_system_row(s, seed)
+
+    def insert_system_row(self, set_name: str, values: dict[str, Any]) -> None:
+        """A row the platform writes itself (seeds, system jobs): no checks, no change notification."""
+        with self.lock:
+            entity = self.by_set[set_name]
             row: dict[str, Any] = {a.read_name: None for a in entity.attrs.values()}
-            row.update(seed, versionnumber=self.next_version(), createdon=now_z(), modifiedon=now_z())
-            self._put_row(s, row[entity.primary_id], row)
+            row.update(values, versionnumber=self.next_version(), createdon=now_z(), modifiedon=now_z())
+            self._put_row(set_name, row[entity.primary_id], row)
 
     def _check(self, set_name: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         ext = _EXTENSIONS.get(self)

@@ -93,7 +93,16 @@ class Webhooks:
             headers.update(sdk_tables.parse_settings(auth))
         else:
             url = f"{url}{sep}{urlencode(sdk_tables.parse_settings(auth))}"
-        self.outbound.submit(Call("POST", url, headers, body, label=f"{entity} {change.message}"))
+        self.outbound.submit(Call("POST", url, headers, body, label=f"{entity} {change.message}",
+                                  on_failed=lambda why: self._failed(step_id, info.name, why)))
+
+    def _failed(self, step_id: str, name: str, why: str) -> None:
+        """An async step's failed system job stays readable (statuscode 31), as in Dataverse."""
+        self.store.insert_system_row("asyncoperations", {
+            "asyncoperationid": str(uuid.uuid4()), "name": name, "operationtype": 1, "statecode": 3,
+            "statuscode": 31, "message": f"Webhook call failed: {why}",
+            "friendlymessage": "The plug-in execution failed because the webhook call did not succeed.",
+            "_owningextensionid_value": step_id})
 
 
 def webhook_routes(hooks: Webhooks) -> list[Route]:
