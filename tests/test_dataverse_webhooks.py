@@ -389,3 +389,18 @@ def test_disabled_step_and_reset_stop_delivery(dataverse: Env, api: httpx.Client
     assert len(api.get("sdkmessages").json()["value"]) == 3
     new_lead(api)
     assert settled(admin)["submitted"] == 0 and len(rx.snapshot()) == 1
+
+
+def test_oversized_context_is_trimmed_and_flagged(dataverse: Env, api: httpx.Client, rx: Receiver) -> None:
+    admin = dataverse[1]
+    step(api, endpoint(api, rx.url), "Update", images=(("post", 1, None),))
+    lead = new_lead(api)
+    admin.update("leads", lead, {"jobtitle": "x" * 300_000})  # admin edits skip the column's max length
+    [call] = arrived(rx, 1)
+    assert call.headers["x-ms-dynamics-msg-size-exceeded"]
+    body = doc(call)
+    assert (body["InputParameters"], body["PostEntityImages"], body["PreEntityImages"], body["ParentContext"]) == \
+        ([], [], [], None)
+    assert (body["PrimaryEntityId"], body["MessageName"]) == (lead, "Update")
+    admin.update("leads", lead, {"jobtitle": "short"})
+    assert "x-ms-dynamics-msg-size-exceeded" not in arrived(rx, 2)[1].headers
