@@ -321,9 +321,10 @@ def test_retries_once_only_on_502_503_504(dataverse: Env, api: httpx.Client, rx:
     assert (stats["attempts"], stats["retries"], stats["sent"]) == (2, 1, 1)
 
     for statuses in ([500], [502, 504], [401]):  # one at a time: each call meets its own answers
+        before = len(rx.snapshot())
         rx.statuses.extend(statuses)
         new_lead(api)
-        arrived(rx, len(rx.snapshot()) + len(statuses))
+        arrived(rx, before + len(statuses))
         stats = settled(admin)
     # 500: one attempt; 502 then 504: a retry that fails too; 401: one attempt.
     assert (stats["attempts"], stats["retries"], stats["sent"], stats["failed"]) == (6, 2, 1, 3)
