@@ -10,6 +10,8 @@
 - Validation (documented error codes): MaxLength → 0x80044331 (two spaces after "occurred."),
   unknown property → 0x80048d19, read-only columns → 400, option values, Email format,
   SystemRequired. ApplicationRequired is NOT enforced.
+- Extensions (webhooks.py): extra tables, write checks, and every committed write reported as a
+  `Change` once the outermost transaction commits (rolled-back writes are never reported).
 """
 
 from __future__ import annotations

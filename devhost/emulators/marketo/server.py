@@ -77,7 +77,6 @@ class MarketoEmulator:
         return self.base_url
 
     def stop(self) -> None:
-        self.core.triggers.outbound.stop()
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(10)
@@ -89,6 +88,7 @@ class MarketoEmulator:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+        self.core.triggers.outbound.stop()  # here, not in stop(): the same emulator may start again
 
 
 def main(argv: list[str]) -> int:
