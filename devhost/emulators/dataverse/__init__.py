@@ -8,6 +8,9 @@ Wire behaviour follows Microsoft's Dataverse Web API documentation; each module 
     webapi.py    the Web API dispatcher: query/paging/delta, CRUD, *Multiple, QualifyLead, metadata
     app.py       Starlette app: Entra-like auth, faults, service protection, stats
     admin.py     /_admin endpoints
+    sdk_tables.py  webhook registration tables (serviceendpoint, steps, images, sdkmessage(filter)s)
+    events.py    the RemoteExecutionContext a webhook step POSTs
+    webhooks.py  which steps fire after a commit, and their delivery (../outbound.py)
     server.py    DataverseEmulator (in-process), main(argv) (CLI), DataverseAdmin (typed admin client)
 """
 

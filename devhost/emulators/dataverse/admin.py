@@ -43,7 +43,8 @@ def admin_routes(emu: Emulator) -> list[Route]:
 
     async def stats(request: Request) -> Response:
         with emu.lock:
-            return JSONResponse(emu.stats.as_json(emu.webapi.batch_operations))
+            return JSONResponse({**emu.stats.as_json(emu.webapi.batch_operations),
+                                 "webhooks": emu.webhooks.outbound.stats()})
 
     async def faults(request: Request) -> Response:
         if request.method == "DELETE":

@@ -31,8 +31,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .events import Origin
 from .store import ApiError, Store
 from .webapi import API_PREFIX, Req, WebApi, json_resp
+from .webhooks import Webhooks, webhook_routes
 
 
 @dataclass
@@ -90,6 +92,8 @@ class Emulator:
         self.default_limits = Limits(**vars(self.limits))
         self.store = Store()
         self.webapi = WebApi(self.store, self.base_url)
+        self.webhooks = Webhooks(self.store, Origin(f"{tenant}.crm.dynamics.com", tenant, self.webapi.org_id,
+                                                    self.webapi.user_id, self.webapi.bu_id))
         self.lock = threading.Lock()
         self.tokens: dict[str, float] = {}  # access token → expiry (epoch s)
         self.signing_key = secrets.token_bytes(32)
@@ -190,6 +194,7 @@ class Emulator:
             self.webapi.batch_operations = 0
             self.webapi.denied.clear()
             self.limits = Limits(**vars(self.default_limits))
+        self.webhooks.outbound.reset()
 
 
 class Gate:
@@ -352,6 +357,7 @@ def build_app(emu: Emulator) -> Any:
         Route("/{tenant}/v2.0/.well-known/openid-configuration", openid, methods=["GET"]),
         Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
         Route(API_PREFIX + "{rest:path}", api, methods=["GET", "POST", "PATCH", "DELETE", "PUT"]),
+        *webhook_routes(emu.webhooks),
         *admin_routes(emu),
     ]
     return Gate(Starlette(routes=routes), emu)

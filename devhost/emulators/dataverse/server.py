@@ -90,6 +90,8 @@ class DataverseEmulator:
         return self.base_url
 
     def stop(self) -> None:
+        if self.emulator is not None:
+            self.emulator.webhooks.outbound.stop()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -196,6 +198,20 @@ class DataverseAdmin:
 
     def revoke_tokens(self) -> int:
         return int(self._json("POST", "/_admin/tokens/revoke")["revoked"])
+
+    # -- webhooks (service endpoints and steps are registered through the Web API itself) ------
+    def webhook_fault(self, kind: str, *, count: int | None = None, rate: float | None = None,
+                      delay_s: float = 0.0) -> None:
+        """kind: drop | duplicate | reorder | delay; for `count` calls (1 if neither is given) or a `rate`."""
+        self._json("POST", "/_admin/webhooks/faults", json={"kind": kind, "count": count, "rate": rate,
+                                                            "delay_s": delay_s})
+
+    def clear_webhook_faults(self) -> None:
+        self._json("DELETE", "/_admin/webhooks/faults")
+
+    def webhook_stats(self) -> dict[str, Any]:
+        """submitted, sent, failed, attempts, retries, dropped, duplicated, reordered, delayed, pending, ..."""
+        return dict(self._json("GET", "/_admin/webhooks/stats"))
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,8 @@
 - Validation (documented error codes): MaxLength → 0x80044331 (two spaces after "occurred."),
   unknown property → 0x80048d19, read-only columns → 400, option values, Email format,
   SystemRequired. ApplicationRequired is NOT enforced.
+- Extensions (webhooks.py): extra tables, write checks, and every committed write reported as a
+  `Change` once the outermost transaction commits (rolled-back writes are never reported).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+import weakref
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -63,6 +66,36 @@ def payload_error(entity: EntityDef, detail: str) -> ApiError:
         "this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ----> "
         f"InnerException : Microsoft.OData.ODataException: {detail}",
     )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed write: `submitted` holds the columns the request set (read names), `pre`/`post`
+    the row before/after (None on Create/Delete respectively)."""
+
+    message: str  # Create | Update | Delete
+    set_name: str
+    id: str
+    submitted: dict[str, Any]
+    pre: dict[str, Any] | None
+    post: dict[str, Any] | None
+
+
+Check = Callable[["Store", dict[str, Any] | None, dict[str, Any] | None], None]
+
+
+@dataclass
+class Extension:
+    """What another module adds to a store: tables (with seed rows), per-table write checks that
+    raise ApiError, and a callback for committed changes. Kept outside the store's attributes so
+    snapshots (which pickle them) never see a callable."""
+
+    tables: list[tuple[EntityDef, list[dict[str, Any]]]] = field(default_factory=list)
+    checks: dict[str, Check] = field(default_factory=dict)
+    on_commit: Callable[[list[Change]], None] | None = None
+
+
+_EXTENSIONS: weakref.WeakKeyDictionary[Store, Extension] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -189,11 +222,56 @@ class Store:
         self.version = 1_000_000
         self.min_delta_version = self.version
         self._journal: list[tuple[str, str, dict[str, Any] | None, int | None]] | None = None
+        self._changes: list[Change] = []  # written but not yet committed (inside a transaction)
+        ext = _EXTENSIONS.get(self)
+        for entity, seeds in ext.tables if ext else []:
+            self._add_table(entity, seeds)
         from .pipeline import Pipeline  # the pipeline module reads this one's errors
 
         self.pipeline = Pipeline()  # plug-in steps and duplicate rules the admin API registers
         self.create("systemusers", application_user(), validate=False)
         typed.seed(self)
+
+    def extend(self, ext: Extension) -> None:
+        """Attach `ext` (survives reset): its tables are added now and after every reset."""
+        with self.lock:
+            _EXTENSIONS[self] = ext
+            for entity, seeds in ext.tables:
+                self._add_table(entity, seeds)
+
+    def _add_table(self, entity: EntityDef, seeds: list[dict[str, Any]]) -> None:
+        s = entity.entity_set
+        self.by_set[s] = entity
+        self.rows[s], self.tombstones[s], self._indexes[s], self._odd_ids[s] = {}, {}, {}, 0
+        self._row_log[s], self._tomb_log[s], self._order[s] = _VersionLog(), _VersionLog(), _IdOrder()
+        for seed in seeds:
+            self.insert_system_row(s, seed)
+
+    def insert_system_row(self, set_name: str, values: dict[str, Any]) -> None:
+        """A row the platform writes itself (seeds, system jobs): no checks, no change notification."""
+        with self.lock:
+            entity = self.by_set[set_name]
+            row: dict[str, Any] = {a.read_name: None for a in entity.attrs.values()}
+            row.update(values, versionnumber=self.next_version(), createdon=now_z(), modifiedon=now_z())
+            self._put_row(set_name, row[entity.primary_id], row)
+
+    def _check(self, set_name: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        ext = _EXTENSIONS.get(self)
+        check = ext.checks.get(set_name) if ext else None
+        if check is not None:
+            check(self, old, new)
+
+    def _changed(self, change: Change) -> None:
+        """Outside a transaction a write commits at once; inside, at the outermost commit."""
+        self._changes.append(change)
+        if self._journal is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        changes, self._changes = self._changes, []
+        ext = _EXTENSIONS.get(self)
+        if changes and ext is not None and ext.on_commit is not None:
+            ext.on_commit(changes)
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -223,6 +301,7 @@ class Store:
             if self._journal is None:
                 self._journal = []
             mark = len(self._journal)
+            change_mark = len(self._changes)
             try:
                 yield
             except BaseException:
@@ -231,10 +310,13 @@ class Store:
                     self._put_row(set_name, rid, row)
                     self._put_tomb(set_name, rid, tomb)
                 del journal[mark:]
+                del self._changes[change_mark:]
                 raise
             finally:
                 if not outer:
                     self._journal = None
+            if not outer:
+                self._flush()
 
     def _remember(self, set_name: str, rid: str) -> None:
         if self._journal is not None:
@@ -337,10 +419,12 @@ class Store:
         row.update({entity.primary_id: rid, "createdon": now, "modifiedon": now})
         self._finish(entity, row)
         self._check_unique(entity, row)
+        self._check(set_name, None, row)
         self._remember(set_name, rid)
         row["versionnumber"] = self.next_version()
         self._put_row(set_name, rid, row)
         self._put_tomb(set_name, rid, None)
+        self._changed(Change("Create", set_name, rid, values, None, row))
         return row
 
     def update(self, set_name: str, rid: str, body: dict[str, Any], *, validate: bool = True) -> dict[str, Any]:
@@ -354,10 +438,12 @@ class Store:
         new.update(values)
         self._finish(entity, new)
         self._check_unique(entity, new)
+        self._check(set_name, row, new)
         self._remember(set_name, row[entity.primary_id])
         new["modifiedon"] = now_z()
         new["versionnumber"] = self.next_version()
         self._put_row(set_name, row[entity.primary_id], new)
+        self._changed(Change("Update", set_name, row[entity.primary_id], values, row, new))
         return new
 
     def delete(self, set_name: str, rid: str) -> None:
@@ -365,9 +451,12 @@ class Store:
         rid = rid.lower()
         if rid not in self.rows[set_name]:
             raise not_found(entity, rid)
+        old = self.rows[set_name][rid]
+        self._check(set_name, old, None)
         self._remember(set_name, rid)
         self._put_row(set_name, rid, None)
         self._put_tomb(set_name, rid, self.next_version())
+        self._changed(Change("Delete", set_name, rid, {}, old, None))
 
     def _finish(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Computed columns: fullname = "first last" (spec "Core columns": read-only computed)."""

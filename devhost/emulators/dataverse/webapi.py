@@ -29,6 +29,7 @@ EXPIRED_CODE = "0x80044352"
 EXPIRED_MESSAGE = "Version stamp associated with the client has expired. Please perform a full sync."
 _KEY_PAIR = re.compile(r"\s*(\w+)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _ENTITY_URL = re.compile(r"^(\w+)(?:\((.*)\))?(?:/(.+))?$", re.DOTALL)
+WRITE_ONLY = {"serviceendpoints": ("authvalue",)}
 _PREFER = re.compile(r'\s*([\w.-]+)(?:\s*=\s*("[^"]*"|[^,]*))?\s*(?:,|$)')
 
 
@@ -205,6 +206,9 @@ class WebApi:
         cols = select if select else list(entity.readable())
         for c in cols:
             out[c] = row.get(c)
+        for c in WRITE_ONLY.get(entity.entity_set, ()):
+            if c in out:
+                out[c] = None  # written, never read back (serviceendpoint.authvalue)
         out[entity.primary_id] = row[entity.primary_id]
         if annotate:
             formatted.annotate(self.store, entity, out, annotate)

@@ -11,6 +11,7 @@ Adobe's Marketo REST API documentation and Adobe's marketo-developer docs):
     admin_routes.py  /_admin: UI-like edits, bulk seeding, faults, clock, limits, stats, reset
     server.py        MarketoEmulator (uvicorn in a thread) and main(argv) for the CLI
     admin_client.py  MarketoAdmin, a typed httpx client for /_admin
+    triggers.py      trigger campaigns ("Person is Created", "Data Value Changes") calling webhooks
 """
 
 from __future__ import annotations

@@ -103,5 +103,33 @@ class MarketoAdmin:
         """Count `calls` against today's quota as another integration would; today's total."""
         return int(self._call("POST", "/spend", {"calls": calls, "user": user})["today"])
 
+    # trigger campaigns with a Call Webhook step
+    def add_campaign(self, name: str, trigger: str, *, url: str, fields: list[str] | None = None,
+                     template: str = "", method: str = "POST", encoding: str = "json",
+                     headers: dict[str, str] | None = None) -> int:
+        """trigger: "Person is Created" or "Data Value Changes" (on `fields`, REST or display names);
+        `template` may hold `{{lead.Email Address}}`-style tokens; returns the campaign id."""
+        webhook = {"url": url, "method": method, "template": template, "encoding": encoding,
+                   "headers": headers or {}}
+        return int(self._call("POST", "/campaigns", {"name": name, "trigger": trigger, "fields": fields or [],
+                                                     "webhook": webhook})["id"])
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/campaigns")["campaigns"])
+
+    def delete_campaign(self, campaign_id: int) -> None:
+        self._call("DELETE", f"/campaigns/{campaign_id}")
+
+    def webhook_fault(self, kind: str, *, count: int | None = None, rate: float | None = None,
+                      delay_s: float = 0.0) -> None:
+        """kind: drop | delay; for `count` calls (1 if neither is given) or each call with probability `rate`."""
+        self._call("POST", "/webhooks/faults", {"kind": kind, "count": count, "rate": rate, "delay_s": delay_s})
+
+    def clear_webhook_faults(self) -> None:
+        self._call("DELETE", "/webhooks/faults")
+
+    def webhook_stats(self) -> dict[str, Any]:
+        return dict(self.stats()["webhooks"])
+
     def close(self) -> None:
         self.http.close()

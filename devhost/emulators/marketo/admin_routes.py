@@ -18,6 +18,8 @@ from starlette.routing import Route
 
 from devhost.emulators.jsonresp import JSONResponse
 from devhost.emulators.marketo.store import SOURCE_UI, RecordSkip, fmt_date
+from devhost.emulators.marketo.triggers import CampaignError
+from devhost.emulators.outbound import EventFault
 
 if TYPE_CHECKING:
     from devhost.emulators.marketo.app import Emulator
@@ -151,7 +153,43 @@ def admin_routes(emu: Emulator) -> list[Route]:
             "counted_calls": s.counted_calls,
             "identity_calls": s.identity_calls,
             "in_flight": emu.in_flight,
+            "webhooks": emu.triggers.outbound.stats(),
         })
+
+    async def campaigns(request: Request) -> Response:
+        """Trigger campaigns with a Call Webhook step (triggers.py): GET lists, POST adds, DELETE removes all."""
+        if request.method == "GET":
+            return JSONResponse({"campaigns": emu.triggers.listing()})
+        if request.method == "DELETE":
+            for item in emu.triggers.listing():
+                emu.triggers.remove(int(item["id"]))
+            return Response(status_code=204)
+        try:
+            campaign = emu.triggers.add(await _body(request))
+        except (ValueError, CampaignError) as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"id": campaign.id}, status_code=201)
+
+    async def campaign(request: Request) -> Response:
+        if not emu.triggers.remove(int(request.path_params["campaign_id"])):
+            return _error(404, "no such campaign")
+        return Response(status_code=204)
+
+    async def webhook_faults(request: Request) -> Response:
+        """POST {"kind": "drop"|"delay", "count"|"rate", "delay_s"} applies to webhook calls; DELETE clears."""
+        if request.method == "DELETE":
+            emu.triggers.outbound.clear_faults()
+            return Response(status_code=204)
+        try:
+            doc = await _body(request)
+            fault = EventFault(kind=str(doc.get("kind", "")),
+                               count=int(doc["count"]) if doc.get("count") is not None else None,
+                               rate=float(doc["rate"]) if doc.get("rate") is not None else None,
+                               delay_s=float(doc.get("delay_s") or 0.0))
+            emu.triggers.outbound.add_fault(fault)
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return JSONResponse(asdict(fault), status_code=201)
 
     async def reset(request: Request) -> Response:
         emu.reset()
@@ -231,4 +269,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/permissions", permissions, methods=["POST", "DELETE"]),
         Route("/_admin/fields/{name}", drop_field, methods=["DELETE"]),
         Route("/_admin/activity-types/{api}", activity_type, methods=["PATCH"]),
+        Route("/_admin/campaigns", campaigns, methods=["GET", "POST", "DELETE"]),
+        Route("/_admin/campaigns/{campaign_id:int}", campaign, methods=["DELETE"]),
+        Route("/_admin/webhooks/faults", webhook_faults, methods=["POST", "DELETE"]),
     ]

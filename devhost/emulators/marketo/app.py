@@ -51,6 +51,7 @@ from devhost.emulators.marketo.store import (
     encode_token,
     parse_iso,
 )
+from devhost.emulators.marketo.triggers import Triggers, listen
 
 CENTRAL = ZoneInfo("America/Chicago")
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -151,12 +152,16 @@ class Emulator:
         self.client_id = client_id
         self.client_secret = client_secret
         self.default_limits = limits
+        # Campaigns fire from whatever store is current (reset replaces it); display names for tokens.
+        self.triggers = Triggers(lambda: {f.name: f.display for f in self.store.fields.values()})
         self.reset()
 
     def reset(self) -> None:
         self.limits = replace(self.default_limits)
         self.clock = Clock()
         self.store = Store(self.clock)
+        self.triggers.reset()
+        listen(self.store, self.triggers.fire)
         self.tokens: dict[str, float] = {}  # token -> expiry (emulator timestamp)
         self.current_token: str | None = None
         self.window: deque[float] = deque()

@@ -88,6 +88,7 @@ class MarketoEmulator:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+        self.core.triggers.outbound.stop()  # here, not in stop(): the same emulator may start again
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ..collation import fold
+from .triggers import DATA_VALUE_CHANGES, PERSON_CREATED, emit
 
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
@@ -338,12 +339,14 @@ class Store:
             attributes=[{"name": "Source Type", "value": source}, {"name": "Lead ID", "value": lead_id}],
             primary_value=lead.get("email") or "",
         )
+        emit(self, PERSON_CREATED, lead, [])
         return lead_id
 
     def update(self, lead_id: int, values: dict[str, Any], source: str) -> list[str]:
         """Apply validated values; logs one Change Data Value (13) per field that really changed."""
         lead = self.leads[lead_id]
         changed = [name for name, value in values.items() if lead.get(name) != value]
+        changes = [(name, lead.get(name), values[name]) for name in changed]
         for name in changed:
             old, new = lead[name], values[name]
             if name == "email":
@@ -364,6 +367,7 @@ class Store:
             )
         if changed:
             lead["updatedAt"] = fmt_datetime_field(self.clock.now())
+            emit(self, DATA_VALUE_CHANGES, lead, changes)
         return changed
 
     def delete(self, lead_id: int) -> None:
