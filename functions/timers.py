@@ -16,6 +16,7 @@ from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 from shared.sync.finish import finish_due
 from shared.sync.poison import note_unlogged_poison
 from shared.sync.poll import PollReport, poll_dataverse, poll_marketo
+from shared.sync.report import send_outbox
 
 bp = func.Blueprint()
 log = logging.getLogger("leadsync")
@@ -39,6 +40,7 @@ def poll_marketo_changes(timer: func.TimerRequest) -> None:
     _report("marketo", poll_marketo(services()), timer, started)
     note_unlogged_poison(services(), (FROM_MARKETO, FROM_DYNAMICS))
     finish_due(services())  # real-time requests whose calls died before answering
+    send_outbox(services())  # the webhook's Marketo Activity Log entries, batched
 
 
 @bp.timer_trigger(schedule=poll_schedule("DATAVERSE_POLL_SCHEDULE"), arg_name="timer", run_on_startup=False,

@@ -31,6 +31,7 @@ from shared.rules.validation import ColumnRule, EntityRules, labelled
 from shared.state.activity import ActivityLog
 from shared.state.cursors import CursorStore
 from shared.state.links import LinkStore
+from shared.state.outbox import MarketoOutbox
 from shared.state.pause import PauseStore
 from shared.state.pending import PendingRequests
 from shared.state.storage import Storage
@@ -109,6 +110,11 @@ class Services:
         one store per process, so its short "no pause" memory serves every caller."""
         return PauseStore(self.storage, recheck_s=self.settings.marketo_quota_recheck_s,
                           paused_by_setting=self.settings.background_paused)
+
+    @cached_property
+    def outbox(self) -> MarketoOutbox:
+        """Marketo Activity Log entries the webhook leaves for the Marketo poll timer to batch."""
+        return MarketoOutbox(self.storage)
 
     @cached_property
     def pending(self) -> PendingRequests:

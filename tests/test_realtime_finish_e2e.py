@@ -48,6 +48,21 @@ def test_an_answered_call_leaves_nothing_to_finish(h: Harness, svc: Services) ->
     assert pending_depth(svc) == 0
 
 
+def test_the_webhooks_marketo_entries_go_in_one_call_at_the_next_marketo_poll(h: Harness) -> None:
+    people = [h.marketo.create_lead(email=f"outbox-{uuid.uuid4().hex[:8]}@example.com", lastName=f"Box{i}")
+              for i in range(3)]
+    for marketo_id in people:
+        assert h.sync_person(marketo_id).status_code == 201
+    assert not any("created Dynamics lead" in str(a) for m in people for a in h.marketo.activities(m))
+    before = h.marketo.stats()["calls_by_endpoint"]
+    h.poll(dataverse=False)
+    for marketo_id in people:
+        assert any("created Dynamics lead" in str(a) for a in h.marketo.activities(marketo_id))
+    sent = h.marketo.stats()["calls_by_endpoint"]
+    key = next(k for k in sent if "activities/external" in k and "types" not in k)
+    assert sent[key] - before.get(key, 0) == 1  # three people's entries, one Marketo call
+
+
 def test_a_call_that_died_is_finished_by_the_app_with_one_lead(h: Harness, svc: Services) -> None:
     email = f"finished-{uuid.uuid4().hex[:8]}@example.com"
     lead_id = h.marketo.create_lead(email=email, firstName="Late", lastName="Finished")

@@ -158,7 +158,7 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
         svc.pauses.resumed(gate)
         return result
     finally:
-        flush(svc, out)
+        flush(svc, out, marketo_later=True)
 
 
 def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:

@@ -20,6 +20,7 @@ from shared.errors import MarketoError, Problem, TransientError
 from shared.rules.merge import Collision
 from shared.state import activity
 from shared.state.activity import Entry
+from shared.state.outbox import OutboxNote
 
 if TYPE_CHECKING:
     from shared.runtime import Services
@@ -66,26 +67,46 @@ class Outcomes:
             self.notes.append(MarketoNote(marketo_id, f"{what} failed", reason))
 
 
-def flush(svc: Services, out: Outcomes) -> None:
-    """Write the collected entries. Marketo notes are best effort after our own log."""
+def flush(svc: Services, out: Outcomes, *, marketo_later: bool = False) -> None:
+    """Write the collected entries. Marketo notes are best effort after our own log; with
+    `marketo_later` (one person per call: the webhook) they wait in the outbox for a batch."""
     svc.activity.write(out.entries)
-    if out.notes:
-        try:
-            type_id = svc.activity_type_id()
-            svc.marketo.add_activities([
-                {"leadId": n.lead_id, "activityDate": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                 "activityTypeId": type_id, "primaryAttributeValue": n.reason[:255],
-                 "attributes": [{"apiName": "detail", "value": n.detail[:2000]},
-                                {"apiName": "operation", "value": out.operation_id}]}
-                for n in out.notes
-            ])
-        except (MarketoError, TransientError) as exc:
-            # Our table already holds the failure; losing the Marketo copy must not
-            # re-run a batch whose writes are done.
-            log.warning("op=%s could not write %d Marketo activity entries: %s", out.operation_id,
-                        len(out.notes), exc, extra=telemetry.op(out.operation_id))
+    notes = [OutboxNote(n.lead_id, n.reason, n.detail, out.operation_id) for n in out.notes]
+    if notes and marketo_later:
+        svc.outbox.put(notes)
+    elif notes:
+        _send(svc, notes)
     for entry in out.entries:
         telemetry.records.add(1, {"kind": entry.kind, "direction": entry.direction or "none"})
     if out.counts:
         log.info("op=%s outcomes %s", out.operation_id, dict(out.counts),
                  extra=telemetry.op(out.operation_id, outcomes=dict(out.counts)))
+
+
+def send_outbox(svc: Services, *, limit: int = 300) -> int:
+    """Send the Activity Log entries the webhook left in the outbox, up to 300 in one Marketo
+    call; how many were sent (or given up on)."""
+    notes = svc.outbox.take(limit)
+    if notes and _send(svc, notes):
+        svc.outbox.remove(notes)
+    return len(notes)
+
+
+def _send(svc: Services, notes: Sequence[OutboxNote]) -> bool:
+    """Write `notes` to Marketo Activity Logs; False when Marketo could not take them now."""
+    try:
+        type_id = svc.activity_type_id()
+        svc.marketo.add_activities([
+            {"leadId": n.lead_id, "activityDate": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "activityTypeId": type_id, "primaryAttributeValue": n.reason[:255],
+             "attributes": [{"apiName": "detail", "value": n.detail[:2000]},
+                            {"apiName": "operation", "value": n.operation_id}]}
+            for n in notes
+        ])
+    except (MarketoError, TransientError) as exc:
+        # Our table already holds the outcome; losing the Marketo copy must not re-run a
+        # batch whose writes are done.
+        log.warning("could not write %d Marketo activity entries: %s", len(notes), exc,
+                    extra=telemetry.op(notes[0].operation_id))
+        return False
+    return True
