@@ -141,6 +141,10 @@ class Oracle:
         self.edits.append(Edit(self.round, side, person, name, value))
         self._round_edits.setdefault((person, name), {})[side] = value
 
+    def edited_this_round(self) -> set[str]:
+        """The keys of the people edited (on either side) in the current round."""
+        return {key for key, _ in self._round_edits}
+
     def end_round(self) -> None:
         """Fold the round's edits into the agreed values (what the sync must have made)."""
         for (key, name), by_side in self._round_edits.items():
