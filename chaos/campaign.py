@@ -123,7 +123,9 @@ class Campaign:
             self.azurite = RestartableAzurite(self.workdir / "azurite")
             connection = self.azurite.start()
             config = StackConfig(connection_string=connection, start_host=False,
+                                 # Deleted leads and merges every poll: a round's merges settle within it.
                                  extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                            "MARKETO_DELETES_EVERY_S": "0",
                                             "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.cfg.worker_processes),
                                             # just past a claim's 2 minutes: the finisher finds it stale
                                             "LEADSYNC_REALTIME_FINISH_AFTER_S": "130"})

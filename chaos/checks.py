@@ -71,7 +71,8 @@ def duplicates(c: Campaign, marketo: dict[int, dict[str, Any]], rows: list[dict[
 
 def rule_violations(c: Campaign) -> Check:
     log = ActivityLog(c.storage)
-    by_marketo_id = {p.marketo_id: p for p in c.oracle.people.values() if p.marketo_id is not None}
+    by_marketo_id = {p.marketo_id: p for p in [*c.oracle.people.values(), *c.oracle.retired.values()]
+                     if p.marketo_id is not None}
     entries = list(log.since(c.tally.started_at, [activity.COLLISION]))
     problems: list[str] = []
     logged: set[tuple[str, str, str]] = set()

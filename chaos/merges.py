@@ -103,7 +103,7 @@ class Merger:
         self._gone(winner, loser, MARKETO, dict(loser.agreed))
 
     def _gone(self, winner: Person, loser: Person, side: str, expected: dict[str, Any]) -> None:
-        del self.oracle.people[loser.key]
+        self.oracle.retired[loser.key] = self.oracle.people.pop(loser.key)
         self.log.made[side] += 1
         self.log.winners.add(winner.key)
         self.log.losers.append(MergedAway(loser.key, loser.email, loser.entity, loser.dynamics_id,

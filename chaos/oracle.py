@@ -103,6 +103,7 @@ class Mismatch:
 class Oracle:
     def __init__(self) -> None:
         self.people: dict[str, Person] = {}
+        self.retired: dict[str, Person] = {}  # merged away: no longer compared, their past collisions still count
         self.edits: list[Edit] = []
         self.collisions: list[ExpectedCollision] = []
         self._round_edits: dict[tuple[str, str], dict[str, str]] = {}  # (person, field) -> side -> last value

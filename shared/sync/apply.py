@@ -32,7 +32,7 @@ from shared.state import activity
 from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
 from shared.sync import realtime
-from shared.sync.batch import Batch, Pending, eligible, end_links
+from shared.sync.batch import Batch, Pending, eligible
 from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.linking import likely_new, link_or_create
@@ -125,8 +125,12 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
             closed_lead(batch, link, d)
             continue
         pending.append(Pending(link, m, dict(d)))
-    if gone_marketo:
-        end_links(batch, gone_marketo, "the Marketo person no longer exists")
+    for link in gone_marketo:
+        # Deleted or merged away: only Marketo's feeds say which, and a merge's loser must
+        # not come back as a new person, so its link ends when the deleted-leads feed (read
+        # with the Merge Leads feed) reports it.
+        batch.out.add(link.person, activity.SKIPPED, f"Marketo person {link.marketo_id} no longer exists: the link "
+                      "ends when Marketo's deleted-leads feed says whether it was deleted or merged")
     if gone_dynamics:
         mark_deleted_in_marketo(batch, gone_dynamics)
     for entity in ("lead", "contact"):
