@@ -18,6 +18,7 @@ from shared.ops.backfill import backfill
 from shared.runtime import services
 from shared.state import activity
 from shared.state.links import Link
+from shared.state.workqueue import Work
 
 pytestmark = pytest.mark.e2e
 
@@ -155,6 +156,24 @@ def test_a_loser_record_edited_before_the_merge_feed_is_read_is_still_not_brough
     h.sync(rounds=1, marketo=False)  # the person is gone, but no Marketo feed said why yet
     h.sync()
     h.dataverse.update("leads", other, {"jobtitle": "Edited again"})
+    h.sync()
+
+    assert h.marketo.find_leads(other_email) == []
+    assert services().links.lookup("lead", [other]).merged == {other: winner}
+    assert activity.MERGE_SUGGESTED in kinds(h, winner)
+
+
+def test_a_merge_reported_after_its_loser_was_handled_as_a_deletion_still_keeps_the_record_out(h: Harness) -> None:
+    kept, winner = linked_lead(h)
+    other, loser = linked_lead(h)
+    other_email = h.dataverse.get("leads", other)["emailaddress1"]  # type: ignore[index]
+    h.marketo.merge_leads(winner, [loser])
+    # The deleted-leads feed came first (the merge landed between the two feeds' reads).
+    services().queues.send([Work("marketo", "deleted", (loser,))])
+    h.drain()
+    assert services().links.lookup("lead", [other]).buried
+    h.sync()
+    h.dataverse.update("leads", other, {"jobtitle": "Edited after the merge"})
     h.sync()
 
     assert h.marketo.find_leads(other_email) == []

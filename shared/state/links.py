@@ -12,6 +12,9 @@ Table `<prefix>links` holds two kinds of rows:
                after that moment
                merged_into: set (with ended_at) when that person was merged into another
                in Marketo; the record is then never linked again or re-created in Marketo
+    ended row  PK "e<lead id mod 16, 2 digits>"  RK "<lead id>"
+               entity, dynamics_id, ended_at: the record a tombstone was left for, so that
+               a merge reported after the deletion still finds the loser's record
 
 Why these keys: every lookup stays a point read (PK + RK known), and a batch of up to 300
 people spreads over 16 partitions per kind, so its writes go as entity-group
@@ -64,6 +67,10 @@ PARTITIONS = 16
 
 def link_key(marketo_id: int) -> tuple[str, str]:
     return f"m{marketo_id % PARTITIONS:02d}", str(marketo_id)
+
+
+def ended_key(marketo_id: int) -> tuple[str, str]:
+    return f"e{marketo_id % PARTITIONS:02d}", str(marketo_id)
 
 
 def index_key(entity: str, dynamics_id: str) -> tuple[str, str]:
@@ -349,6 +356,9 @@ class LinkStore:
         if tombstone_at is not None and link.entity and link.dynamics_id:
             marker = {"merged_into": merged_into} if merged_into else {}
             tablerows.upsert(self._table, {**_pointer(link), "ended_at": tombstone_at, **marker})
+            pk, rk = ended_key(link.marketo_id)
+            tablerows.upsert(self._table, {"PartitionKey": pk, "RowKey": rk, "entity": link.entity,
+                                           "dynamics_id": link.dynamics_id, "ended_at": tombstone_at})
         pk, rk = link_key(link.marketo_id)
         try:
             self._table.delete_entity(pk, rk, etag=link.etag,
@@ -360,6 +370,11 @@ class LinkStore:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
         if tombstone_at is None and link.entity and link.dynamics_id:
             self._delete_index(link.entity, link.dynamics_id)
+
+    def ended(self, marketo_id: int) -> tuple[str, str] | None:
+        """(entity, record id) whose link ended with a tombstone when this person left Marketo."""
+        row = tablerows.get(self._table, *ended_key(marketo_id))
+        return (str(row["entity"]), str(row["dynamics_id"])) if row is not None else None
 
     def _delete_index(self, entity: str, dynamics_id: str) -> None:
         try:

@@ -143,7 +143,7 @@ def marketo_merged(batch: Batch, winner: int, losers: Sequence[int]) -> None:
         svc.queues.send([Work("marketo", "merged", (winner, *losers), reason="retry")], delay_s=RETRY_DELAY_S)
         return
     for loser in losers:
-        link = links.get(loser)
+        link = links.get(loser) or _ended_as_deleted(svc, loser)
         if link is None or link.state == CREATING or not (link.entity and link.dynamics_id):
             continue
         entity, did = link.entity, link.dynamics_id
@@ -175,6 +175,15 @@ def marketo_merged(batch: Batch, winner: int, losers: Sequence[int]) -> None:
         out.notes.append(MarketoNote(winner, "merge in Dynamics too", message))
     if holder is not None:
         batch.retry_marketo.append(winner)  # the winner's values against its record: the normal merge
+
+
+def _ended_as_deleted(svc: Services, loser: int) -> Link | None:
+    """The loser's link as it was, when the deleted-leads feed ended it first (a merge read in
+    a later poll than its deletion): rebuilt without a base, if its record is still unlinked."""
+    ended = svc.links.ended(loser)
+    if ended is None or svc.links.by_dynamics(*ended) is not None:
+        return None
+    return Link(loser, ended[0], ended[1], base={})
 
 
 def merged_away(batch: Batch, entity: str, merged: Mapping[str, int]) -> None:
