@@ -16,6 +16,8 @@ other loser's Dynamics record is neither deleted nor brought back as a new Marke
 (that would undo the marketer's merge): its link ends with a `merged_into` marker that
 keeps it out of linking, and a MERGE_SUGGESTED entry asks for the same merge in Dynamics.
 
+A linked person found missing is left linked until a feed says why (sync/apply), and a
+loser whose link the deleted-leads feed ended first is found again through its tombstone.
 Our own Marketo merge comes back through the Merge Leads feed; by then the loser has no
 link, and a loser still linked to a record that Dynamics already merged only ends its link.
 """

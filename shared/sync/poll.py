@@ -60,8 +60,8 @@ def poll_marketo(svc: Services) -> list[PollReport]:
     try:
         reports.append(_marketo_feed(svc, MARKETO_CHANGES))
         if svc.deletes_due():
-            # Merges first: their losers are also deleted, and a merge's losers must not be
-            # handled as plain deletions (that would let their Dynamics records come back).
+            # Merges first: their losers are also deleted and are left out of the deletions
+            # (a loser handled as a deletion anyway is found again through its tombstone).
             merges, losers = _marketo_merges(svc)
             reports += [merges, _marketo_feed(svc, MARKETO_DELETES, skip=losers)]
     except QuotaExhausted as exc:
