@@ -107,6 +107,10 @@ def main(argv: list[str]) -> int:
         print(faults_table(campaign, tally))
         print()
         print(table(checks))
+        numbers = {k: v for check in checks for k, v in check.numbers.items()}
+        if numbers:
+            saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+            RESULTS.write_text(json.dumps({**saved, **numbers}, indent=2, sort_keys=True) + "\n")
         return 0 if all(c.ok for c in checks) else 1
 
 

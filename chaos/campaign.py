@@ -8,9 +8,10 @@ One run (`Campaign(config).run()`):
    cycle starts and ends.
 2. Seed: Dynamics leads and contacts in bulk (some contacts have a Marketo person with the
    same email already); the first sync links them (and creates the missing people).
-3. Rounds: edit people on both sides (some on the same field: collisions), create a few
-   Marketo people through the real-time webhook, push a few malformed and a few
-   unknown-record messages into the work queues; then sync until drained while faults
+3. Rounds: edit people on both sides (some on the same field: collisions), merge a few
+   pairs in Dynamics and in Marketo (chaos.merges), create a few Marketo people through
+   the real-time webhook, push a few malformed and a few unknown-record messages into the
+   work queues; then sync until drained while faults
    fire: Marketo 606/615/602/5xx/slow/drop, Dataverse 429/5xx/401/drop/slow and token
    revocation, the host SIGKILLed and restarted, Azurite restarted.
 4. Checks (chaos.checks) against the oracle (chaos.oracle) and the services' own stats.
@@ -40,6 +41,7 @@ import httpx
 from chaos.apphost import AppProcess, HostDied
 from chaos.faults import FaultInjector
 from chaos.infra import QueueDepths, RestartableAzurite
+from chaos.merges import Merger
 from chaos.oracle import DYNAMICS, MARKETO, Oracle, Person, column, fields_for
 from devhost.emulators.dataverse import DataverseAdmin
 from devhost.emulators.marketo import MarketoAdmin
@@ -68,6 +70,7 @@ class Config:
     faults_per_kind: int = 2  # each kind 0..n times per round
     bad_messages_per_round: int = 1  # malformed (non-JSON / bad version) per round, alternating
     unknown_messages_per_round: int = 1  # valid messages naming records that do not exist
+    merges_per_round: int = 1  # pairs of linked people merged per side per round (chaos.merges)
     lease_s: float = 20.0
     worker_processes: int = 1  # the app's FUNCTIONS_WORKER_PROCESS_COUNT
     workdir: Path | None = None
@@ -120,13 +123,16 @@ class Campaign:
             self.azurite = RestartableAzurite(self.workdir / "azurite")
             connection = self.azurite.start()
             config = StackConfig(connection_string=connection, start_host=False,
+                                 # Deleted leads and merges every poll: a round's merges settle within it.
                                  extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
+                                            "MARKETO_DELETES_EVERY_S": "0",
                                             "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.cfg.worker_processes),
                                             # just past a claim's 2 minutes: the finisher finds it stale
                                             "LEADSYNC_REALTIME_FINISH_AFTER_S": "130"})
             self.stack = Stack(config, log=lambda _line: None).start()
             self.marketo = MarketoAdmin(self.stack.marketo.base_url)
             self.dataverse = DataverseAdmin(self.stack.dataverse.base_url, self.stack.dataverse.ca_path)
+            self.merger = Merger(self.rng, self.oracle, self.marketo, self.dataverse, self._value)
             self.faults = FaultInjector(self.rng, self.marketo, self.dataverse, self.stack.dataverse.emulator,
                                         per_kind=self.cfg.faults_per_kind)
             self.depths = QueueDepths(connection)
@@ -230,6 +236,7 @@ class Campaign:
     def round(self, number: int) -> None:
         self.oracle.begin_round(number)
         self.edit_round(number)
+        self.merger.round(number, self.cfg.merges_per_round)
         kill = self.rng.random() < self.cfg.kill_rounds
         azurite = bool(self.cfg.azurite_every) and number % self.cfg.azurite_every == 0
         self.inject_messages(number)

@@ -8,6 +8,7 @@
 - poison messages   the poison queues hold exactly the malformed messages we sent, each
                     with its activity-log entry (person "poison")
 - API limits        606/615/607 (Marketo) and 429 (Dataverse) only as many as injected
+- merges            merges on both sides left 0 duplicates and 0 lost values (chaos.merges)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos import merges as merge_checks
 from chaos.campaign import Campaign
 from chaos.infra import POISON_QUEUES
 from chaos.oracle import DYNAMICS, MARKETO, blank, winner
@@ -30,6 +32,7 @@ class Check:
     ok: bool
     figure: str
     examples: list[str] = field(default_factory=list)
+    numbers: dict[str, int] = field(default_factory=dict)  # for chaos/results.json, by dotted name
 
 
 def run_checks(c: Campaign) -> list[Check]:
@@ -40,6 +43,7 @@ def run_checks(c: Campaign) -> list[Check]:
         rule_violations(c),
         poison(c),
         api_limits(c),
+        merges(c, marketo, dynamics),
     ]
 
 
@@ -67,7 +71,8 @@ def duplicates(c: Campaign, marketo: dict[int, dict[str, Any]], rows: list[dict[
 
 def rule_violations(c: Campaign) -> Check:
     log = ActivityLog(c.storage)
-    by_marketo_id = {p.marketo_id: p for p in c.oracle.people.values() if p.marketo_id is not None}
+    by_marketo_id = {p.marketo_id: p for p in [*c.oracle.people.values(), *c.oracle.retired.values()]
+                     if p.marketo_id is not None}
     entries = list(log.since(c.tally.started_at, [activity.COLLISION]))
     problems: list[str] = []
     logged: set[tuple[str, str, str]] = set()
@@ -133,6 +138,17 @@ def api_limits(c: Campaign) -> Check:
     if own_429:
         problems.append(f"Dataverse answered 429 {own_429} time(s) beyond the injected ones")
     return Check("API limits", not problems, "; ".join(figures), problems)
+
+
+def merges(c: Campaign, marketo: dict[int, dict[str, Any]], dynamics: dict[str, dict[str, Any]]) -> Check:
+    log = c.merger.log
+    duplicates, lost = merge_checks.check(log, c.oracle, marketo, dynamics)
+    made = log.made[DYNAMICS] + log.made[MARKETO]
+    return Check("merges", made > 0 and not duplicates and not lost,
+                 f"{log.made[DYNAMICS]} in Dynamics, {log.made[MARKETO]} in Marketo: {len(duplicates)} duplicates, "
+                 f"{len(lost)} lost values", (duplicates + lost)[:10],
+                 {"merges.dynamics": log.made[DYNAMICS], "merges.marketo": log.made[MARKETO],
+                  "merges.duplicates": len(duplicates), "merges.lost": len(lost)})
 
 
 def _decode(content: Any) -> str:

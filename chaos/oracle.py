@@ -103,6 +103,7 @@ class Mismatch:
 class Oracle:
     def __init__(self) -> None:
         self.people: dict[str, Person] = {}
+        self.retired: dict[str, Person] = {}  # merged away: no longer compared, their past collisions still count
         self.edits: list[Edit] = []
         self.collisions: list[ExpectedCollision] = []
         self._round_edits: dict[tuple[str, str], dict[str, str]] = {}  # (person, field) -> side -> last value
@@ -140,6 +141,10 @@ class Oracle:
             raise ValueError(f"{name} does not sync for {self.people[person].entity}s")
         self.edits.append(Edit(self.round, side, person, name, value))
         self._round_edits.setdefault((person, name), {})[side] = value
+
+    def edited_this_round(self) -> set[str]:
+        """The keys of the people edited (on either side) in the current round."""
+        return {key for key, _ in self._round_edits}
 
     def end_round(self) -> None:
         """Fold the round's edits into the agreed values (what the sync must have made)."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from devhost.demo_merges import play_merges
 from devhost.harness import Harness, running
 from devhost.stack import StackConfig
 from shared.runtime import services
@@ -158,6 +159,7 @@ def play(h: Harness, out: Callable[[str], None]) -> list[str]:
     d.expect("the link ended", services().links.get(int(ada_m["id"])) is None)
 
     _owners(d, h, kat)
+    play_merges(d, h)
 
     d.step("API cost of the whole demo")
     ms, ds = mk.stats(), dv.stats()

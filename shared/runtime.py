@@ -132,6 +132,7 @@ class Services:
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
         cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "createdon", "modifiedon"]
+        cols += ["merged", "_masterid_value"]  # a record merged into another in Dynamics (sync/merges)
         if entity == "contact":
             cols.append("_originatingleadid_value")
         else:  # how a closed lead ended: qualified into which contact, disqualified or cancelled

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 @pytest.fixture(scope="module")
 def campaign() -> Iterator[tuple[Campaign, Tally, dict[str, Check]]]:
     config = Config(seed=11, people=60, rounds=3, realtime_per_round=2, kill_rounds=0.0, azurite_every=3,
-                    faults_per_kind=1, lease_s=8.0, log=lambda _line: None)
+                    faults_per_kind=1, lease_s=8.0, merges_per_round=2, log=lambda _line: None)
     with Campaign(config) as c:
         tally = c.run()
         checks = run_checks(c)
@@ -36,9 +36,11 @@ def test_the_campaign_really_injected_every_kind_of_trouble(campaign: tuple[Camp
     assert tally.collisions_made > 0 and tally.edits[MARKETO] > 0 and tally.edits[DYNAMICS] > 0
     assert sum(c.faults.marketo_served().values()) > 0 and sum(c.faults.dataverse_served.values()) > 0
     assert len(tally.bad_messages) == 3 and tally.realtime_people == 6
+    assert c.merger.log.made == {DYNAMICS: 6, MARKETO: 6}  # two pairs per side in each of three rounds
 
 
-@pytest.mark.parametrize("name", ["lost updates", "duplicates", "rule violations", "poison messages", "API limits"])
+@pytest.mark.parametrize("name", ["lost updates", "duplicates", "rule violations", "poison messages", "API limits",
+                                  "merges"])
 def test_check(campaign: tuple[Campaign, Tally, dict[str, Check]], name: str) -> None:
     check = campaign[2][name]
     assert check.ok, f"{check.figure}\n" + "\n".join(check.examples)

@@ -273,6 +273,29 @@ def test_a_tombstone_answers_the_same_lookup_until_the_record_is_linked_again(li
     assert links.lookup("lead", [did]) == type(found)()
 
 
+def test_a_merge_marker_keeps_the_record_out_and_an_ended_row_names_a_tombstoned_record(links: LinkStore) -> None:
+    did, other, at = guid(), guid(), datetime.now(UTC).replace(microsecond=0)
+    links.delete(links.save(Link(3001, "lead", did)), tombstone_at=at, merged_into=3000)
+    found = links.lookup("lead", [did])
+    assert found.links == {} and found.merged == {did: 3000} and found.buried == {}
+    links.delete(links.save(Link(3002, "contact", other)), tombstone_at=at)
+    assert links.lookup("contact", [other]).merged == {} and links.lookup("contact", [other]).buried == {other: at}
+    assert links.ended(3002) == ("contact", other) and links.ended(3001) == ("lead", did)
+    assert links.ended(3003) is None and sum(1 for _ in links.all()) == 0  # ended rows are no links
+
+
+def test_transfer_hands_the_link_and_its_base_to_another_person(links: LinkStore) -> None:
+    did = guid()
+    link = links.save(Link(4001, "lead", did, {"title": "A"}))
+    moved = links.transfer(link, 4000)
+    assert links.get(4001) is None and moved.marketo_id == 4000
+    assert links.get(4000).base == {"title": "A"}  # type: ignore[union-attr]
+    assert links.by_dynamics("lead", did) == links.get(4000)
+    links.save(Link(4002, "lead", guid()))
+    with pytest.raises(StateConflict):
+        links.transfer(moved, 4002)  # that person has a link of its own
+
+
 def test_a_tombstone_written_before_a_failed_delete_does_not_hide_the_live_link(links: LinkStore) -> None:
     did = guid()
     stale = links.save(Link(1042, "lead", did, {"title": "A"}))

@@ -78,6 +78,7 @@ def test_new_work_gets_distinct_operation_ids() -> None:
     (body(source=None), "source None is not"),
     (body(kind="merged"), "kind 'merged' is not 'changed' or 'deleted'"),
     (body(kind=None), "kind None is not"),
+    (body(source="marketo", kind="merged", ids=[1042]), "a merged message names the winner, then at least one loser"),
     (body(ids=[]), "ids must be a list of 1 to 300 record ids"),
     (body(ids=None), "ids must be a list of 1 to 300 record ids"),
     (body(ids=GUID), "ids must be a list of 1 to 300 record ids"),
@@ -101,6 +102,11 @@ def test_bad_message_says_why(text: str | bytes, reason: str) -> None:
         Work.from_json(text)
     assert reason in caught.value.reason
     assert str(caught.value) == caught.value.reason
+
+
+def test_a_marketo_merge_names_its_winner_first() -> None:
+    work = Work.from_json(Work("marketo", "merged", (1042, 7, 9)).to_json())
+    assert (work.kind, work.ids) == ("merged", (1042, 7, 9))
 
 
 def test_exactly_300_ids_is_fine() -> None:

@@ -27,6 +27,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from shared.clients.marketo_models import (
+    MERGE_LEADS,
     ActivityAttribute,
     ActivityEntry,
     ActivityJSON,
@@ -38,9 +39,11 @@ from shared.clients.marketo_models import (
     FieldChange,
     FieldInfo,
     LeadChange,
+    MergedPage,
     Reason,
     RecordResult,
     lead_change,
+    merged_leads,
     next_reset,
     parse_date,
     record_results,
@@ -338,6 +341,23 @@ class MarketoClient:
                 for i in items
             ]
             yield DeletedPage(deletions, envelope["nextPageToken"], bool(envelope.get("moreResult")))
+
+    def merged_leads(self, token: str, batch_size: int = MAX_BATCH) -> Iterator[MergedPage]:
+        """Merge Leads (32) activities after `token`, page by page (same paging as `lead_changes`)."""
+        params = {"nextPageToken": token, "activityTypeIds": str(MERGE_LEADS),
+                  "batchSize": str(min(batch_size, MAX_BATCH))}
+        for envelope in self._activity_pages("/v1/activities.json", params):
+            items = cast(list[ActivityJSON], envelope.get("result") or [])
+            yield MergedPage([merged_leads(i) for i in items], envelope["nextPageToken"],
+                             bool(envelope.get("moreResult")))
+
+    def merge_leads(self, winner: int, losers: Sequence[int]) -> None:
+        """Merge `losers` into `winner` (Marketo keeps the winner's values and deletes the losers).
+
+        MarketoError 1004 when one of them does not exist (any more).
+        """
+        self._call("POST", f"/v1/leads/{winner}/merge.json",
+                   params={"leadIds": ",".join(str(i) for i in losers), "mergeInCRM": "false"})
 
     # ---- reading leads
 

@@ -6,6 +6,7 @@ are what `MarketoClient` hands callers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,26 @@ class DeletedPage:
         return [d.lead_id for d in self.deletions]
 
 
+MERGE_LEADS = 32  # the standard "Merge Leads" activity type
+
+
+@dataclass(frozen=True)
+class MergedLeads:
+    """One Merge Leads (32) activity: `losers` were merged into `winner` (and deleted)."""
+
+    marketo_guid: str
+    winner: int
+    losers: tuple[int, ...]
+    activity_date: datetime
+
+
+@dataclass(frozen=True)
+class MergedPage:
+    merges: list[MergedLeads]
+    next_token: str
+    more: bool
+
+
 @dataclass(frozen=True)
 class Reason:
     code: str
@@ -198,6 +219,14 @@ def lead_change(item: ActivityJSON) -> LeadChange:
         fields={f["name"]: FieldChange(f.get("oldValue"), f.get("newValue")) for f in item.get("fields") or []},
         attributes={a["name"]: a.get("value") for a in item.get("attributes") or [] if "name" in a},
     )
+
+
+def merged_leads(item: ActivityJSON) -> MergedLeads:
+    """One Merge Leads activity; its "Merge Ids" attribute lists the losers (as "[1,2]" or a list)."""
+    raw = next((a.get("value") for a in item.get("attributes") or [] if a.get("name") == "Merge Ids"), None)
+    losers = raw if isinstance(raw, list) else re.findall(r"\d+", str(raw or ""))
+    return MergedLeads(str(item.get("marketoGUID") or item["id"]), int(item["leadId"]),
+                       tuple(int(i) for i in losers), parse_date(item["activityDate"]))
 
 
 def record_results(envelope: EnvelopeJSON, expected: int) -> list[RecordResult]:

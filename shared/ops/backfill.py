@@ -111,6 +111,9 @@ def _backfill_chunk(svc: Services, report: BackfillReport, entity: str, records:
         email = email_spec.canonical(r.get(email_col))
         if rid in linked:
             continue
+        if rid in found.merged or r.get("merged"):
+            report.skipped.append(Skip(entity, rid, "merged into another person or record: not linked again"))
+            continue
         verdict = eligibility.check(r, entity=entity, sync_filter_field=svc.settings.sync_filter_field,
                                     email=email if isinstance(email, str) else None, linking=True,
                                     deleted_in_marketo_at=found.buried.get(rid))

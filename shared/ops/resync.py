@@ -46,7 +46,7 @@ class Outcome(StrEnum):
     PARKED = "parked"  # parked on these very values: skipped until one side changes
     SKIPPED = "skipped"  # the sync filter is No
     MOVES = "moves"  # a qualified lead: the link moves to its contact
-    MARKETO_GONE = "marketo-gone"  # the link ends
+    MARKETO_GONE = "marketo-gone"  # the link ends once Marketo's deleted-leads feed says why
     DYNAMICS_GONE = "dynamics-gone"  # the person is marked deleted in Marketo
 
 
@@ -260,7 +260,8 @@ def _person(svc: Services, link: Link, m: dict[str, Any] | None, d: Any) -> Pers
         return PersonPreview(link.marketo_id, entity, did, outcome, detail, changes)
 
     if m is None:
-        return out(Outcome.MARKETO_GONE, "the Marketo person no longer exists: the link would end")
+        return out(Outcome.MARKETO_GONE, "the Marketo person no longer exists: the link ends when Marketo's "
+                                         "deleted-leads feed says whether it was deleted or merged")
     if d is None:
         return out(Outcome.DYNAMICS_GONE, f"Dynamics {entity} {did} no longer exists: "
                                           "the person would be marked deleted in Marketo")

@@ -58,6 +58,8 @@ class Kind(StrEnum):
     DISQUALIFIED = "disqualified"  # the linked lead was disqualified in Dynamics: no longer synced
     CANCELLED = "cancelled"  # the linked lead was cancelled in Dynamics: no longer synced
     LINK_CONFLICT = "link_conflict"  # a lead qualified into a contact another Marketo person is linked to
+    MERGED = "merged"  # a merge on either side: the link followed it, the two people became one
+    MERGE_SUGGESTED = "merge_suggested"  # merged in Marketo: merge the loser's Dynamics record in Dynamics too
 
 
 class Direction(StrEnum):
@@ -71,6 +73,7 @@ SYNCED, UNCHANGED, COLLISION = Kind.SYNCED, Kind.UNCHANGED, Kind.COLLISION
 CREATED, LINKED, MOVED, DELETED, SKIPPED = Kind.CREATED, Kind.LINKED, Kind.MOVED, Kind.DELETED, Kind.SKIPPED
 VALIDATION_FAILED, REJECTED, PARKED, PAUSED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED, Kind.PAUSED
 DISQUALIFIED, CANCELLED, LINK_CONFLICT = Kind.DISQUALIFIED, Kind.CANCELLED, Kind.LINK_CONFLICT
+MERGED, MERGE_SUGGESTED = Kind.MERGED, Kind.MERGE_SUGGESTED
 FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED, LINK_CONFLICT})
 # Closed leads are listed with the failures (a state someone must know of, not a silent skip),
 # but not counted as failures: disqualifying a lead is sales' decision, not a fault.

@@ -19,6 +19,7 @@ from shared.state.storage import Storage
 
 MARKETO_CHANGES = "marketo-leadchanges"
 MARKETO_DELETES = "marketo-deletedleads"
+MARKETO_MERGES = "marketo-mergeleads"  # read with the deletes: a merge deletes its losers
 
 
 def dataverse_feed(entity: str) -> str:

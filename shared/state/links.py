@@ -10,6 +10,11 @@ Table `<prefix>links` holds two kinds of rows:
                ended_at: set (and the link row deleted) when that person was deleted in
                Marketo; the record is not re-created in Marketo until Dynamics changes it
                after that moment
+               merged_into: set (with ended_at) when that person was merged into another
+               in Marketo; the record is then never linked again or re-created in Marketo
+    ended row  PK "e<lead id mod 16, 2 digits>"  RK "<lead id>"
+               entity, dynamics_id, ended_at: the record a tombstone was left for, so that
+               a merge reported after the deletion still finds the loser's record
 
 Why these keys: every lookup stays a point read (PK + RK known), and a batch of up to 300
 people spreads over 16 partitions per kind, so its writes go as entity-group
@@ -64,6 +69,10 @@ def link_key(marketo_id: int) -> tuple[str, str]:
     return f"m{marketo_id % PARTITIONS:02d}", str(marketo_id)
 
 
+def ended_key(marketo_id: int) -> tuple[str, str]:
+    return f"e{marketo_id % PARTITIONS:02d}", str(marketo_id)
+
+
 def index_key(entity: str, dynamics_id: str) -> tuple[str, str]:
     return f"d{dynamics_id[:1].lower()}", f"{entity}:{dynamics_id.lower()}"
 
@@ -108,6 +117,7 @@ class Lookup:
 
     links: dict[str, Link] = field(default_factory=dict)
     buried: dict[str, datetime] = field(default_factory=dict)  # record id -> when its person was deleted
+    merged: dict[str, int] = field(default_factory=dict)  # record id -> winner its person was merged into
 
 
 def _pointer(link: Link) -> dict[str, Any]:
@@ -177,24 +187,28 @@ class LinkStore:
         was deleted in Marketo (if it was): one index read per record, plus the link row."""
         ids = list(dict.fromkeys(dynamics_ids))
         found = Lookup()
-        for did, (link, ended_at) in zip(ids, self._pool.map(lambda i: self._resolve(entity, i), ids), strict=True):
+        for did, (link, ended_at, merged_into) in zip(ids, self._pool.map(lambda i: self._resolve(entity, i), ids),
+                                                      strict=True):
             if link is not None:
                 found.links[did] = link
+            elif merged_into:
+                found.merged[did] = merged_into
             elif ended_at is not None:
                 found.buried[did] = ended_at
         return found
 
-    def _resolve(self, entity: str, dynamics_id: str) -> tuple[Link | None, datetime | None]:
+    def _resolve(self, entity: str, dynamics_id: str) -> tuple[Link | None, datetime | None, int | None]:
         with self._count_lock:
             self.index_reads += 1
         pointer = tablerows.get(self._table, *index_key(entity, dynamics_id))
         if pointer is None:
-            return None, None
+            return None, None, None
         marketo_id = int(pointer.get("marketo_id") or 0)
         link = self.get(marketo_id) if marketo_id else None
         if link is None or link.entity != entity or (link.dynamics_id or "").lower() != dynamics_id.lower():
-            return None, pointer.get("ended_at")  # a pointer left behind by a crash, a move or a deletion
-        return link, None
+            # A pointer left behind by a crash, a move, a deletion or a merge.
+            return None, pointer.get("ended_at"), pointer.get("merged_into") or None
+        return link, None, None
 
     def all(self) -> Iterator[Link]:
         for e in self._table.query_entities("PartitionKey ge 'm' and PartitionKey lt 'n'"):
@@ -316,15 +330,35 @@ class LinkStore:
             self._delete_index(link.entity, link.dynamics_id)
         return moved
 
-    def delete(self, link: Link, *, tombstone_at: datetime | None = None) -> None:
+    def transfer(self, link: Link, marketo_id: int) -> Link:
+        """Hand the link to another Marketo person (who won a merge over the linked one).
+
+        The new row is created first (StateConflict if that person has a row already), so a
+        crash in between leaves the record linked to the winner, plus a loser row that no
+        index row points at any more.
+        """
+        taken = self.save(replace(link, marketo_id=marketo_id, etag=None))
+        try:
+            self._table.delete_entity(*link_key(link.marketo_id))
+        except ResourceNotFoundError:
+            pass
+        return taken
+
+    def delete(self, link: Link, *, tombstone_at: datetime | None = None, merged_into: int | None = None) -> None:
         """End the link: the row (conditional on its ETag) and its index pointer.
 
         `tombstone_at` (the person was deleted in Marketo) keeps the index row as a
-        tombstone instead. It is written first: a crash before the link row goes leaves a
-        live link whose stale `ended_at` is ignored, never a deletion without its tombstone.
+        tombstone instead; `merged_into` (the person was merged into another) marks it so
+        that the record is neither linked again nor re-created in Marketo. It is written
+        first: a crash before the link row goes leaves a live link whose stale `ended_at`
+        is ignored, never a deletion without its tombstone.
         """
         if tombstone_at is not None and link.entity and link.dynamics_id:
-            tablerows.upsert(self._table, {**_pointer(link), "ended_at": tombstone_at})
+            marker = {"merged_into": merged_into} if merged_into else {}
+            tablerows.upsert(self._table, {**_pointer(link), "ended_at": tombstone_at, **marker})
+            pk, rk = ended_key(link.marketo_id)
+            tablerows.upsert(self._table, {"PartitionKey": pk, "RowKey": rk, "entity": link.entity,
+                                           "dynamics_id": link.dynamics_id, "ended_at": tombstone_at})
         pk, rk = link_key(link.marketo_id)
         try:
             self._table.delete_entity(pk, rk, etag=link.etag,
@@ -336,6 +370,11 @@ class LinkStore:
             raise StateConflict(f"link of Marketo person {link.marketo_id} changed concurrently") from exc
         if tombstone_at is None and link.entity and link.dynamics_id:
             self._delete_index(link.entity, link.dynamics_id)
+
+    def ended(self, marketo_id: int) -> tuple[str, str] | None:
+        """(entity, record id) whose link ended with a tombstone when this person left Marketo."""
+        row = tablerows.get(self._table, *ended_key(marketo_id))
+        return (str(row["entity"]), str(row["dynamics_id"])) if row is not None else None
 
     def _delete_index(self, entity: str, dynamics_id: str) -> None:
         try:

@@ -1,6 +1,7 @@
 """Work messages: which records changed on which side, as JSON on the work queues.
 
     leadsync-from-marketo    {"v": 1, "source": "marketo",  "kind": "changed"|"deleted", "ids": [1042, …]}
+                             {"v": 1, "source": "marketo",  "kind": "merged", "ids": [winner, loser, …]}
     leadsync-from-dynamics   {"v": 1, "source": "dynamics", "kind": "changed"|"deleted",
                               "entity": "lead"|"contact", "ids": ["<guid>", …]}
 
@@ -31,7 +32,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 @dataclass(frozen=True)
 class Work:
     source: str  # "marketo" | "dynamics"
-    kind: str  # "changed" | "deleted"
+    kind: str  # "changed" | "deleted" | "merged" (Marketo: ids = winner, then the losers)
     ids: tuple[Any, ...]
     entity: str | None = None  # dynamics only
     reason: str = "poll"
@@ -63,8 +64,10 @@ class Work:
         source, kind, ids = body.get("source"), body.get("kind"), body.get("ids")
         if source not in ("marketo", "dynamics"):
             raise BadMessage(f"source {source!r} is not 'marketo' or 'dynamics'")
-        if kind not in ("changed", "deleted"):
-            raise BadMessage(f"kind {kind!r} is not 'changed' or 'deleted'")
+        if kind not in ("changed", "deleted", "merged") or (kind == "merged" and source != "marketo"):
+            raise BadMessage(f"kind {kind!r} is not 'changed' or 'deleted' (or 'merged' from Marketo)")
+        if kind == "merged" and (not isinstance(ids, list) or len(ids) < 2):
+            raise BadMessage("a merged message names the winner, then at least one loser")
         if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
             raise BadMessage(f"ids must be a list of 1 to {MAX_IDS} record ids")
         entity = body.get("entity")

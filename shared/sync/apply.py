@@ -32,10 +32,11 @@ from shared.state import activity
 from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
 from shared.sync import realtime
-from shared.sync.batch import Batch, Pending, eligible, end_links
+from shared.sync.batch import Batch, Pending, eligible
 from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.linking import likely_new, link_or_create
+from shared.sync.merges import dynamics_merged, follow_dynamics_merges, is_merged, marketo_merged, merged_away
 from shared.sync.report import Outcomes, flush
 from shared.sync.sides import read_both
 from shared.sync.writes import merge_and_write
@@ -49,7 +50,9 @@ RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sen
 def apply_work(svc: Services, work: Work) -> Outcomes:
     """Apply one message. Transient errors propagate (the queue retries the message)."""
     batch = Batch(svc, Outcomes(work.operation_id))
-    if work.kind == "deleted":
+    if work.kind == "merged":
+        marketo_merged(batch, int(work.ids[0]), [int(i) for i in work.ids[1:]])
+    elif work.kind == "deleted":
         if work.source == "marketo":
             marketo_deleted(batch, [int(i) for i in work.ids])
         else:
@@ -79,11 +82,13 @@ def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     records = {r[key].lower(): r for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, svc.select(entity))}
+    records = dynamics_merged(batch, entity, records)  # first: a master may take its subordinate's link
     # Records never modified since created are almost all new: one insert each, in
     # transactions, tells which have no index row, where a lookup reads each one.
     reserved = svc.links.reserve_index(entity, [i for i, r in records.items() if likely_new(svc, entity, r)])
     found = svc.links.lookup(entity, [i for i in records if i not in reserved])
-    unlinked = [r for i, r in records.items() if i not in found.links]
+    merged_away(batch, entity, found.merged)
+    unlinked = [r for i, r in records.items() if i not in found.links and i not in found.merged]
     new_links = link_or_create(batch, entity, unlinked, found.buried)
     prefetched = {(entity, i): r for i, r in records.items()}
     _reconcile(batch, [*found.links.values(), *new_links], prefetched)
@@ -98,6 +103,7 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
     pending: list[Pending] = []
     gone_marketo: list[Link] = []
     gone_dynamics: list[Link] = []
+    merged: list[tuple[Link, Mapping[str, Any]]] = []
     for link in links:
         entity, did = str(link.entity), str(link.dynamics_id)
         m = marketo.get(link.marketo_id)
@@ -108,6 +114,9 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
         if d is None:
             gone_dynamics.append(link)
             continue
+        if is_merged(d):
+            merged.append((link, d))
+            continue
         verdict = eligible(svc, entity, d, linking=False)
         if verdict.reason is eligibility.Reason.SYNC_FILTER_OFF:
             batch.out.add(link.person, activity.SKIPPED, f"sync filter is No on {entity} {did}: not synced")
@@ -116,10 +125,16 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
             closed_lead(batch, link, d)
             continue
         pending.append(Pending(link, m, dict(d)))
-    if gone_marketo:
-        end_links(batch, gone_marketo, "the Marketo person no longer exists")
+    for link in gone_marketo:
+        # Deleted or merged away: only Marketo's feeds say which, and a merge's loser must
+        # not come back as a new person, so its link ends when the deleted-leads feed (read
+        # with the Merge Leads feed) reports it.
+        batch.out.add(link.person, activity.SKIPPED, f"Marketo person {link.marketo_id} no longer exists: the link "
+                      "ends when Marketo's deleted-leads feed says whether it was deleted or merged")
     if gone_dynamics:
         mark_deleted_in_marketo(batch, gone_dynamics)
+    for entity in ("lead", "contact"):
+        follow_dynamics_merges(batch, entity, [(lk, d) for lk, d in merged if lk.entity == entity])
     merge_and_write(batch, pending)
 
 

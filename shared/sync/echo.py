@@ -52,9 +52,11 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
     news = []
     for rid, record in by_id.items():
         link = links.get(rid)
-        # A record not ours to sync as it stands (filter off, lead closed) needs the applier's decision.
-        if (link is None or not eligibility.check(record, entity=entity, email=None, linking=False,
-                                                  sync_filter_field=svc.settings.sync_filter_field).ok
+        # A record not ours to sync as it stands (filter off, lead closed, merged into
+        # another) needs the applier's decision.
+        if (link is None or record.get("merged")
+                or not eligibility.check(record, entity=entity, email=None, linking=False,
+                                         sync_filter_field=svc.settings.sync_filter_field).ok
                 or not _echo(svc, link, svc.fields.from_dynamics(entity, record))
                 or owners.owner_news(svc, link.base, record)):
             news.append(rid)

@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from shared.errors import CursorExpired, QuotaExhausted
 from shared.runtime import ENTITY_SETS, Services
-from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
-from shared.state.workqueue import chunked
+from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, MARKETO_MERGES, Cursor, dataverse_feed
+from shared.state.heartbeat import record_poll
+from shared.state.workqueue import Work, chunked
 from shared.sync import sampling
 from shared.sync.echo import dataverse_news, marketo_news
 from shared.sync.governor import check_daily_cap
@@ -59,7 +60,10 @@ def poll_marketo(svc: Services) -> list[PollReport]:
     try:
         reports.append(_marketo_feed(svc, MARKETO_CHANGES))
         if svc.deletes_due():
-            reports.append(_marketo_feed(svc, MARKETO_DELETES))
+            # Merges first: their losers are also deleted and are left out of the deletions
+            # (a loser handled as a deletion anyway is found again through its tombstone).
+            merges, losers = _marketo_merges(svc)
+            reports += [merges, _marketo_feed(svc, MARKETO_DELETES, skip=losers)]
     except QuotaExhausted as exc:
         pause = svc.pauses.quota_exhausted(exc)
         return [*reports, PollReport(MARKETO_CHANGES, notes=[f"stopped: {pause.describe()}"])]
@@ -67,17 +71,45 @@ def poll_marketo(svc: Services) -> list[PollReport]:
     return reports
 
 
-def _marketo_feed(svc: Services, name: str) -> PollReport:
-    report = PollReport(name)
+def _marketo_merges(svc: Services) -> tuple[PollReport, set[int]]:
+    """Enqueue one `merged` message per Merge Leads activity; the losers seen."""
+    report = PollReport(MARKETO_MERGES)
+    cursor = _marketo_cursor(svc, MARKETO_MERGES)
+    losers: set[int] = set()
+    try:
+        for page in svc.marketo.merged_leads(cursor.value):
+            work = [Work("marketo", "merged", (m.winner, *m.losers)) for m in page.merges if m.losers]
+            svc.queues.send(work)
+            losers.update(i for m in page.merges for i in m.losers)
+            report.changed += len(work)
+            report.messages += len(work)
+            if page.next_token != cursor.value:
+                cursor = svc.cursors.save(MARKETO_MERGES, page.next_token, previous=cursor)
+    except CursorExpired as exc:
+        report.rebaselined = True
+        report.notes.append(f"cursor expired ({exc.detail}): merges before now are handled as deletions")
+        svc.cursors.save(MARKETO_MERGES, svc.marketo.paging_token(datetime.now(UTC) - timedelta(seconds=5)),
+                         previous=cursor)
+    record_poll(svc.storage, MARKETO_MERGES, report.changed, 0)
+    return report, losers
+
+
+def _marketo_cursor(svc: Services, name: str) -> Cursor:
     cursor = svc.cursors.get(name)
     if cursor is None:
         # First run: start from now. Existing people are brought in by Dynamics' initial
         # read or by `leadsync backfill`, not by replaying Marketo's history.
         token = svc.marketo.paging_token(datetime.now(UTC) - timedelta(seconds=5))
         cursor = svc.cursors.save(name, token, previous=None)
+    return cursor
+
+
+def _marketo_feed(svc: Services, name: str, *, skip: set[int] | frozenset[int] = frozenset()) -> PollReport:
+    report = PollReport(name)
+    cursor = _marketo_cursor(svc, name)
     deleted = name == MARKETO_DELETES
     try:
-        cursor = _drain_marketo(svc, name, cursor, deleted, report)
+        cursor = _drain_marketo(svc, name, cursor, deleted, report, skip)
     except CursorExpired as exc:
         report.rebaselined = True
         log.warning("%s: %s; re-reading every linked person", name, exc)
@@ -93,12 +125,14 @@ def _marketo_feed(svc: Services, name: str) -> PollReport:
     return report
 
 
-def _drain_marketo(svc: Services, name: str, cursor: Cursor, deleted: bool, report: PollReport) -> Cursor:
+def _drain_marketo(svc: Services, name: str, cursor: Cursor, deleted: bool, report: PollReport,
+                   skip: set[int] | frozenset[int]) -> Cursor:
     ids: list[int] = []
     token = cursor.value
     pages: Iterator[tuple[list[int], str]]
     if deleted:
-        pages = ((page.lead_ids, page.next_token) for page in svc.marketo.deleted_leads(cursor.value))
+        pages = (([i for i in page.lead_ids if i not in skip], page.next_token)
+                 for page in svc.marketo.deleted_leads(cursor.value))
     else:
         pages = ((marketo_news(svc, page.changes), page.next_token)
                  for page in svc.marketo.lead_changes(cursor.value, svc.fields.marketo_fields()))

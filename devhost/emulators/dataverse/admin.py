@@ -6,6 +6,7 @@ row versions, so they show up in change tracking.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -239,6 +240,15 @@ def admin_routes(emu: Emulator) -> list[Route]:
         created = json.loads(resp.body)["value"]
         return JSONResponse({"contactid": created[0]["contactid"] if created else existing})
 
+    async def merge(request: Request) -> Response:
+        """A salesperson's merge: the Web API's Merge action with the body the UI would send."""
+        payload = json.dumps(await body(request)).encode()
+        with emu.store.lock:
+            resp = emu.webapi.dispatch(Req("POST", "Merge", [], {}, payload))
+        if resp.status != 204:
+            return Response(resp.body, status_code=resp.status, media_type="application/json")
+        return Response(status_code=204)
+
     return [
         Route("/_admin/reset", reset, methods=["POST"]),
         Route("/_admin/stats", stats, methods=["GET"]),
@@ -254,6 +264,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/expire-delta-tokens", expire, methods=["POST"]),
         Route("/_admin/tokens/revoke", revoke, methods=["POST"]),
         Route("/_admin/leads/{id}/qualify", qualify, methods=["POST"]),
+        Route("/_admin/merge", merge, methods=["POST"]),
         Route("/_admin/{set}/bulk", bulk, methods=["POST"]),
         Route("/_admin/{set}/{id}", one, methods=["GET", "PATCH", "DELETE"]),
         Route("/_admin/{set}", collection, methods=["GET", "POST"]),

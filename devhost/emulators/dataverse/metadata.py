@@ -125,6 +125,9 @@ def _shared(entity: str, key: str) -> list[Attr]:
         Attr("versionnumber", "BigInt", **ro),  # type: ignore[arg-type]
         Attr("ownerid", "Owner", required_level="SystemRequired", binds={"ownerid": "systemusers"}),
         Attr("new_synctomkto", "Boolean", options={0: "No", 1: "Yes"}),
+        # Set only by the Merge action: the record it was merged into, and that it was.
+        Attr("masterid", "Lookup", binds={"masterid": f"{entity}s"}, **ro),  # type: ignore[arg-type]
+        Attr("merged", "Boolean", options={0: "No", 1: "Yes"}, **ro),  # type: ignore[arg-type]
     ]
 
 

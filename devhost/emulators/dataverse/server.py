@@ -154,6 +154,15 @@ class DataverseAdmin:
         body = {"existing_contact": existing_contact} if existing_contact else {}
         return str(self._json("POST", f"/_admin/leads/{lead_id}/qualify", json=body)["contactid"])
 
+    def merge(self, entity: str, master_id: str, subordinate_id: str, update: dict[str, Any] | None = None) -> None:
+        """Merge `subordinate_id` into `master_id` as a salesperson does (the Merge action)."""
+        key = f"{entity}id"
+        self._json("POST", "/_admin/merge", json={
+            "Target": {"@odata.type": f"Microsoft.Dynamics.CRM.{entity}", key: master_id},
+            "Subordinate": {"@odata.type": f"Microsoft.Dynamics.CRM.{entity}", key: subordinate_id},
+            "UpdateContent": {"@odata.type": f"Microsoft.Dynamics.CRM.{entity}", **(update or {})},
+            "PerformParentingChecks": False})
+
     def fault(self, kind: str, *, count: int | None = None, rate: float | None = None, retry_after: int = 1,
               delay_s: float = 0.0, path_prefix: str | None = None) -> None:
         self._json("POST", "/_admin/faults", json={"kind": kind, "count": count, "rate": rate,

@@ -414,7 +414,7 @@ class Store:
             raise ApiError(412, "0x80040237", "A record with matching key values already exists.")
         now = now_z()
         row: dict[str, Any] = {a.read_name: None for a in entity.attrs.values()}
-        row.update({"statecode": 0, "statuscode": 1, "_ownerid_value": SYSTEM_USER})
+        row.update({"statecode": 0, "statuscode": 1, "_ownerid_value": SYSTEM_USER, "merged": False})
         row.update(values)
         row.update({entity.primary_id: rid, "createdon": now, "modifiedon": now})
         self._finish(entity, row)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from . import batch as batchfmt
 from . import filter as odata_filter
 from . import formatted, metadata_api
+from . import merge as merge_action
 from .metadata import EntityDef
 from .store import SYSTEM_USER, ApiError, Store, Tombstone, is_guid, not_found
 
@@ -144,6 +145,8 @@ class WebApi:
             return self.metadata(req, path)
         if path.startswith("RetrieveMetadataChanges("):
             return metadata_api.retrieve_metadata_changes(self, req, path, self.metadata_stamps)
+        if path in ("Merge", "Microsoft.Dynamics.CRM.Merge"):
+            return merge_action.merge(self, req)
         m = _ENTITY_URL.match(path)
         if not m or m.group(1) not in self.store.by_set:
             segment = path.split("(")[0].split("/")[0]

@@ -35,6 +35,10 @@ class MarketoAdmin:
     def delete_lead(self, lead_id: int) -> None:
         self._call("DELETE", f"/leads/{lead_id}")
 
+    def merge_leads(self, winner: int, losers: list[int]) -> None:
+        """Merge people as a marketer does in the UI: the winner keeps its values, the losers go."""
+        self._call("POST", f"/leads/{winner}/merge", {"losers": losers})
+
     def get_lead(self, lead_id: int) -> dict[str, Any] | None:
         response = self.http.get(f"{self.base_url}/_admin/leads/{lead_id}")
         if response.status_code == 404:

@@ -114,6 +114,21 @@ def admin_routes(emu: Emulator) -> list[Route]:
         emu.store.partitions.append(partition)
         return JSONResponse(partition, status_code=201)
 
+    async def merge(request: Request) -> Response:
+        from devhost.emulators.marketo.app import ApiError
+        from devhost.emulators.marketo.merges import merge_leads
+
+        body = await _body(request)
+        losers = body.get("losers")
+        if not isinstance(losers, list) or not all(isinstance(i, int) for i in losers) or not losers:
+            return _error(400, "losers must be a non-empty list of lead ids")
+        with emu.store.lock:
+            try:
+                merge_leads(emu.store, int(request.path_params["lead_id"]), losers, source=SOURCE_UI)
+            except ApiError as exc:
+                return _error(404, exc.message)
+        return Response(status_code=204)
+
     async def activities(request: Request) -> Response:
         lead_id = int(request.path_params["lead_id"])
         all_types = request.query_params.get("all", "").lower() in {"1", "true", "yes"}
@@ -259,6 +274,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/partitions", partitions, methods=["POST"]),
         Route("/_admin/leads/{lead_id:int}", lead, methods=["GET", "PATCH", "DELETE"]),
         Route("/_admin/leads/{lead_id:int}/activities", activities, methods=["GET"]),
+        Route("/_admin/leads/{lead_id:int}/merge", merge, methods=["POST"]),
         Route("/_admin/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_admin/stats", stats, methods=["GET"]),
         Route("/_admin/reset", reset, methods=["POST"]),

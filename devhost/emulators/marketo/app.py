@@ -525,9 +525,10 @@ class MarketoApp:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         from devhost.emulators.marketo.admin_routes import admin_routes  # admin lives beside, not inside
+        from devhost.emulators.marketo.merges import merge_routes
         from devhost.emulators.marketo.reads import read_routes
 
-        self.routes = ROUTES + read_routes()
+        self.routes = ROUTES + read_routes() + merge_routes()
 
         self.admin = Starlette(routes=[
             Route("/identity/oauth/token", self.identity, methods=["GET", "POST"]),

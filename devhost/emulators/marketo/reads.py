@@ -28,6 +28,7 @@ from devhost.emulators.marketo.store import (
     CHANGE_DATA_VALUE,
     DEFAULT_READ_FIELDS,
     DELETE_LEAD,
+    MERGE_LEADS,
     NEW_LEAD,
     Activity,
 )
@@ -51,6 +52,10 @@ STANDARD_TYPES: tuple[dict[str, Any], ...] = (
     {"id": DELETE_LEAD, "name": "Delete Lead", "description": "Delete a person",
      "primaryAttribute": _attr("Lead ID", "integer"),
      "attributes": [_attr("Source", "string")]},
+    {"id": MERGE_LEADS, "name": "Merge Leads", "description": "Merge people",
+     "primaryAttribute": _attr("Lead ID", "integer"),
+     "attributes": [_attr("Merge Ids", "text"), _attr("Merged in Sales", "boolean"),
+                    _attr("Merge Source", "string"), _attr("Master Updated", "boolean")]},
 )
 
 

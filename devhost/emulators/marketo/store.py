@@ -34,6 +34,7 @@ from .triggers import DATA_VALUE_CHANGES, PERSON_CREATED, emit
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
 DELETE_LEAD = 37
+MERGE_LEADS = 32
 CUSTOM_TYPE_BASE = 100000
 
 SOURCE_API = "Web service API"
@@ -370,12 +371,12 @@ class Store:
             emit(self, DATA_VALUE_CHANGES, lead, changes)
         return changed
 
-    def delete(self, lead_id: int) -> None:
+    def delete(self, lead_id: int, *, source: str = SOURCE_UI) -> None:
         lead = self.leads.pop(lead_id)
         self._index(lead_id, lead.get("email"), None)
         name = ", ".join(x for x in (lead.get("lastName"), lead.get("firstName")) if x)
         self._append(lead_id, DELETE_LEAD, primary_value_id=lead_id, primary_value=name,
-                     attributes=[{"name": "Source", "value": SOURCE_UI}])
+                     attributes=[{"name": "Source", "value": source}])
 
     def find(self, field_name: str, value: Any) -> list[int]:
         if field_name == "email":
