@@ -32,7 +32,7 @@ from shared.state.links import CREATING, PARKED, Link
 from shared.state.workqueue import MAX_IDS, chunked
 from shared.sync.batch import Pending, eligible
 from shared.sync.sides import read_both
-from shared.sync.writes import _fingerprint as parked_fingerprint  # the applier's own "still failing?" test
+from shared.sync.writes import parked_fingerprint  # the applier's own "still failing?" test
 
 REASON = "resync"  # the work messages' reason, as the activity log shows it
 

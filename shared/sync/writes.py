@@ -34,7 +34,7 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
     for p in pending:
         link = p.link
         entity = str(link.entity)
-        if link.state == PARKED and link.parked_fingerprint == _fingerprint(p, entity, svc):
+        if link.state == PARKED and link.parked_fingerprint == parked_fingerprint(p, entity, svc):
             continue  # still the values that failed: no retry loop until someone edits
         specs = svc.fields.for_entity(entity)
         p.result = merge(specs, entity, link.base, svc.fields.from_marketo(p.marketo),
@@ -106,7 +106,7 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
                     else:
                         base.pop(name, None)
         if p.dynamics_failed or p.marketo_failed:
-            new = replace(link, base=base).parked("write failed", _fingerprint(p, entity, svc))
+            new = replace(link, base=base).parked("write failed", parked_fingerprint(p, entity, svc))
         elif base == link.base and link.state == LINKED:
             continue  # our own echo, or nothing mapped changed: no write at all
         else:
@@ -121,7 +121,8 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
             batch.retry_marketo.append(p.link.marketo_id)
 
 
-def _fingerprint(p: Pending, entity: str, svc: Services) -> str:
+def parked_fingerprint(p: Pending, entity: str, svc: Services) -> str:
+    """What a parked record is parked on: both sides' mapped values; the same values stay parked."""
     data = [svc.fields.from_marketo(p.marketo), svc.fields.from_dynamics(entity, p.dynamics)]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
