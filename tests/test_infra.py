@@ -189,6 +189,8 @@ def readme_settings() -> set[str]:
             continue
         previous = ""
         for token in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", line.split("|")[1]):
+            if token.islower():
+                continue  # a field-map type (`string`, `lookup`) in the same section's other table
             # `DATAVERSE_CERTIFICATE_PATH` + `_THUMBPRINT` names DATAVERSE_CERTIFICATE_THUMBPRINT.
             name = previous.rsplit("_", 1)[0] + token if token.startswith("_") else token
             names.add(name)

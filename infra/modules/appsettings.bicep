@@ -68,6 +68,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     LEADSYNC_CAP_CHECK_S: '300'
     LEADSYNC_BACKGROUND_PAUSED: 'false'
     LEADSYNC_REALTIME_FINISH_AFTER_S: '150'
+    LEADSYNC_TRENDS_EVERY_S: '600'
+    // Owners, closed leads, partitions: blank means Dataverse's and Marketo's own defaults (README, "Owners").
+    LEADSYNC_LEAD_OWNER: ''
+    LEADSYNC_LEAD_OWNER_FIELD: ''
+    LEADSYNC_OWNER_EMAIL_FIELD: ''
+    LEADSYNC_CLOSED_LEAD_ACTION: 'keep'
+    MARKETO_PARTITION: ''
+    DATAVERSE_DUPLICATE_DETECTION: 'true'
     MARKETO_DELETED_FIELD: marketoDeletedField
     MARKETO_ACTIVITY_TYPE: marketoActivityType
     DATAVERSE_URL: dataverseUrl
