@@ -29,6 +29,7 @@ from shared.rules.fieldmap import FieldMap
 from shared.rules.validation import ColumnRule, EntityRules, labelled
 from shared.state.activity import ActivityLog
 from shared.state.cursors import CursorStore
+from shared.state.eventbuffer import EventBuffer
 from shared.state.links import LinkStore
 from shared.state.pause import PauseStore
 from shared.state.pending import PendingRequests
@@ -106,6 +107,11 @@ class Services:
         one store per process, so its short "no pause" memory serves every caller."""
         return PauseStore(self.storage, recheck_s=self.settings.marketo_quota_recheck_s,
                           paused_by_setting=self.settings.background_paused)
+
+    @cached_property
+    def events(self) -> EventBuffer:
+        """Ids from the services' change events, coalesced into work messages (`shared.state.eventbuffer`)."""
+        return EventBuffer(self.storage, self.queues, batch_size=self.settings.batch_size)
 
     @cached_property
     def pending(self) -> PendingRequests:
