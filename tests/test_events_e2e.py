@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -88,3 +89,29 @@ def test_a_dataverse_delete_event_flags_the_marketo_person(h: Harness) -> None:
 def test_without_the_function_key_an_event_is_refused(h: Harness) -> None:
     response = httpx.post(f"{h.stack.app_url}/api/events/marketo", content=b'{"leadId": 1}', timeout=30)
     assert response.status_code == 401
+
+
+def test_a_burst_of_a_thousand_events_costs_a_few_marketo_reads(h: Harness) -> None:
+    """1,000 Marketo events for 100 linked people, 20 calls in flight (Marketo's cap): they
+    are coalesced into a few work messages, each one Marketo read, instead of 1,000."""
+    people = []
+    for _ in range(4):  # 25 new leads per round, linked by one sync
+        addresses = [f"burst{uuid.uuid4().hex[:10]}@example.com" for _ in range(25)]
+        for address in addresses:
+            h.dataverse.create("leads", {"lastname": "Burst", "emailaddress1": address, "subject": "burst"})
+        h.sync()
+        people += [int(h.marketo.find_leads(a)[0]["id"]) for a in addresses]
+    for person in people:
+        h.marketo.update_lead(person, title="Burst edit")
+    reads_before = h.marketo.stats()["calls_by_endpoint"].get("GET /rest/v1/leads.json", 0)
+    calls = [people[i % len(people)] for i in range(1000)]
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda p: event(h, "marketo", b'{"leadId": %d}' % p).status_code, calls))
+    assert set(statuses) == {202}
+    eventually(lambda: not services().events.pending(), timeout=120)
+    h.drain()
+    reads = h.marketo.stats()["calls_by_endpoint"].get("GET /rest/v1/leads.json", 0) - reads_before
+    print(f"1000 events for {len(people)} people: {reads} Marketo reads")
+    assert 1 <= reads <= 100
+    assert all(h.dataverse.find("leads", emailaddress1=p["email"])[0]["jobtitle"] == "Burst edit"
+               for p in (h.marketo.get_lead(i) or {} for i in people[:5]))
