@@ -97,6 +97,7 @@ class Settings:
     cap_check_s: int = 300  # how often a process reads Marketo's usage to apply the daily cap (one call)
     webhook_secret: Secret = field(default_factory=_secret)
     batch_size: int = 300
+    events_coalesce_s: int = 1  # change events arriving within this window become one drain's work messages
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +203,7 @@ class Settings:
             cap_check_s=integer("LEADSYNC_CAP_CHECK_S", 300, 0, 86400),
             webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
+            events_coalesce_s=integer("LEADSYNC_EVENTS_COALESCE_S", 1, 0, 60),
         )
 
     def marketo_budget(self) -> tuple[int, int]:

@@ -111,7 +111,8 @@ class Services:
     @cached_property
     def events(self) -> EventBuffer:
         """Ids from the services' change events, coalesced into work messages (`shared.state.eventbuffer`)."""
-        return EventBuffer(self.storage, self.queues, batch_size=self.settings.batch_size)
+        return EventBuffer(self.storage, self.queues, delay_s=self.settings.events_coalesce_s,
+                           batch_size=self.settings.batch_size)
 
     @cached_property
     def pending(self) -> PendingRequests:

@@ -68,6 +68,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     LEADSYNC_CAP_CHECK_S: '300'
     LEADSYNC_BACKGROUND_PAUSED: 'false'
     LEADSYNC_REALTIME_FINISH_AFTER_S: '150'
+    LEADSYNC_EVENTS_COALESCE_S: '1'
     MARKETO_DELETED_FIELD: marketoDeletedField
     MARKETO_ACTIVITY_TYPE: marketoActivityType
     DATAVERSE_URL: dataverseUrl

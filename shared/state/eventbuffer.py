@@ -53,7 +53,7 @@ log = logging.getLogger("leadsync")
 TABLE = "events"
 DRAIN_QUEUE = "leadsync-events"
 MARKER = "!drain"  # sorts before every id, so a lane's query meets it first
-DELAY_S = 1  # the coalescing window: events in it become one drain's work
+DELAY_S = 1  # the coalescing window (LEADSYNC_EVENTS_COALESCE_S): events in it become one drain's work
 
 
 @dataclass(frozen=True)
