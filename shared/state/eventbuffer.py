@@ -110,7 +110,7 @@ class EventBuffer:
             self._storage.queue(DRAIN_QUEUE).send_message(json.dumps({"lane": lane.key}),
                                                           visibility_timeout=self.delay_s or None)
         except BaseException:
-            _delete(table, lane.key, MARKER)  # let the next call schedule it (the sweep, if none comes)
+            delete_row(table, lane.key, MARKER)  # let the next call schedule it (the sweep, if none comes)
             raise
         return True
 
@@ -118,7 +118,7 @@ class EventBuffer:
         """Pack the lane's buffered ids into work messages; the rows read are deleted after."""
         lane = Lane.from_key(lane_key)
         table = self._storage.table(TABLE)
-        _delete(table, lane.key, MARKER)
+        delete_row(table, lane.key, MARKER)
         rows = [r for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": lane.key},
                                                 select=["PartitionKey", "RowKey"]) if r["RowKey"] != MARKER]
         ids: list[int | str] = []
@@ -130,7 +130,7 @@ class EventBuffer:
         work = chunked(lane.source, lane.kind, ids, entity=lane.entity, reason="event", size=self.batch_size)
         self._queues.send(work)
         for row in rows:  # only after the work is queued: a drain that dies here is retried whole
-            _delete(table, lane.key, row["RowKey"], etag=row.metadata.get("etag"))
+            delete_row(table, lane.key, row["RowKey"], etag=row.metadata.get("etag"))
         return Drained(lane.key, len(ids), len(work))
 
     def sweep(self, *, stale_s: int = 30) -> list[Drained]:
@@ -173,7 +173,8 @@ def lane_of(source: str, kind: str, entity: str | None) -> Lane:
     return Lane.from_key(Lane(source, kind, entity).key)
 
 
-def _delete(table: Any, partition_key: str, row_key: str, *, etag: str | None = None) -> None:
+def delete_row(table: Any, partition_key: str, row_key: str, *, etag: str | None = None) -> None:
+    """Delete the row (if its ETag is still `etag`, when given); gone or changed rows are left alone."""
     kw: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
     try:
         table.delete_entity(partition_key, row_key, **kw)
