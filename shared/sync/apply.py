@@ -33,6 +33,7 @@ from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
 from shared.sync.batch import Batch, Pending, eligible, end_links
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
+from shared.sync.echo import dataverse_news
 from shared.sync.linking import likely_new, link_or_create
 from shared.sync.report import Outcomes, flush
 from shared.sync.sides import read_both
@@ -57,16 +58,21 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
         _reconcile(batch, links, prefetched={})
     else:
         assert work.entity is not None
-        _dynamics_changed(batch, work.entity, [str(i) for i in work.ids])
+        _dynamics_changed(batch, work.entity, [str(i) for i in work.ids], drop_echoes=work.reason == "event")
     _requeue(batch)
     flush(svc, batch.out)
     return batch.out
 
 
-def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
+def _dynamics_changed(batch: Batch, entity: str, ids: list[str], *, drop_echoes: bool = False) -> None:
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     records = {r[key].lower(): r for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, svc.select(entity))}
+    if drop_echoes and records:
+        # Webhook events name our own writes too; the pollers drop those before enqueueing
+        # (`shared.sync.echo`), here they are dropped before they cost a Marketo read.
+        news = set(dataverse_news(svc, entity, records.values(), delta=False))
+        records = {i: r for i, r in records.items() if i in news}
     # Records never modified since created are almost all new: one insert each, in
     # transactions, tells which have no index row, where a lookup reads each one.
     reserved = svc.links.reserve_index(entity, [i for i, r in records.items() if likely_new(svc, entity, r)])
