@@ -23,12 +23,13 @@ left by a receiver that died before sending its drain message, or rows left with
 marker, are drained by `sweep` from the Dataverse poll timer once older than `stale_s`.
 And the pollers still run: an event is a latency hint, never the only way a change arrives.
 
-Cost per event (storage requests, counted from the code; tests/test_eventbuffer.py counts
-a burst's work messages): 1 row upsert +
-1 marker insert attempt (a 409 while a drain is pending) in the receiver; per drain, 1
-marker delete, 1 query per 1,000 rows, 1 queue send per 300 ids and 1 delete per distinct
-id. So about 3 requests per distinct id and 2 per repeated one, and one work message per
-300 ids per coalescing window instead of one per call.
+Cost per event, in storage requests: each call upserts its row and tries the marker (a 409
+while a drain is pending): 2. Each drain: 1 marker delete, 1 query per 1,000 rows, 1 delete
+per distinct id, 1 queue send per 300 ids, and the drain message itself. Measured once on
+Azurite with a request counter, 1,000 Marketo events for 400 people from 8 callers: 2,000
+table requests in the receivers, 1 drain message, 402 table requests in the drain, 2 work
+messages (a Marketo read each when applied, where one message per call would be 1,000);
+2.4 storage requests per event.
 """
 
 from __future__ import annotations
