@@ -6,7 +6,8 @@ their ids into work messages (`shared.state.eventbuffer`).
 
 Both need the function key (`?code=`, as Dataverse's WebhookKey auth sends it, or the
 `x-functions-key` header) and, when LEADSYNC_WEBHOOK_SECRET is set, the `x-leadsync-secret`
-header. They answer 202 once the id is buffered, 401/400 with a JSON reason otherwise.
+header. They answer 202 once the id is buffered, 401/400 with a JSON reason for a bad call,
+503 when storage cannot take it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 import azure.functions as func
+from azure.core.exceptions import AzureError
 
 from shared.errors import BadMessage
 from shared.runtime import services
@@ -32,8 +34,17 @@ def _json(status: int, body: dict[str, object]) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
+def _unavailable(exc: Exception) -> func.HttpResponse:
+    """A 503: the one failure Dataverse tries again (once); the polls catch the change anyway."""
+    log.error("event not buffered: storage: %s", type(exc).__name__)
+    return _json(503, {"status": "unavailable", "error": "storage is unreachable; the change arrives by the poll"})
+
+
 def _receive(req: func.HttpRequest, parse: Callable[[func.HttpRequest], Event]) -> func.HttpResponse:
-    svc = services(checked=False)  # buffering an id needs storage only: answer even while a service is down
+    try:
+        svc = services(checked=False)  # buffering an id needs storage only: answer even while a service is down
+    except AzureError as exc:  # building the services opens the state tables
+        return _unavailable(exc)
     if not webhook_secret_ok(svc.settings.webhook_secret, req.headers.get(SECRET_HEADER)):
         return _json(401, {"status": "unauthorized", "error": f"missing or wrong {SECRET_HEADER} header"})
     try:
@@ -41,7 +52,10 @@ def _receive(req: func.HttpRequest, parse: Callable[[func.HttpRequest], Event]) 
     except BadMessage as exc:
         return _json(400, {"status": "bad_request", "error": exc.reason})
     lane = lane_of(event.source, event.kind, event.entity)
-    scheduled = svc.events.add(lane, [event.record_id])
+    try:
+        scheduled = svc.events.add(lane, [event.record_id])
+    except AzureError as exc:
+        return _unavailable(exc)
     log.debug("event %s %s buffered%s", lane.key, event.record_id, " (drain scheduled)" if scheduled else "")
     return _json(202, {"status": "accepted", "source": event.source, "kind": event.kind,
                        "entity": event.entity, "id": event.record_id})

@@ -246,3 +246,12 @@ def test_a_row_written_again_after_the_drain_read_it_is_left_for_the_next_drain(
     assert (lane.key, "9001") in buffered()
     delete_row(table, lane.key, "9001", etag=table.get_entity(lane.key, "9001").metadata["etag"])
     assert (lane.key, "9001") not in buffered()
+
+
+def test_when_storage_is_unreachable_an_event_is_a_503(app_env: dict[str, str]) -> None:  # noqa: F811
+    nowhere = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+               "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+               "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1")
+    runtime.configure({**app_env, "AzureWebJobsStorage": nowhere})
+    response = registered()["marketo_events_http"](mk_request(b'{"leadId": 1042}'))
+    assert response.status_code == 503 and json.loads(response.get_body())["status"] == "unavailable"
