@@ -101,6 +101,17 @@ def test_a_dataverse_delete_event_flags_the_marketo_person(h: Harness) -> None:
     assert services().links.get(marketo_id) is None
 
 
+def test_a_delete_event_for_a_record_that_still_exists_deletes_nothing(h: Harness) -> None:
+    """A forged, replayed or reordered Delete: the record is still there, so nothing is flagged."""
+    lead_id, marketo_id = linked_lead(h)
+    assert dataverse_event(h, "Delete", "lead", lead_id).status_code == 202
+    eventually(lambda: not services().events.pending(), timeout=60)
+    h.drain()
+    assert (h.marketo.get_lead(marketo_id) or {}).get("msftIsDeleted") is not True
+    link = services().links.get(marketo_id)
+    assert link is not None and link.dynamics_id == lead_id.lower()
+
+
 def test_without_the_function_key_an_event_is_refused(h: Harness) -> None:
     response = httpx.post(f"{h.stack.app_url}/api/events/marketo", content=b'{"leadId": 1}', timeout=30)
     assert response.status_code == 401

@@ -52,7 +52,7 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             marketo_deleted(batch, [int(i) for i in work.ids])
         else:
             assert work.entity is not None
-            dynamics_deleted(batch, work.entity, [str(i) for i in work.ids])
+            _dynamics_deleted(batch, work.entity, [str(i) for i in work.ids], check=work.reason == "event")
     elif work.source == "marketo":
         links = [lk for lk in svc.links.get_many(int(i) for i in work.ids).values() if lk.state != "creating"]
         _reconcile(batch, links, prefetched={})
@@ -62,6 +62,25 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
     _requeue(batch)
     flush(svc, batch.out)
     return batch.out
+
+
+def _dynamics_deleted(batch: Batch, entity: str, ids: list[str], *, check: bool) -> None:
+    """End the links of deleted records; `check`: only those Dataverse no longer has.
+
+    A change feed's deletes are Dataverse's word; a webhook's are a hint (a forged, replayed
+    or reordered call, or a record restored since): a record that still exists is merged instead.
+    """
+    present: list[str] = []
+    if check:
+        svc = batch.svc
+        key = PRIMARY_KEYS[entity]
+        found = {r[key].lower() for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, [key])}
+        present = [i for i in ids if i in found]
+    if present:
+        _dynamics_changed(batch, entity, present, drop_echoes=True)
+    gone = [i for i in ids if i not in present]
+    if gone:
+        dynamics_deleted(batch, entity, gone)
 
 
 def _dynamics_changed(batch: Batch, entity: str, ids: list[str], *, drop_echoes: bool = False) -> None:
