@@ -112,6 +112,16 @@ def test_a_double_encoded_context_is_accepted(clean: None) -> None:
     assert (work.kind, work.entity, work.ids) == ("changed", "contact", (contact.lower(),))
 
 
+def test_a_context_trimmed_for_size_is_accepted(clean: None) -> None:
+    """Above 256 KB Dataverse drops the parameters and images and says so in a header: the id remains."""
+    body = {k: v for k, v in context().items()
+            if k not in ("ParentContext", "InputParameters", "PreEntityImages", "PostEntityImages")}
+    response = registered()["dataverse_events_http"](dv_request(json.dumps(body).encode(),
+                                                                **{"x-ms-dynamics-msg-size-exceeded": ""}))
+    assert response.status_code == 202
+    assert [w.ids for w in drain_all()] == [(LEAD,)]
+
+
 def test_a_dataverse_delete_becomes_deleted_work(clean: None) -> None:
     response = registered()["dataverse_events_http"](dv_request(json.dumps(context("Delete")).encode()))
     assert response.status_code == 202
