@@ -24,6 +24,7 @@ from shared.errors import ConfigError
 from shared.ops import webhooks
 from shared.rules import fieldmap
 from tests.dataverse_fixtures import make_client
+from tests.test_handlers import app_env  # noqa: F401 - a fixture
 
 _CLAUSE = re.compile(r"(\w+) eq (?:'((?:[^']|'')*)'|([0-9a-f-]{36}))")
 SETS = {"serviceendpoints": "serviceendpointid", "sdkmessages": "sdkmessageid",
@@ -157,3 +158,11 @@ def test_the_marketo_definition_names_the_webhook_and_its_trigger() -> None:
     assert '{"leadId": {{lead.Id}}}' in result.output and "x-functions-key: fn-key" in result.output
     assert "Data Value Changes, Attribute is any of: email, firstName" in result.output
     assert "x-leadsync-secret" not in result.output
+
+
+def test_the_cli_refuses_a_setup_without_a_key_in_one_line(app_env: dict[str, str]) -> None:  # noqa: F811
+    result = CliRunner().invoke(cli, ["setup", "dataverse-webhook", "--url", "https://app.example/api/events/dataverse"],
+                                env={**app_env, "LEADSYNC_WEBHOOK_SECRET": ""})
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "leadsync: setting --key: the function key of the events/dataverse function is needed (or ?code= in --url)"]
