@@ -61,9 +61,9 @@ def parse_dataverse(raw: bytes, headers: dict[str, str] | None = None) -> Event:
     if not isinstance(body, dict):
         raise BadMessage("body is not a JSON object (a RemoteExecutionContext)")
     message, entity, record_id = body.get("MessageName"), body.get("PrimaryEntityName"), body.get("PrimaryEntityId")
-    if message not in MESSAGES:
+    if not isinstance(message, str) or message not in MESSAGES:  # a list or object is not hashable
         raise BadMessage(f"MessageName {message!r} is not one of {', '.join(MESSAGES)}")
-    if entity not in ENTITIES:
+    if not isinstance(entity, str) or entity not in ENTITIES:
         raise BadMessage(f"PrimaryEntityName {entity!r} is not 'lead' or 'contact'")
     if not isinstance(record_id, str) or not _GUID.fullmatch(record_id):
         raise BadMessage(f"PrimaryEntityId {record_id!r} is not a GUID")
