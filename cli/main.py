@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -21,19 +22,20 @@ from azure.core.exceptions import AzureError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cli import render, render_resync
+from cli import render, render_failures, render_resync
 from shared.config import Settings
 from shared.errors import ConfigError, LeadSyncError
 from shared.ops import backfill as backfills
 from shared.ops import commands as ops
+from shared.ops import failures as fails
 from shared.ops import preflight, preflight_probe, webhooks
 from shared.ops import resync as resyncs
 from shared.rules import fieldmap
 from shared.runtime import Services
 from shared.state.pause import PauseStore
 
-app = typer.Typer(help="Operate LeadSync: status, failures, retry, backfill, explain, check, pause, resume, setup.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(help="Operate LeadSync: status, failures, retry, resync, backfill, explain, check, pause, resume, "
+                       "setup.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 setup_app = typer.Typer(help="Register the services' change events with LeadSync's event receivers.",
                         no_args_is_help=True)
 app.add_typer(setup_app, name="setup")
@@ -126,15 +128,37 @@ def status(
         render.status(Console(), result)
 
 
+Since = Annotated[str | None, typer.Option("--since", help="Only failures since: 30m, 2h, 1d, 1w or ISO 8601.")]
+Kinds = Annotated[list[str] | None, typer.Option("--kind", help="Only this failure kind (repeatable).")]
+Sides = Annotated[list[str] | None, typer.Option("--side", help="Only this side: marketo, dynamics, queue.")]
+Fields = Annotated[list[str] | None, typer.Option("--field", help="Only failures naming this field (repeatable).")]
+
+
+def failure_filter(since: str | None, kind: list[str] | None, side: list[str] | None,
+                   field: list[str] | None) -> fails.Filter:
+    try:
+        return fails.Filter.parse(since=since, kinds=kind or (), sides=side or (), fields=field or (),
+                                  now=datetime.now(UTC))
+    except ValueError as exc:
+        fail(str(exc), code=2)
+
+
 @app.command()
-def failures(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Parked people with their latest failure, and poison messages with their reasons."""
+def failures(ctx: typer.Context, since: Since = None, kind: Kinds = None, side: Sides = None, field: Fields = None,
+             as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV for a spreadsheet.")] = False,
+             as_json: JsonFlag = False) -> None:
+    """Every record failure (parked, not linked yet, real-time) and poison message, with a suggested fix."""
+    flt = failure_filter(since, kind, side, field)
     with one_line_errors():
-        result = ops.failures(ctx.obj.state())
+        state = ctx.obj.state()
+        result = fails.collect(state, flt)
+        doc = fails.with_views(state, result) if as_json else {}
     if as_json:
-        emit(result.to_dict())
+        emit(doc)
+    elif as_csv:
+        typer.echo(result.to_csv(), nl=False)
     else:
-        render.failures(Console(), result)
+        render_failures.failures(Console(), result)
 
 
 @app.command()
@@ -145,13 +169,33 @@ def retry(
     everything: Annotated[bool, typer.Option("--all", help="Both --parked and --poison.")] = False,
     person: Annotated[list[int] | None, typer.Option(
         "--person", help="Only this parked Marketo lead id (repeatable).")] = None,
+    people: Annotated[list[str] | None, typer.Argument(
+        help="People as `failures` lists them: 1042, m1042, lead:<guid>, contact:<guid>, or a poison message.",
+        show_default=False)] = None,
+    since: Since = None, kind: Kinds = None, side: Sides = None, field: Fields = None,
     dry_run: DryRun = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Retry parked people and/or poison messages."""
+    """Retry failures: by person or filter (as `failures` lists them), or all parked people / poison messages."""
+    flt = failure_filter(since, kind, side, field)
+    if people or not flt.empty:
+        with one_line_errors():
+            state = ctx.obj.state()
+            listed = fails.collect(state, flt)
+            try:
+                chosen, missing = fails.select(listed, people) if people else (list(listed.failures), {})
+            except ValueError as exc:
+                fail(str(exc), code=2)
+            outcome = fails.retry(state, chosen, dry_run=dry_run, not_retried=missing)
+        if as_json:
+            emit(outcome.to_dict())
+        else:
+            render_failures.retry(Console(), outcome)
+        return
     parked, poison = parked or everything, poison or everything
     if not (parked or poison):
-        fail("say what to retry: --parked, --poison or --all", code=2)
+        fail("say what to retry: a person, a filter (--kind, --since, --side, --field), "
+             "or --parked, --poison or --all", code=2)
     with one_line_errors():
         state = ctx.obj.state()
         result = ops.RetryResult(dry_run)

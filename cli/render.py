@@ -81,30 +81,6 @@ def status(console: Console, s: ops.Status) -> None:
     console.print(f"Links: {s.links}, parked now: {s.parked}")
 
 
-def failures(console: Console, f: ops.Failures) -> None:
-    parked = Table(title=f"Parked people ({len(f.parked)})", title_justify="left")
-    parked.add_column("marketo id", no_wrap=True)
-    parked.add_column("record", no_wrap=True)
-    parked.add_column("parked since")
-    parked.add_column("failure", ratio=1)
-    for p in f.parked:
-        reason = f"{p.kind or 'parked'}: {p.reason}" + (" [retry pending]" if p.retry_pending else "")
-        parked.add_row(str(p.marketo_id), record(p.entity, p.dynamics_id), when(p.since), reason)
-    console.print(parked)
-    total = sum(f.poison_depth.values())
-    poison = Table(title=f"Poison messages ({total})", title_justify="left")
-    poison.add_column("queue", no_wrap=True)
-    poison.add_column("message id", no_wrap=True)
-    poison.add_column("inserted")
-    poison.add_column("reason", ratio=2)
-    poison.add_column("body", ratio=1)
-    for m in f.poison:
-        poison.add_row(m.queue, m.message_id, when(m.inserted_on), m.reason, short(m.body))
-    console.print(poison)
-    if total > len(f.poison):
-        console.print(f"(showing the first {ops.PEEK_MAX} of each poison queue)")
-
-
 def retry(console: Console, r: ops.RetryResult, *, parked: bool, poison: bool) -> None:
     if parked:
         ids = ", ".join(str(i) for i in r.parked) or "none"

@@ -21,6 +21,11 @@ from shared.runtime import services
 from shared.state import activity
 
 NEVER = "0 0 0 1 1 *"
+DEMO_TEAM = "Inside Sales"
+# The owner of a new lead: the user whose email is in Marketo's dynamicsOwnerEmail, else the team;
+# the owner's email goes back to that field.
+OWNER_ENV = {"LEADSYNC_LEAD_OWNER_FIELD": "dynamicsOwnerEmail", "LEADSYNC_OWNER_EMAIL_FIELD": "dynamicsOwnerEmail",
+             "LEADSYNC_LEAD_OWNER": f"team:{DEMO_TEAM}"}
 
 
 class Demo:
@@ -152,11 +157,48 @@ def play(h: Harness, out: Callable[[str], None]) -> list[str]:
     d.expect("the Marketo person is kept and flagged 'Microsoft is Deleted'", ada_now.get("msftIsDeleted") is True)
     d.expect("the link ended", services().links.get(int(ada_m["id"])) is None)
 
+    _owners(d, h, kat)
+
     d.step("API cost of the whole demo")
     ms, ds = mk.stats(), dv.stats()
     d.say(f"Marketo: {ms['counted_calls']} REST calls ({ms['responses_by_code']}); "
           f"Dataverse: {ds['total_requests']} requests ({ds['responses_by_status']})")
     return d.failed
+
+
+def _owners(d: Demo, h: Harness, kat: int) -> None:
+    """Owners: the webhook's lead goes to the user in Marketo's owner field (else the team), and
+    the owner's email comes back to Marketo when sales reassigns the lead."""
+    mk, dv = h.marketo, h.dataverse
+    d.step("Owners: a new lead goes to the user named in Marketo; sales reassigns it; Marketo follows")
+    team = _one(dv.find("teams", name=DEMO_TEAM)) or {}
+    katherine = _one(dv.find("leads", emailaddress1="katherine@example.com")) or {}
+    d.expect(f"Katherine's lead (no owner email in Marketo) belongs to the {DEMO_TEAM} team",
+             bool(team) and katherine.get("_ownerid_value") == team.get("teamid"), katherine.get("_ownerid_value"))
+    mary = dv.create("systemusers", {"fullname": "Mary Jackson", "internalemailaddress": "mary@example.com",
+                                     "isdisabled": False})
+    dorothy = dv.create("systemusers", {"fullname": "Dorothy Vaughan", "internalemailaddress": "dorothy@example.com",
+                                        "isdisabled": False})
+    christine = mk.create_lead(email="christine@example.com", firstName="Christine", lastName="Darden",
+                               company="NASA", dynamicsOwnerEmail="mary@example.com")
+    response = h.sync_person(christine)
+    d.say(f"webhook for Christine (owner field mary@example.com): HTTP {response.status_code} {response.json()}")
+    lead = dv.get("leads", str(response.json().get("dynamicsId"))) or {}
+    d.expect("Christine's new lead is owned by Mary Jackson", lead.get("_ownerid_value") == mary["systemuserid"],
+             lead.get("_ownerid_value"))
+    nobody = mk.create_lead(email="nobody-owns@example.com", firstName="Ida", lastName="Rhodes",
+                            dynamicsOwnerEmail="left-the-company@example.com")
+    refused = h.sync_person(nobody)
+    d.say(f"webhook for a person whose owner is no Dynamics user: HTTP {refused.status_code} "
+          + "; ".join(p["message"] for p in refused.json().get("problems", [])))
+    d.expect("an owner that names nobody fails clearly (422), no lead is created", refused.status_code == 422
+             and dv.find("leads", emailaddress1="nobody-owns@example.com") == [])
+    dv.update("leads", lead["leadid"], {"_ownerid_value": dorothy["systemuserid"]})
+    d.say("sales reassigns Christine's lead to Dorothy Vaughan")
+    d.sync()
+    now = mk.get_lead(christine) or {}
+    d.expect("Marketo's dynamicsOwnerEmail follows the new owner", now.get("dynamicsOwnerEmail")
+             == "dorothy@example.com", now.get("dynamicsOwnerEmail"))
 
 
 def _show_collision(d: Demo, h: Harness, marketo_id: int, winner: str) -> None:
@@ -178,12 +220,13 @@ def main(argv: list[str]) -> int:
     host_lines: list[str] = []
     log = (lambda line: print(f"      | {line}", flush=True)) if args.verbose else host_lines.append
     config = StackConfig(app_port=0, extra_env={"MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER,
-                                                "MARKETO_DELETES_EVERY_S": "0"})
+                                                "MARKETO_DELETES_EVERY_S": "0", **OWNER_ENV})
     print("LeadSync demo: starting Azurite, the Marketo and Dataverse emulators, and the app…", flush=True)
     with running(config, log=log, first_sync=False) as h:
         stack = h.stack
         print(f"   app {stack.app_url}  marketo {stack.marketo.base_url}  dataverse {stack.dataverse.base_url}")
         h.sync(1)
+        h.dataverse.create("teams", {"name": DEMO_TEAM})
         failed = play(h, lambda line: print(line, flush=True))
     if failed:
         print(f"\nDEMO FAILED: {len(failed)} expectation(s) did not hold:", *failed, sep="\n  - ")

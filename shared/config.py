@@ -97,6 +97,13 @@ class Settings:
     cap_check_s: int = 300  # how often a process reads Marketo's usage to apply the daily cap (one call)
     webhook_secret: Secret = field(default_factory=_secret)
     batch_size: int = 300
+    trends_every_s: int = 600  # how often a process writes its hourly trend sample, at most
+    lead_owner: OwnerRef | None = None  # LEADSYNC_LEAD_OWNER: who owns the leads LeadSync creates
+    lead_owner_field: str | None = None  # LEADSYNC_LEAD_OWNER_FIELD: a Marketo field holding the owner's email
+    owner_email_field: str | None = None  # LEADSYNC_OWNER_EMAIL_FIELD: Marketo field the owner's email goes to
+    closed_lead_action: ClosedLeadAction = field(default_factory=lambda: ClosedLeadAction("keep"))
+    marketo_partition: str | None = None  # MARKETO_PARTITION: where new Marketo people are created
+    duplicate_detection: bool = True  # DATAVERSE_DUPLICATE_DETECTION: real-time creates obey the org's rules
     events_coalesce_s: int = 1  # change events arriving within this window become one drain's work messages
 
     @classmethod
@@ -138,11 +145,13 @@ class Settings:
                 raise ConfigError(name, f"must be between {low} and {high}, got {value}")
             return value
 
-        def flag(name: str) -> bool:
-            raw = (optional(name) or "false").lower()
-            if raw not in ("true", "false", "1", "0"):
+        def boolean(name: str, default: bool) -> bool:
+            raw = optional(name)
+            if raw is None:
+                return default
+            if raw.lower() not in ("true", "false", "1", "0"):
                 raise ConfigError(name, f"must be true or false, got {raw!r}")
-            return raw in ("true", "1")
+            return raw.lower() in ("true", "1")
 
         cap = integer("LEADSYNC_DAILY_CAP_PCT", 80, 1, 100)
         reserve = integer("LEADSYNC_REALTIME_RESERVE_PCT", 5, 0, 99)
@@ -199,10 +208,17 @@ class Settings:
             marketo_daily_quota=integer("MARKETO_DAILY_QUOTA", 50_000, 1, 100_000_000),
             daily_cap_pct=cap,
             realtime_reserve_pct=reserve,
-            background_paused=flag("LEADSYNC_BACKGROUND_PAUSED"),
+            background_paused=boolean("LEADSYNC_BACKGROUND_PAUSED", False),
             cap_check_s=integer("LEADSYNC_CAP_CHECK_S", 300, 0, 86400),
             webhook_secret=Secret(optional("LEADSYNC_WEBHOOK_SECRET") or ""),
             batch_size=integer("LEADSYNC_BATCH_SIZE", 300, 1, 300),
+            trends_every_s=integer("LEADSYNC_TRENDS_EVERY_S", 600, 0, 3600),
+            lead_owner=parse_owner("LEADSYNC_LEAD_OWNER", optional("LEADSYNC_LEAD_OWNER")),
+            lead_owner_field=optional("LEADSYNC_LEAD_OWNER_FIELD"),
+            owner_email_field=optional("LEADSYNC_OWNER_EMAIL_FIELD"),
+            closed_lead_action=parse_closed_lead_action(optional("LEADSYNC_CLOSED_LEAD_ACTION")),
+            marketo_partition=optional("MARKETO_PARTITION"),
+            duplicate_detection=boolean("DATAVERSE_DUPLICATE_DETECTION", True),
             events_coalesce_s=integer("LEADSYNC_EVENTS_COALESCE_S", 1, 0, 60),
         )
 
@@ -232,3 +248,58 @@ def poll_schedule(name: str, env: Mapping[str, str] | None = None) -> str:
     if not (_NCRONTAB.match(value) or _TIMESPAN.match(value)):
         raise ConfigError(name, f"must be a six-field NCRONTAB expression or hh:mm:ss, got {value!r}")
     return value
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class OwnerRef:
+    """A Dynamics owner as configured: a user or team, named by id, a user by email, a team by name."""
+
+    table: str  # "systemuser" | "team"
+    by: str  # "id" | "email" | "name"
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.by} {self.value}"
+
+
+def parse_owner(name: str, raw: str | None) -> OwnerRef | None:
+    """`systemuser:<id|email>`, `team:<id|name>`, or a bare email (a user); ConfigError otherwise."""
+    if raw is None:
+        return None
+    table, sep, value = raw.partition(":")
+    if not sep:
+        table, value = "systemuser", raw
+    table, value = table.strip().lower(), value.strip()
+    if table not in ("systemuser", "team") or not value:
+        raise ConfigError(name, f"must be systemuser:<id or email>, team:<id or name> or an email, got {raw!r}")
+    if _GUID.match(value):
+        return OwnerRef(table, "id", value.lower())
+    if table == "team":
+        return OwnerRef(table, "name", value)
+    if not _EMAIL.match(value):
+        raise ConfigError(name, f"a user is named by its id or its email, got {value!r}")
+    return OwnerRef(table, "email", value)
+
+
+@dataclass(frozen=True)
+class ClosedLeadAction:
+    """What a disqualified or cancelled lead does to its Marketo person: keep (nothing is written),
+    unlink (the link ends, the person is free for a new lead), or mark (its status goes to `field`)."""
+
+    action: str  # "keep" | "unlink" | "mark"
+    field: str | None = None
+
+
+def parse_closed_lead_action(raw: str | None) -> ClosedLeadAction:
+    if raw is None or raw.strip().lower() == "keep":
+        return ClosedLeadAction("keep")
+    if raw.strip().lower() == "unlink":
+        return ClosedLeadAction("unlink")
+    action, _, marketo_field = raw.partition(":")
+    if action.strip().lower() == "mark" and marketo_field.strip():
+        return ClosedLeadAction("mark", marketo_field.strip())
+    raise ConfigError("LEADSYNC_CLOSED_LEAD_ACTION", f"must be keep, unlink or mark:<Marketo field>, got {raw!r}")

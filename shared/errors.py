@@ -106,6 +106,7 @@ class ValidationRule(StrEnum):
     REJECTED = "rejected"  # the service refused a record that passed our checks
     ENCODING = "encoding"  # a value no encoder can write (a lone surrogate)
     NEAR_MISS = "near_miss"  # an email lookup found only look-alike addresses
+    OWNER = "owner"  # the configured owner of a new lead is not a Dynamics user or team
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Problem:
     field: str
     rule: str  # a ValidationRule
     message: str
+    code: str = ""  # the service's code when the service refused the record ("0x80040220", "1003")
 
 
 class ValidationFailed(LeadSyncError):

@@ -26,6 +26,7 @@ from shared.config import Settings
 from shared.errors import ConfigError, StateConflict
 from shared.rules import fieldmap as fieldmap_mod
 from shared.rules.fieldmap import FieldMap
+from shared.rules.typevalidation import Limits
 from shared.rules.validation import ColumnRule, EntityRules, labelled
 from shared.state.activity import ActivityLog
 from shared.state.cursors import CursorStore
@@ -34,6 +35,7 @@ from shared.state.links import LinkStore
 from shared.state.pause import PauseStore
 from shared.state.pending import PendingRequests
 from shared.state.storage import Storage
+from shared.state.trends import Recorder, TrendStore
 from shared.state.workqueue import WorkQueues
 
 log = logging.getLogger("leadsync")
@@ -61,6 +63,7 @@ class Services:
     _activity_type_id: int | None = None
     _last_deletes_poll: float | None = None
     _last_cap_check: float | None = None
+    _trends: Recorder | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -119,15 +122,28 @@ class Services:
         """Accepted real-time requests, finished by the app if their call dies."""
         return PendingRequests(self.storage, finish_after_s=self.settings.realtime_finish_after_s)
 
+    @property
+    def trends(self) -> Recorder:
+        """This process's hourly sample for the health page's trends (created on first use)."""
+        with self._lock:
+            if self._trends is None:
+                self._trends = Recorder(TrendStore(self.storage), every_s=self.settings.trends_every_s)
+            return self._trends
+
     def select(self, entity: str) -> list[str]:
         """Dataverse columns read for `entity`: mapped ones plus what the sync decides on."""
         cols = self.fields.columns(entity) + [self.settings.sync_filter_field, "statecode", "createdon", "modifiedon"]
         if entity == "contact":
             cols.append("_originatingleadid_value")
+        else:  # how a closed lead ended: qualified into which contact, disqualified or cancelled
+            cols += ["statuscode", "_parentcontactid_value"]
+        if self.settings.owner_email_field:
+            cols.append("_ownerid_value")
         return cols
 
     def marketo_fields(self) -> list[str]:
-        return ["id", *self.fields.marketo_fields()]
+        extra = [f for f in (self.settings.lead_owner_field, self.settings.owner_email_field) if f]
+        return list(dict.fromkeys(["id", *self.fields.marketo_fields(), *extra]))
 
     def rules(self, entity: str) -> EntityRules:
         """Dynamics' validation rules for `entity`, read once per process from its metadata."""
@@ -143,7 +159,8 @@ class Services:
         meta = self.dataverse.attributes(entity)
         columns = {
             a.logical_name: ColumnRule(a.logical_name, a.attribute_type, a.required_level, a.max_length, a.format,
-                                       frozenset(a.options) if a.options is not None else None)
+                                       frozenset(a.options) if a.options is not None else None,
+                                       limits=Limits(a.precision, a.min_value, a.max_value, a.date_only, a.targets))
             for a in meta.attributes.values()
         }
         labels = {c: spec.marketo for spec in self.fields.for_entity(entity) if (c := spec.column(entity))}
@@ -155,14 +172,20 @@ class Services:
         Run once per process before the first sync: one Marketo describe call and the
         entity metadata the validator needs anyway.
         """
-        marketo_fields = {f.name for f in self.marketo.describe()}
-        columns = {entity: set(self.dataverse.attributes(entity).attributes) for entity in ENTITY_SETS}
+        marketo_fields = {f.name: f for f in self.marketo.describe()}
+        columns = {entity: self.dataverse.attributes(entity).attributes for entity in ENTITY_SETS}
         fieldmap_mod.check_against(self.fields, marketo_fields, columns)
         for entity, column in ((e, self.settings.sync_filter_field) for e in ENTITY_SETS):
             if column not in columns[entity]:
                 raise ConfigError("DATAVERSE_SYNC_FILTER_FIELD", f"Dataverse {entity} has no column {column!r}")
         if self.settings.marketo_deleted_field not in marketo_fields:
             raise ConfigError("MARKETO_DELETED_FIELD", f"Marketo has no field {self.settings.marketo_deleted_field!r}")
+        s = self.settings
+        for setting, name in (("LEADSYNC_LEAD_OWNER_FIELD", s.lead_owner_field),
+                              ("LEADSYNC_OWNER_EMAIL_FIELD", s.owner_email_field),
+                              ("LEADSYNC_CLOSED_LEAD_ACTION", s.closed_lead_action.field)):
+            if name and name not in marketo_fields:
+                raise ConfigError(setting, f"Marketo has no field {name!r}")
 
     def deletes_due(self) -> bool:
         """Whether the Marketo deleted-leads feed is due (claims the slot when it is)."""

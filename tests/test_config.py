@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.config import DEFAULT_POLL_SCHEDULE, Secret, Settings, poll_schedule
+from shared.config import DEFAULT_POLL_SCHEDULE, ClosedLeadAction, OwnerRef, Secret, Settings, poll_schedule
 from shared.errors import ConfigError
 
 ACCOUNT_KEY = "c3VwZXItc2VjcmV0LWFjY291bnQta2V5LWZvci10ZXN0cw=="
@@ -252,3 +252,42 @@ def test_poll_schedule_refuses_anything_else(value: str) -> None:
         poll_schedule("DATAVERSE_POLL_SCHEDULE", {"DATAVERSE_POLL_SCHEDULE": value})
     assert_names(caught.value, "DATAVERSE_POLL_SCHEDULE")
     assert "six-field NCRONTAB" in str(caught.value)
+
+
+# -- owners, closed leads, partition (issue #18) -----------------------------------------------
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("systemuser:4A1B2C3D-0000-4000-8000-00000000000A",
+     OwnerRef("systemuser", "id", "4a1b2c3d-0000-4000-8000-00000000000a")),
+    ("systemuser:grace@contoso.com", OwnerRef("systemuser", "email", "grace@contoso.com")),
+    ("grace@contoso.com", OwnerRef("systemuser", "email", "grace@contoso.com")),
+    ("team:Inside Sales", OwnerRef("team", "name", "Inside Sales")),
+    ("Team: 4a1b2c3d-0000-4000-8000-00000000000a", OwnerRef("team", "id", "4a1b2c3d-0000-4000-8000-00000000000a")),
+])
+def test_a_lead_owner_is_a_user_or_team_by_id_email_or_name(raw: str, expected: OwnerRef) -> None:
+    assert Settings.from_env(env(LEADSYNC_LEAD_OWNER=raw)).lead_owner == expected
+
+
+@pytest.mark.parametrize("raw", ["queue:Support", "systemuser:Grace Hopper", "team:", "grace", "systemuser:"])
+def test_a_lead_owner_that_names_nothing_usable_is_refused_at_start(raw: str) -> None:
+    assert_names(refused(env(LEADSYNC_LEAD_OWNER=raw)), "LEADSYNC_LEAD_OWNER")
+
+
+def test_owner_closed_lead_and_partition_settings_default_to_doing_nothing() -> None:
+    s = Settings.from_env(env())
+    assert (s.lead_owner, s.lead_owner_field, s.owner_email_field, s.marketo_partition) == (None, None, None, None)
+    assert s.closed_lead_action == ClosedLeadAction("keep") and s.duplicate_detection is True
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("keep", ClosedLeadAction("keep")), ("KEEP", ClosedLeadAction("keep")),
+    ("mark:leadStatus", ClosedLeadAction("mark", "leadStatus")),
+])
+def test_closed_lead_action(raw: str, expected: ClosedLeadAction) -> None:
+    assert Settings.from_env(env(LEADSYNC_CLOSED_LEAD_ACTION=raw)).closed_lead_action == expected
+
+
+@pytest.mark.parametrize(("name", "raw"), [("LEADSYNC_CLOSED_LEAD_ACTION", "mark"),
+                                           ("LEADSYNC_CLOSED_LEAD_ACTION", "delete"),
+                                           ("DATAVERSE_DUPLICATE_DETECTION", "yes")])
+def test_malformed_issue_18_settings_are_named(name: str, raw: str) -> None:
+    assert_names(refused(env(**{name: raw})), name)

@@ -221,3 +221,54 @@ def test_qualify_lead_and_metadata(dataverse: Env, dataverse_client: DataverseCl
     assert meta.attributes["fullname"].valid_for_create is False
     before = dataverse_client.requests_made
     assert dataverse_client.attributes("lead") is meta and dataverse_client.requests_made == before
+
+
+def test_owners_refusals_and_lead_states_as_dataverse_answers_them(dataverse: Env,
+                                                                  dataverse_client: DataverseClient) -> None:
+    admin, c = dataverse[1], dataverse_client
+    user = admin.create("systemusers", {"fullname": "Grace Hopper", "internalemailaddress": "grace@x.com",
+                                        "isdisabled": False})["systemuserid"]
+    team = admin.create("teams", {"name": "Inside Sales"})["teamid"]
+    gone = admin.create("systemusers", {"fullname": "Gone", "isdisabled": True})["systemuserid"]
+    for table, owner in (("systemusers", user), ("teams", team)):
+        rid = c.create("leads", {"lastname": "Owned", "ownerid@odata.bind": f"/{table}({owner})"})
+        assert admin.get("leads", rid)["_ownerid_value"] == owner  # type: ignore[index]
+    refusals = [({"ownerid@odata.bind": f"/systemusers({uuid.uuid4()})"}, 404, "0x80040217"),
+                ({"ownerid@odata.bind": f"/systemusers({gone})"}, 400, "0x80040225"),
+                ({"ownerid@odata.bind": f"/contacts({user})"}, 400, "0x8004431a"),
+                ({"statecode": 2, "statuscode": 3}, 400, "0x80040203")]
+    for body, status, code in refusals:
+        with pytest.raises(DataverseError) as info:
+            c.create("leads", {"lastname": "Refused", **body})
+        assert (info.value.status, info.value.code) == (status, code)
+    admin.deny("prvAssignLead")
+    with pytest.raises(DataverseError) as info:
+        c.create("leads", {"lastname": "Assigned", "ownerid@odata.bind": f"/teams({team})"})
+    assert info.value.status == 403 and "prvAssignLead" in info.value.message
+    admin.deny()
+    closed = c.create("leads", {"lastname": "Closed", "statecode": 2})
+    assert admin.get("leads", closed)["statuscode"] == 4  # type: ignore[index]  # the state's default reason
+    # duplicate detection: only when asked for, and only while a rule is published
+    admin.duplicate_rule("lead", ["lastname"])
+    assert c.create("leads", {"lastname": "Closed"}) and c.create("leads", {"lastname": "Twin"})
+    with pytest.raises(ConcurrencyConflict) as dup:
+        c.create("leads", {"lastname": "TWIN"}, detect_duplicates=True)
+    assert dup.value.code == "0x80040333"
+    admin.clear_duplicate_rules()
+    assert c.create("leads", {"lastname": "TWIN"}, detect_duplicates=True)
+    admin.plugin_error("lead", "Create", "No leads on Sundays.")
+    with pytest.raises(DataverseError) as plugin:
+        c.create("leads", {"lastname": "Plug"})
+    assert (plugin.value.status, plugin.value.code, plugin.value.message) == (400, "0x80040265", "No leads on Sundays.")
+    admin.clear_plugins()
+
+
+def test_qualify_into_an_existing_contact_creates_none(dataverse: Env) -> None:
+    admin = dataverse[1]
+    lead_id = admin.create("leads", {"lastname": "L", "emailaddress1": "e@x.com"})["leadid"]
+    contact_id = admin.create("contacts", {"lastname": "L", "emailaddress1": "e@x.com"})["contactid"]
+    assert admin.qualify(lead_id, existing_contact=contact_id) == contact_id
+    lead = admin.get("leads", lead_id)
+    assert lead is not None and (lead["statecode"], lead["statuscode"], lead["_parentcontactid_value"]) == (
+        1, 3, contact_id)
+    assert len(admin.find("contacts", emailaddress1="e@x.com")) == 1

@@ -199,7 +199,7 @@ def test_whole_record_round_trip(data: Any) -> None:
      "fields[1]: contact column 'emailaddress1' is mapped twice"),
     (with_field(1, marketo="firstName"), "fields[1] (firstName) maps to neither 'lead' nor 'contact'"),
     (with_field(1, marketo="firstName", lead=7), "fields[1].lead must be a column name"),
-    (with_field(1, marketo="firstName", lead="firstname", type="date"), "fields[1].type 'date' is not one of"),
+    (with_field(1, marketo="firstName", lead="firstname", type="time"), "fields[1].type 'time' is not one of"),
     (with_field(1, marketo="firstName", lead="firstname", rule="newest-wins"),
      "fields[1].rule 'newest-wins' is not one of"),
     (with_field(2, marketo="leadSource", lead="leadsourcecode", type="choice"), "fields[2].choices must map"),

@@ -35,6 +35,7 @@ from shared.state import activity
 from shared.state.activity import Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import record_poll
+from shared.state.trends import Counters, HourSample, Recorder, TrendStore, hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
 from shared.sync.poison import park_bad_message
 from shared.sync.report import Outcomes, flush
@@ -110,6 +111,29 @@ def seed(svc: Services) -> None:
                [Problem("", "rejected", "Marketo 1003: Value 'ada.lovelace@example.com' is not allowed")],
                direction="dynamics->marketo", marketo_id=None, what="updating the Marketo person")
     flush(svc, out)
+
+
+def history(svc: Services, now: datetime) -> None:
+    """A day behind the seeded hour, for the trend charts in the screenshot: a morning's
+    initial sync, a few failures, a slow poll, and two hours no instance sampled."""
+    current = hour_of(now)
+    store = TrendStore(svc.storage)
+    entries = []
+    for back in range(1, 24):
+        hour = current - timedelta(hours=back)
+        if back in (16, 17):
+            continue  # no instance ran: hatched
+        busy = 9 <= back <= 12  # the initial sync
+        synced = 1800 - back * 90 if busy else 20 + (back * 37) % 60
+        store.write(HourSample(hour, 30 + synced // 6 + (back * 13) % 40, 120 + synced // 3 + (back * 7) % 50,
+                               2400 - back * 150 if busy else (back * 5) % 9,
+                               {MARKETO_CHANGES: 240.0 if back == 6 else 30.0 + back % 4,
+                                MARKETO_DELETES: 300.0}), "a")
+        entries.append(Entry("", activity.SYNCED, f"{synced} synced", at=hour + timedelta(minutes=30), count=synced))
+        for n in range(back % 5 == 0 and 3 or back % 7 == 0):
+            entries.append(Entry(f"m{3000 + back * 10 + n}", activity.VALIDATION_FAILED, "lastname is required",
+                                 at=hour + timedelta(minutes=20 + n)))
+    svc.activity.write(entries)
 
 
 # -- snapshot ---------------------------------------------------------------------------
@@ -227,6 +251,31 @@ def test_failures_poison_and_collisions_are_listed_by_person_key_without_values(
     assert not [value for value in PII if value in text]
 
 
+def test_trends_merge_every_instances_samples_with_the_activity_by_hour_and_what_is_seen_now(
+        svc: Services) -> None:
+    seed(svc)
+    now = datetime.now(UTC)
+    current, earlier = hour_of(now), hour_of(now) - timedelta(hours=3)
+    store = TrendStore(svc.storage)
+    store.write(HourSample(earlier, 120, 40, 7, {MARKETO_CHANGES: 95.0, MARKETO_DELETES: 330.0}), "a")
+    store.write(HourSample(earlier, 30, 2, 2, {MARKETO_CHANGES: 31.0}), "b")
+    Recorder(store, instance="c").note(now, Counters(9, 4), lag={dataverse_feed("lead"): 29.0})
+    svc.activity.write([Entry("m9", activity.SYNCED, "to Marketo: city", at=earlier + timedelta(minutes=5)),
+                        Entry("m9", activity.REJECTED, "refused", at=earlier + timedelta(minutes=6))])
+    hours = snapshot(svc, now=now).trends.hours  # type: ignore[union-attr]
+    assert len(hours) == 24 and (hours[0].hour, hours[-1].hour) == (current - timedelta(hours=23), current)
+    by_hour = {h.hour: h for h in hours}
+    old = by_hour[earlier]
+    assert (old.synced, old.failed, old.waiting, old.marketo_calls, old.dataverse_calls, old.poll_lag_s) == (
+        1, 1, 7, 150, 42, 95.0)  # the deleted-leads feed's planned 5-minute gap is not lag
+    assert old.lag_by_feed == {MARKETO_CHANGES: 95.0, MARKETO_DELETES: 330.0}
+    now_ = by_hour[current]
+    assert (now_.synced, now_.failed, now_.waiting, now_.marketo_calls, now_.dataverse_calls) == (3, 2, 3, 9, 4)
+    assert now_.poll_lag_s is not None and now_.poll_lag_s >= 29.0
+    quiet = by_hour[current - timedelta(hours=1)]
+    assert (quiet.synced, quiet.waiting, quiet.marketo_calls, quiet.poll_lag_s) == (0, None, None, None)
+
+
 def test_a_poisoned_message_parks_an_entry_that_counts_as_parked(svc: Services) -> None:
     all_polled(svc)
     park_bad_message(svc, FROM_DYNAMICS, b'{"v": 2}', "schema version 2 is not 1", message_id="msg-1")
@@ -338,6 +387,9 @@ def test_the_json_endpoint_needs_the_function_key(served: tuple[FunctionHost, Se
         assert body["status"] == "degraded"
         assert [q["depth"] for q in body["queues"]] == [2, 1, 1, 0]
         assert [f["person"] for f in body["failures"]] == ["m2078", "m2077"]
+        hours = body["trends"]["hours"]
+        assert len(hours) == 24 and hours[-1]["hour"] == to_jsonable(hour_of(datetime.fromisoformat(body["at"])))
+        assert (hours[-1]["synced"], hours[-1]["failed"], hours[-1]["waiting"]) == (3, 2, 3)
         assert not [value for value in PII if value in resp.text]
 
 
@@ -362,7 +414,8 @@ def test_the_page_in_a_real_browser(served: tuple[FunctionHost, Services], tmp_p
         pytest.skip(f"Chromium not found at {CHROMIUM}: run scripts/ensure-chromium.sh (the Makefile does)")
     from playwright.sync_api import expect, sync_playwright
 
-    host, _ = served
+    host, svc = served
+    history(svc, datetime.now(UTC))
     screenshot = Path(os.environ.get(SCREENSHOT_SETTING) or tmp_path / "health.png")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
@@ -386,6 +439,21 @@ def test_the_page_in_a_real_browser(served: tuple[FunctionHost, Services], tmp_p
             failure = page.locator("#failures tbody tr").filter(has_text="m2077")
             expect(failure).to_contain_text("is not a valid email address")
             expect(page.locator("#feeds tbody tr")).to_have_count(4)
+            charts = page.locator("#trends svg.chart")
+            expect(charts).to_have_count(6)
+            for chart, title in (("synced", "3 synced"), ("failed", "2 failed"), ("waiting", "3 waiting")):
+                bar = page.locator(f"#trend-{chart} rect.col").last  # the current hour, on the right
+                expect(bar.locator("title")).to_contain_text(title)
+                assert float(bar.get_attribute("height") or 0) > 0
+                assert (bar.bounding_box() or {"height": 0})["height"] > 0  # drawn, not only in the markup
+            expect(page.locator("#trend-synced title").first).to_have_text("Synced, last 24 hours by hour")
+            # drawn to scale (no page style overrides a bar's height): the initial sync's peak fills
+            # the chart, this hour's 3 people are a sliver of it
+            drawn = [(box or {"height": 0.0})["height"] for box in
+                     (bar.bounding_box() for bar in page.locator("#trend-synced rect.col").all())]
+            chart_box = page.locator("#trend-synced").bounding_box()
+            assert chart_box is not None and max(drawn) > chart_box["height"] * 0.9
+            assert 0 < drawn[-1] < max(drawn) / 20
             assert page.locator("#feeds tr.bad").count() == 0
             assert not [value for value in PII if value in page.content()]
             assert errors == []  # e.g. no Content-Security-Policy violations

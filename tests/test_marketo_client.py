@@ -243,3 +243,23 @@ def test_sync_results_match_a_model(marketo: MarketoEnv, marketo_client: Make,  
             assert result.status == ("updated" if key in existing else "created")
             existing.add(key)
     assert {lead["email"].lower() for lead in marketo.admin.all_leads()} == existing
+
+
+def test_new_people_go_to_the_named_partition(marketo: MarketoEnv, marketo_client: Make) -> None:  # noqa: F811
+    client = marketo_client()
+    europe = marketo.admin.add_partition("Europe")
+    assert [p["name"] for p in client.partitions()] == ["Default", "Europe"]
+    (made,) = client.sync_leads([{"email": "eu@x.com"}], action="createOnly", partition_name="Europe")
+    assert made.status == "created" and made.id is not None
+    assert marketo.admin.get_lead(int(made.id))["leadPartitionId"] == europe  # type: ignore[index]
+    (default,) = client.sync_leads([{"email": "home@x.com"}], action="createOnly")
+    assert default.id is not None and marketo.admin.get_lead(int(default.id))["leadPartitionId"] == 1  # type: ignore[index]
+    (twin,) = client.sync_leads([{"email": "home@x.com"}], action="createOnly", partition_name="Europe")
+    assert twin.status == "created"  # the email lookup is scoped to the partition
+    (home,) = client.sync_leads([{"email": "home@x.com", "title": "x"}], action="updateOnly", partition_name="Default")
+    assert (home.status, home.id) == ("updated", default.id)  # not the Europe twin: no 1007
+    (other,) = client.sync_leads([{"id": twin.id, "title": "x"}], action="updateOnly", lookup_field="id",
+                                 partition_name="Default")
+    assert other.status == "skipped" and [r.code for r in other.reasons] == ["1010"]
+    (unknown,) = client.sync_leads([{"email": "no@x.com"}], action="createOnly", partition_name="Asia")
+    assert unknown.status == "skipped" and [r.code for r in unknown.reasons] == ["1008"]

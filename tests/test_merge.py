@@ -369,3 +369,29 @@ def test_a_change_on_one_side_only_reaches_the_other(
             assert (person.marketo[name], person.dynamics[name]) == (m[name], d[name])
         if spec.rule == "dynamics-to-marketo-only" and changed_m and not changed_d:
             assert (person.marketo[name], person.dynamics[name]) == (m[name], d[name])
+
+
+# -- which rule decided (a collision entry names it) ------------------------------------------
+# (case, rule, entity) -> the words of the rule that picked the winner
+DECIDED = {
+    ("initial, marketo blank", "default", "lead"): "initial-link rule: a blank never wins",
+    ("initial, dynamics blank", "marketo-wins", "contact"): "initial-link rule: a blank never wins",
+    ("initial, marketo blank", "prefer-non-blank", "lead"): "initial-link rule: a blank never wins",
+    ("initial, different", "default", "lead"): "default rule for leads",
+    ("initial, different", "default", "contact"): "default rule for contacts",
+    ("both changed differently", "marketo-wins", "contact"): "marketo-wins rule",
+    ("both changed differently", "dynamics-wins", "lead"): "dynamics-wins rule",
+    ("both changed, marketo cleared", "prefer-non-blank", "lead"): "prefer-non-blank rule",
+    ("both changed differently", "prefer-non-blank", "contact"):
+        "prefer-non-blank rule, then default rule for contacts",
+    ("initial, marketo blank", "dynamics-to-marketo-only", "contact"): "dynamics-to-marketo-only rule",
+    ("both changed differently", "marketo-to-dynamics-only", "lead"): "marketo-to-dynamics-only rule",
+}
+
+
+@pytest.mark.parametrize(("case", "rule", "entity"), list(DECIDED))
+def test_a_collision_names_the_rule_that_decided(case: str, rule: str, entity: str) -> None:
+    base, m, d = CASES[case]
+    (collision,) = run(title(rule), entity, base, m, d).collisions
+    assert collision.decided_by == DECIDED[(case, rule, entity)]
+    assert collision.rule == rule  # the field's configured rule is still recorded beside it

@@ -14,6 +14,7 @@ import pytest
 
 from devhost.harness import Harness, by_hand, eventually, running
 from shared.config import Settings
+from shared.ops.commands import poison_messages, retry_poison
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.pending import PENDING_QUEUE, Pending
@@ -52,7 +53,9 @@ def test_a_call_that_died_is_finished_by_the_app_with_one_lead(h: Harness, svc: 
     lead_id = h.marketo.create_lead(email=email, firstName="Late", lastName="Finished")
     h.dataverse.fault("http503", count=1000, path_prefix="/api/data/v9.2/leads")
     try:
-        assert h.sync_person(lead_id).status_code == 500  # Dataverse down: the call gives up
+        # Dataverse down: the call answers 503 "unavailable" (never a bare 500), and the app finishes it later.
+        response = h.sync_person(lead_id)
+        assert (response.status_code, response.json()["status"]) == (503, "unavailable"), response.text
     finally:
         h.dataverse.clear_faults()
     assert h.dataverse.find("leads", emailaddress1=email) == []
@@ -71,12 +74,33 @@ def test_a_call_that_died_is_finished_by_the_app_with_one_lead(h: Harness, svc: 
     assert activity.CREATED in [e.kind for e in h.activity(f"m{lead_id}")]
 
 
+def test_a_call_killed_before_its_answer_is_finished_by_the_poll_timer(h: Harness, svc: Services) -> None:
+    """What a host killed mid-call leaves in storage: the pending request it accepted, nothing else."""
+    email = f"killed-{uuid.uuid4().hex[:8]}@example.com"
+    lead_id = h.marketo.create_lead(email=email, firstName="Killed", lastName="Midway")
+    svc.pending.accept(Pending(lead_id, "op-killed"))  # surfaces after LEADSYNC_REALTIME_FINISH_AFTER_S (2 s)
+
+    def finished() -> bool:
+        h.poll(dataverse=False)
+        return len(h.dataverse.find("leads", emailaddress1=email)) == 1
+
+    eventually(finished, timeout=90, every=1.0)
+    h.poll(dataverse=False)
+    assert len(h.dataverse.find("leads", emailaddress1=email)) == 1 and pending_depth(svc) == 0
+
+
 def test_a_bad_pending_message_is_poisoned_with_its_reason(h: Harness, svc: Services) -> None:
     poison = svc.storage.queue(f"{PENDING_QUEUE}-poison")
     poison.clear_messages()
     svc.storage.queue(PENDING_QUEUE).send_message('{"v": 1, "leadId": "seven", "op": "x"}')
     eventually(lambda: h.poll(dataverse=False) or pending_depth(svc) == 0, timeout=60, every=1.0)
     assert [m.content for m in poison.peek_messages()] == ['{"v": 1, "leadId": "seven", "op": "x"}']
+    # Listed with its reason by `leadsync failures`, and left where it is by a retry (it would fail again).
+    listed, _ = poison_messages(svc)
+    (mine,) = [m for m in listed if m.queue == f"{PENDING_QUEUE}-poison"]
+    assert "leadId must be a positive integer" in mine.reason
+    (verdict,) = retry_poison(svc, dry_run=True, message_ids=[mine.message_id]).poison
+    assert verdict.outcome == "left" and "leadId" in verdict.note
 
 
 @pytest.mark.parametrize("text, reason", [

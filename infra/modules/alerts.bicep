@@ -73,7 +73,7 @@ var rules = [
   }
   {
     name: 'quota-paused'
-    description: 'Marketo\'s daily API quota is used up: the background sync is paused until the reset.'
+    description: 'Marketo\'s daily API quota, or LeadSync\'s daily cap on it, is used up: the background sync is paused until the reset.'
     severity: 1
     window: 'PT15M'
     query: 'AppTraces | where Message has "background sync paused until"'

@@ -27,6 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from shared.clients import odata
 from shared.clients.dataverse_models import (
+    TYPED_CASTS,
     AttributeMetadata,
     DeltaPage,
     EntityMetadata,
@@ -338,9 +339,13 @@ class DataverseClient:
             raise DataverseError(resp.status_code, "", "response carries no OData-EntityId")
         return found
 
-    def create(self, entity_set: str, record: Mapping[str, Any]) -> str:
-        """POST; returns the new id. (A retry after a dropped connection may create twice.)"""
-        resp = self._send("POST", f"{self.api}/{entity_set}", json_body=dict(record))
+    def create(self, entity_set: str, record: Mapping[str, Any], *, detect_duplicates: bool = False) -> str:
+        """POST; returns the new id. (A retry after a dropped connection may create twice.)
+
+        `detect_duplicates`: have the org's published duplicate detection rules checked (the
+        Web API skips them unless asked); a match is a 412 with code 0x80040333."""
+        headers = {"MSCRM.SuppressDuplicateDetection": "false"} if detect_duplicates else None
+        resp = self._send("POST", f"{self.api}/{entity_set}", json_body=dict(record), headers=headers)
         self._raise(resp)
         return self._id_from(resp)
 
@@ -449,15 +454,20 @@ class DataverseClient:
             return self._metadata[logical_name]
         base = f"{self.api}/EntityDefinitions(LogicalName={odata.literal(odata.column(logical_name))})/Attributes"
         items = self._json("GET", base, params={
-            "$select": "LogicalName,AttributeType,RequiredLevel,IsValidForCreate,IsValidForUpdate"})["value"]
+            "$select": "LogicalName,AttributeType,AttributeTypeName,RequiredLevel,IsValidForCreate,"
+                       "IsValidForUpdate"})["value"]
         strings = self._json("GET", f"{base}/Microsoft.Dynamics.CRM.StringAttributeMetadata",
                              params={"$select": "LogicalName,MaxLength,FormatName"})["value"]
         options: dict[str, tuple[int, ...]] = {}
-        for cast in ("PicklistAttributeMetadata", "StateAttributeMetadata", "StatusAttributeMetadata"):
+        for cast in ("PicklistAttributeMetadata", "StateAttributeMetadata", "StatusAttributeMetadata",
+                     "MultiSelectPicklistAttributeMetadata"):
             for a in self._json("GET", f"{base}/Microsoft.Dynamics.CRM.{cast}",
                                 params={"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})["value"]:
                 opts = (a.get("OptionSet") or {}).get("Options") or []
                 options[a["LogicalName"]] = tuple(int(o["Value"]) for o in opts)
-        meta = entity_metadata(logical_name, items, strings, options)
+        typed = [a for cast, select in TYPED_CASTS.items()
+                 for a in self._json("GET", f"{base}/Microsoft.Dynamics.CRM.{cast}",
+                                     params={"$select": select})["value"]]
+        meta = entity_metadata(logical_name, items, strings, options, typed)
         self._metadata[logical_name] = meta
         return meta

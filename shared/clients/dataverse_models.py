@@ -89,6 +89,40 @@ class AttributeMetadata:
     options: tuple[int, ...] | None = None
     valid_for_create: bool = True
     valid_for_update: bool = True
+    precision: int | None = None  # Decimal, Double, Money
+    min_value: float | None = None
+    max_value: float | None = None
+    date_behavior: str | None = None  # DateTime: "UserLocal" | "DateOnly" | "TimeZoneIndependent"
+    date_format: str | None = None  # DateTime: "DateOnly" | "DateAndTime"
+    targets: tuple[str, ...] = ()  # lookups: the tables they may point at
+
+    @property
+    def date_only(self) -> bool:
+        return self.date_behavior == "DateOnly" or self.date_format == "DateOnly"
+
+
+# Typed metadata casts read for their extra facts (spec §9: one cast segment per kind).
+TYPED_CASTS: dict[str, str] = {
+    "DateTimeAttributeMetadata": "LogicalName,Format,DateTimeBehavior",
+    "DecimalAttributeMetadata": "LogicalName,Precision,MinValue,MaxValue",
+    "DoubleAttributeMetadata": "LogicalName,Precision,MinValue,MaxValue",
+    "MoneyAttributeMetadata": "LogicalName,Precision,MinValue,MaxValue",
+    "LookupAttributeMetadata": "LogicalName,Targets",
+}
+
+
+def _managed(value: Any) -> Any:
+    """A managed property's value (`{"Value": "DateOnly"}`) or the plain value."""
+    return value.get("Value") if isinstance(value, dict) else value
+
+
+def attribute_type(item: Mapping[str, Any]) -> str:
+    """AttributeType, except a multi-select choice (served as `Virtual` with AttributeTypeName
+    `MultiSelectPicklistType`) is named `MultiSelectPicklist`."""
+    kind = str(item.get("AttributeType"))
+    if kind == "Virtual" and _managed(item.get("AttributeTypeName")) == "MultiSelectPicklistType":
+        return "MultiSelectPicklist"
+    return kind
 
 
 @dataclass(frozen=True)
@@ -114,23 +148,34 @@ def write_result(op: WriteOp, part: odata.BatchResponse) -> WriteResult:
 
 
 def entity_metadata(logical_name: str, attributes: list[dict[str, Any]], strings: list[dict[str, Any]],
-                    option_sets: Mapping[str, tuple[int, ...]]) -> EntityMetadata:
-    """Column metadata from the three metadata reads: every attribute, the string
-    attributes (MaxLength, format) and the option values of choice columns."""
+                    option_sets: Mapping[str, tuple[int, ...]],
+                    typed: list[dict[str, Any]] | None = None) -> EntityMetadata:
+    """Column metadata from the metadata reads: every attribute, the string attributes
+    (MaxLength, format), the option values of choice columns and the typed casts' facts."""
     by_name = {a["LogicalName"]: a for a in strings}
+    facts: dict[str, dict[str, Any]] = {}
+    for t in typed or []:
+        facts.setdefault(t["LogicalName"], {}).update(t)
     out = {}
     for a in attributes:
         name = a["LogicalName"]
         s = by_name.get(name, {})
+        f = facts.get(name, {})
         fmt = (s.get("FormatName") or {}).get("Value") if isinstance(s.get("FormatName"), dict) else s.get("Format")
         out[name] = AttributeMetadata(
             logical_name=name,
-            attribute_type=str(a.get("AttributeType")),
+            attribute_type=attribute_type(a),
             required_level=str((a.get("RequiredLevel") or {}).get("Value", "None")),
             max_length=s.get("MaxLength"),
             format=fmt,
             options=option_sets.get(name),
             valid_for_create=bool(a.get("IsValidForCreate", True)),
             valid_for_update=bool(a.get("IsValidForUpdate", True)),
+            precision=f.get("Precision"),
+            min_value=f.get("MinValue"),
+            max_value=f.get("MaxValue"),
+            date_behavior=_managed(f.get("DateTimeBehavior")),
+            date_format=_managed(f.get("Format")) if "DateTimeBehavior" in f else None,
+            targets=tuple(f.get("Targets") or ()),
         )
     return EntityMetadata(logical_name, out)

@@ -384,6 +384,10 @@ class MarketoClient:
         result = self._call("GET", "/v1/stats/usage.json").get("result") or []
         return sum(int(day.get("total", 0)) for day in result)
 
+    def partitions(self) -> list[dict[str, Any]]:
+        """The instance's lead partitions (`id`, `name`, `description`)."""
+        return list(self._call("GET", "/v1/leads/partitions.json").get("result") or [])
+
     def activity_types(self) -> list[dict[str, Any]]:
         """The instance's custom activity types (apiName, status, attributes)."""
         return list(self._call("GET", "/v1/activities/external/types.json").get("result") or [])
@@ -391,12 +395,18 @@ class MarketoClient:
     # ---- writing
 
     def sync_leads(
-        self, records: Sequence[Mapping[str, Any]], action: str = "createOrUpdate", lookup_field: str = "email"
+        self, records: Sequence[Mapping[str, Any]], action: str = "createOrUpdate", lookup_field: str = "email",
+        partition_name: str | None = None,
     ) -> list[RecordResult]:
-        """Create/update leads; one result per record, aligned with `records`. Skips are not errors."""
+        """Create/update leads; one result per record, aligned with `records`. Skips are not errors.
+
+        `partition_name`: the lead partition (workspace) new people are created in; the
+        lookup is scoped to it, and people of other partitions are not updated (1010)."""
         results: list[RecordResult] = []
         for chunk in _chunks([dict(r) for r in records]):
-            body = {"action": action, "lookupField": lookup_field, "input": chunk}
+            body: dict[str, Any] = {"action": action, "lookupField": lookup_field, "input": chunk}
+            if partition_name is not None:
+                body["partitionName"] = partition_name
             envelope = self._call("POST", "/v1/leads.json", body=body, timeout=TIMEOUT_SYNC)
             results.extend(record_results(envelope, len(chunk)))
         return results

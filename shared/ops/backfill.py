@@ -25,6 +25,7 @@ from shared.state import activity
 from shared.state.activity import Entry
 from shared.state.links import Link, person_key
 from shared.state.workqueue import chunked
+from shared.sync.lookups import dereferenced
 
 
 # --------------------------------------------------------------------------
@@ -98,6 +99,7 @@ def backfill(svc: Services, *, entities: Sequence[str] = ("lead", "contact"), dr
 def _backfill_chunk(svc: Services, report: BackfillReport, entity: str, records: Sequence[Mapping[str, Any]],
                     seen_emails: set[str], seen_people: set[int], create_missing: bool) -> None:
     key = PRIMARY_KEYS[entity]
+    records = list[Mapping[str, Any]](dereferenced(svc, entity, records))  # lookups as keys, for the differences
     email_spec = svc.fields.email
     email_col = email_spec.column(entity) or ""
     found = svc.links.lookup(entity, [str(r[key]).lower() for r in records])

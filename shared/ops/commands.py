@@ -31,12 +31,14 @@ from shared.state.activity import ActivityLog, Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
 from shared.state.links import PARKED, Link, LinkStore, person_key
 from shared.state.pause import Pause, PauseStore
+from shared.state.pending import PENDING_QUEUE, Pending
 from shared.state.storage import Storage
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
 from shared.sync.poison import POISON_PERSON, decode_stored, fingerprint
 
 FEEDS = (MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed("lead"), dataverse_feed("contact"))
 WORK_QUEUES = (FROM_MARKETO, FROM_DYNAMICS)
+POISONED_QUEUES = (*WORK_QUEUES, PENDING_QUEUE)  # every queue whose unreadable messages go to `<queue>-poison`
 POISON_SUFFIX = "-poison"
 PEEK_MAX = 32  # Azure Queue Storage returns at most 32 messages per peek
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -185,7 +187,7 @@ class Failures:
 
 
 def _parked_record(state: State, link: Link) -> ParkedRecord:
-    last = next((e for e in state.activity.for_person(link.person, limit=50) if e.kind in activity.FAILURE_KINDS),
+    last = next((e for e in state.activity.for_person(link.person, limit=50) if e.kind in activity.LISTED_KINDS),
                 None)
     return ParkedRecord(
         link.marketo_id, link.entity, link.dynamics_id, link.updated_at, link.parked_fingerprint is None,
@@ -220,18 +222,29 @@ def _why_poisoned(source: str, message_id: str, text: str | None, logged: Mappin
         if key in logged:
             return logged[key]
     try:
-        work = Work.from_json(text)
+        op = _operation_id(source, text)
     except BadMessage as exc:
         return f"unreadable: {exc.reason}"
-    return f"failed on every delivery (retries exhausted): see the function logs for op={work.operation_id}"
+    return f"failed on every delivery (retries exhausted): see the function logs for op={op}"
+
+
+def _operation_id(source: str, text: str) -> str:
+    """The operation id of a readable message of `source`'s kind; BadMessage when it is not one."""
+    return (Pending.from_json(text) if source == PENDING_QUEUE else Work.from_json(text)).operation_id
 
 
 def failures(state: State) -> Failures:
     parked = tuple(_parked_record(state, lk) for lk in parked_links(state))
+    poison, depths = poison_messages(state)
+    return Failures(parked, poison, depths)
+
+
+def poison_messages(state: State) -> tuple[tuple[PoisonMessage, ...], dict[str, int]]:
+    """The first PEEK_MAX messages of each poison queue, with why; and each poison queue's depth."""
     logged = poison_reasons(state)
     poison: list[PoisonMessage] = []
     depths: dict[str, int] = {}
-    for source in WORK_QUEUES:
+    for source in POISONED_QUEUES:
         name = source + POISON_SUFFIX
         depths[name] = state.queues.depth(name)
         # Raw: a message the host could not decode is not base64, and the base64 client fails on it.
@@ -242,7 +255,7 @@ def failures(state: State) -> Failures:
                      f"(not base64, {len(stored)} characters, sha256 {fingerprint(stored)})")
             poison.append(PoisonMessage(name, source, m.id, m.inserted_on, redact(shown[:2000]),
                                         redact(_why_poisoned(source, m.id, text, logged))))
-    return Failures(parked, tuple(poison), depths)
+    return tuple(poison), depths
 
 
 # -- retry -----------------------------------------------------------------------------
@@ -300,8 +313,10 @@ def retry_parked(state: State, *, marketo_ids: Iterable[int] | None = None, dry_
     return RetryResult(False, tuple(done), tuple(conflicts), operation_ids=tuple(w.operation_id for w in work))
 
 
-def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> RetryResult:
-    """Move readable poison messages back to their work queue; unreadable ones stay.
+def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120,
+                 message_ids: Iterable[str] | None = None) -> RetryResult:
+    """Move readable poison messages (only `message_ids`, when given) back to their work queue;
+    unreadable ones stay.
 
     Readable: base64 of a valid work message, or a valid work message stored without its
     base64 (sent by hand); it is re-sent base64-encoded, so the trigger can read it. Each
@@ -310,11 +325,13 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> R
     dry run peeks (at most 32 per queue) and changes nothing.
     """
     out: list[PoisonRetry] = []
-    for source in WORK_QUEUES:
+    wanted = set(message_ids) if message_ids is not None else None
+    for source in POISONED_QUEUES:
         poison = state.storage.raw_queue(source + POISON_SUFFIX)
         if dry_run:
             for m in poison.peek_messages(max_messages=PEEK_MAX):
-                out.append(_poison_verdict(source, m.id, str(m.content or ""), moved=False)[0])
+                if wanted is None or m.id in wanted:
+                    out.append(_poison_verdict(source, m.id, str(m.content or ""), moved=False)[0])
             continue
         held = []
         while True:
@@ -323,6 +340,9 @@ def retry_poison(state: State, *, dry_run: bool = False, hold_s: int = 120) -> R
             if not batch:
                 break
             for m in batch:
+                if wanted is not None and m.id not in wanted:
+                    held.append(m)
+                    continue
                 verdict, text = _poison_verdict(source, m.id, str(m.content or ""), moved=True)
                 if text is not None:
                     state.storage.queue(source).send_message(text)
@@ -340,12 +360,12 @@ def _poison_verdict(source: str, message_id: str, stored: str, *, moved: bool) -
     decoded = decode_stored(stored)
     text = decoded if decoded is not None else stored  # a work message sent by hand without its base64
     try:
-        work = Work.from_json(text)
+        op = _operation_id(source, text)
     except BadMessage as exc:
         reason = exc.reason if decoded is not None else "not base64-encoded UTF-8, nor a work message"
         return PoisonRetry(source + POISON_SUFFIX, message_id, "left", f"unreadable: {reason}"), None
     outcome = "moved" if moved else "would move"
-    note = f"{outcome} to {source} (op={work.operation_id})"
+    note = f"{outcome} to {source} (op={op})"
     return PoisonRetry(source + POISON_SUFFIX, message_id, outcome, note), text
 
 

@@ -10,6 +10,7 @@ What a snapshot reads:
     activity             counts of the last hour and day from the by-hour activity partitions,
                          and the latest collisions and failures
     Marketo quota        API calls used today against the daily quota (`shared.ops.quota`).
+    trends               the last 24 hours by hour (`shared.ops.trends`)
     pause                the shared pause row (`shared.state.pause`), read fresh every time: while
                          it holds, the quota is not asked for (it is used up)
 
@@ -41,14 +42,18 @@ from shared.clients.marketo import next_reset
 from shared.config import poll_schedule
 from shared.errors import QuotaExhausted
 from shared.jsonable import to_jsonable
+from shared.ops import failkinds
 from shared.ops.quota import Quota, forget_reading, marketo_quota
 from shared.ops.schedules import schedule_interval
+from shared.ops.trends import Trends, collect
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import HEARTBEAT_PREFIX
 from shared.state.pause import Pause, PauseKind
+from shared.state.trends import hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.sync.poison import POISON_PERSON
 
 FEEDS: tuple[tuple[str, str], ...] = (  # feed, the setting holding its timer schedule
     (MARKETO_CHANGES, "MARKETO_POLL_SCHEDULE"),
@@ -113,6 +118,9 @@ class Event:
     direction: str
     field: str
     message: str
+    failure: str = ""  # a failure's kind as `leadsync failures` names it (`shared.ops.failkinds`)
+    side: str = ""  # where its fix is made
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class HealthSnapshot:
     failures: tuple[Event, ...]
     quota: Quota
     paused: Pause | None = None
+    trends: Trends | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
@@ -162,12 +171,15 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
     now = now or datetime.now(UTC)
     feeds = tuple(_feed(svc, name, poll_schedule(setting, env), now) for name, setting in FEEDS)
     queues = tuple(QueueHealth(name, svc.queues.depth(name)) for name in QUEUES)
-    hour, day, complete, collisions, failures = _activity(svc, now, latest, max_entries)
+    hour, day, complete, collisions, failures, hourly = _activity(svc, now, latest, max_entries)
     paused, quota = _quota(svc, now)
     reasons = _reasons(feeds, queues, hour, quota, paused)
     status = max((r.level for r in reasons), key=_RANK.__getitem__, default=OK)
+    trends = collect(svc.storage, now, {h: (c.synced, c.failed) for h, c in hourly.items()},
+                     waiting_now=sum(q.depth for q in queues if not q.poison),
+                     lag_now={f.feed: f.lag_s for f in feeds})
     return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota,
-                          paused)
+                          paused, trends)
 
 
 def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:
@@ -206,10 +218,11 @@ def _feed(svc: Services, name: str, schedule: str, now: datetime) -> FeedHealth:
 
 
 def _activity(svc: Services, now: datetime, latest: int, max_entries: int
-              ) -> tuple[Counts, Counts, bool, tuple[Event, ...], tuple[Event, ...]]:
+              ) -> tuple[Counts, Counts, bool, tuple[Event, ...], tuple[Event, ...], dict[datetime, Counts]]:
     hour_start, day_start = now - timedelta(hours=1), now - timedelta(days=1)
     hour_kinds: Counter[str] = Counter()
     day_kinds: Counter[str] = Counter()
+    by_hour: dict[datetime, Counter[str]] = {}
     collisions: list[Event] = []
     failures: list[Event] = []
     complete = True
@@ -220,13 +233,15 @@ def _activity(svc: Services, now: datetime, latest: int, max_entries: int
         if entry.at > now:
             continue
         day_kinds[entry.kind] += entry.count
+        by_hour.setdefault(hour_of(entry.at), Counter())[entry.kind] += entry.count
         if entry.at >= hour_start:
             hour_kinds[entry.kind] += entry.count
         if entry.kind == activity.COLLISION and len(collisions) < latest:
             collisions.append(_event(entry))
-        elif entry.kind in activity.FAILURE_KINDS and len(failures) < latest:
+        elif entry.kind in activity.LISTED_KINDS and len(failures) < latest:
             failures.append(_event(entry))
-    return _counts(hour_kinds), _counts(day_kinds), complete, tuple(collisions), tuple(failures)
+    return (_counts(hour_kinds), _counts(day_kinds), complete, tuple(collisions), tuple(failures),
+            {h: _counts(kinds) for h, kinds in by_hour.items()})
 
 
 def _counts(kinds: Counter[str]) -> Counts:
@@ -243,12 +258,16 @@ def _event(entry: activity.Entry) -> Event:
     d = entry.details
     if entry.kind == activity.COLLISION and {"field", "winner", "rule"} <= d.keys():
         what = "initial link: values differed" if d.get("initial") else "changed on both sides"
-        message = f"{what}; {str(d['winner']).capitalize()} wins ({d['rule']} rule)"
+        message = f"{what}; {str(d['winner']).capitalize()} wins ({d.get('decided_by') or str(d['rule']) + ' rule'})"
         return Event(entry.at, entry.person, entry.kind, entry.direction, str(d["field"]), message)
     problems = d.get("problems")
     fields = sorted({str(p["field"]) for p in problems if isinstance(p, dict) and p.get("field")}
                     if isinstance(problems, list) else set())
-    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message))
+    verdict = (failkinds.Verdict(failkinds.FailureKind.POISON_MESSAGE, failkinds.Side.QUEUE, ())
+               if entry.person == POISON_PERSON else
+               failkinds.classify(entry.person, entry.kind, entry.direction, d))
+    return Event(entry.at, entry.person, entry.kind, entry.direction, ", ".join(fields), redact(entry.message),
+                 verdict.kind.value, verdict.side.value, verdict.fix)
 
 
 def redact(text: str) -> str:

@@ -13,6 +13,8 @@ from html import escape
 
 from shared.ops.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, duration
 from shared.ops.quota import Quota
+from shared.ops.trends import CSS as TRENDS_CSS
+from shared.ops.trends import section as trends_section
 
 __all__ = ["REFRESH_S", "render", "render_unavailable"]
 
@@ -40,6 +42,7 @@ def render(s: HealthSnapshot, *, nonce: str = "") -> str:
   {_activity(s.last_hour, s.last_day, s.counts_complete)}
   {_quota(s.quota)}
 </div>
+{trends_section(s.trends)}
 {_events("Latest collisions", "collisions", s.collisions, s.at, "No collisions in the last 24 hours.")}
 {_events("Latest failures", "failures", s.failures, s.at, "No failures in the last 24 hours.")}
 """
@@ -54,7 +57,7 @@ def _shell(status: str, body: str, *, at: datetime | None = None, nonce: str = "
 <meta http-equiv=refresh content="{REFRESH_S}">
 <meta name=referrer content=no-referrer>
 <title>LeadSync health: {escape(status)}</title>
-<style nonce="{escape(nonce)}">{_CSS}</style></head>
+<style nonce="{escape(nonce)}">{_CSS}{TRENDS_CSS}</style></head>
 <body><header><h1>LeadSync <span>sync health</span></h1>
 <p class=stamp>as of {stamp} &middot; refreshes every {REFRESH_S} s &middot; JSON at <code>/api/health.json</code></p>
 </header><main>{body}</main></body></html>
@@ -112,13 +115,18 @@ def _quota(q: Quota) -> str:
 
 
 def _events(title: str, ident: str, events: Iterable[Event], at: datetime, empty: str) -> str:
+    events = list(events)
+    fixes = any(e.fix for e in events)  # failures carry a side and a fix; collisions do not
     rows = [f"<tr><td class=when title='{_time(e.at, at)} UTC'>{escape(duration((at - e.at).total_seconds()))} ago</td>"
-            f"<td><code>{escape(e.person)}</code></td><td>{escape(e.kind.replace('_', ' '))}</td>"
-            f"<td>{escape(e.field)}</td><td class=msg>{escape(e.message)}</td></tr>" for e in events]
+            f"<td><code>{escape(e.person)}</code></td><td>{escape((e.failure or e.kind).replace('_', ' '))}</td>"
+            + (f"<td class=side>{escape(e.side)}</td>" if fixes else "")
+            + f"<td>{escape(e.field)}</td><td class=msg>{escape(e.message)}</td>"
+            + (f"<td class=fix>{escape(e.fix)}</td>" if fixes else "") + "</tr>" for e in events]
     if not rows:
         return f"<section class='card wide' id={ident}><h2>{title}</h2><p class=calm>{empty}</p></section>"
-    return _card(title, ident, "<tr><th>when</th><th>person</th><th>kind</th><th>field</th><th>what</th></tr>",
-                 rows, cls="card wide")
+    head = ("<tr><th>when</th><th>person</th><th>kind</th>" + ("<th>side</th>" if fixes else "")
+            + "<th>field</th><th>what</th>" + ("<th>suggested fix</th>" if fixes else "") + "</tr>")
+    return _card(title, ident, head, rows, cls="card wide")
 
 
 def _card(title: str, ident: str, head: str, rows: list[str], after: str = "", *, cls: str = "card") -> str:

@@ -16,30 +16,13 @@ from typing import Any
 
 from shared.clients.dataverse_models import EntityMetadata
 from shared.clients.marketo_models import FieldInfo
-from shared.rules.fieldmap import FieldMap, FieldSpec
+from shared.rules import fieldcompat
+from shared.rules.fieldcompat import Mismatch
+from shared.rules.fieldmap import FieldMap
 
 PRIVILEGE_DENIED = "0x80040220"
 ACCESS_DENIED = "603"
 _PRIVILEGE = re.compile(r"\bprv[A-Za-z]+")
-
-# Which service types can carry each field-map type without losing meaning.
-MARKETO_TYPES: Mapping[str, frozenset[str]] = {
-    "string": frozenset({"string", "text", "email", "phone", "url", "textarea"}),
-    "email": frozenset({"email", "string"}),
-    "phone": frozenset({"phone", "string"}),
-    "choice": frozenset({"string"}),
-    "boolean": frozenset({"boolean"}),
-    "integer": frozenset({"integer"}),
-}
-DATAVERSE_TYPES: Mapping[str, frozenset[str]] = {
-    "string": frozenset({"String", "Memo"}),
-    "email": frozenset({"String", "Memo"}),
-    "phone": frozenset({"String", "Memo"}),
-    "choice": frozenset({"Picklist", "State", "Status"}),
-    "boolean": frozenset({"Boolean"}),
-    "integer": frozenset({"Integer", "BigInt"}),
-}
-TEXT_TYPES = frozenset({"string", "email", "phone"})
 
 
 class Severity(StrEnum):
@@ -115,30 +98,22 @@ def field_findings(fmap: FieldMap, marketo: Mapping[str, FieldInfo],
             out.append(Finding("fields", f"Marketo has no field {spec.marketo!r}",
                                f"create {spec.marketo!r} in Marketo (Admin > Field Management) or remove it "
                                "from LEADSYNC_FIELD_MAP"))
-        elif info.data_type not in MARKETO_TYPES[spec.type]:
-            out.append(Finding("fields", f"Marketo {spec.marketo} is {info.data_type}, the map says {spec.type}",
-                               f"map {spec.marketo!r} with a type for {info.data_type} or map another field"))
+        else:
+            out += _findings(fieldcompat.marketo_mismatch(spec, info))
         for entity, column in spec.columns.items():
             attr = columns[entity].attributes.get(column) if entity in columns else None
             if attr is None:
                 out.append(Finding("fields", f"Dataverse {entity} has no column {column!r}",
                                    f"create {column!r} on {entity} or remove it from LEADSYNC_FIELD_MAP"))
                 continue
-            if attr.attribute_type not in DATAVERSE_TYPES[spec.type]:
-                out.append(Finding("fields", f"Dataverse {entity}.{column} is {attr.attribute_type}, the map says "
-                                             f"{spec.type}", f"map {spec.marketo!r} to a column of a matching type"))
-            elif info is not None:
-                out.extend(_length_findings(spec, info, entity, column, attr.max_length))
+            target = spec.lookup.target if spec.lookup else None
+            out += _findings(fieldcompat.column_mismatch(spec, info, entity, column, attr, target))
     return out
 
 
-def _length_findings(spec: FieldSpec, info: FieldInfo, entity: str, column: str,
-                     max_length: int | None) -> list[Finding]:
-    if spec.type not in TEXT_TYPES or info.length is None or max_length is None or max_length >= info.length:
-        return []
-    return [Finding("fields", f"Dataverse {entity}.{column} holds {max_length} characters, Marketo "
-                              f"{spec.marketo} {info.length}: a longer value fails validation and is not written",
-                    f"raise {entity}.{column} MaxLength if such values occur", Severity.WARNING)]
+def _findings(mismatches: list[Mismatch]) -> list[Finding]:
+    return [Finding("fields", m.problem, m.fix, Severity.WARNING if m.warning else Severity.PROBLEM)
+            for m in mismatches]
 
 
 def setting_field_findings(filter_field: str, deleted_field: str, marketo: Mapping[str, FieldInfo],

@@ -16,11 +16,12 @@ from azure.core.exceptions import AzureError
 
 from shared.clients.dataverse_models import EntityMetadata
 from shared.clients.marketo_models import FieldInfo
-from shared.errors import ConfigError, DataverseError, LeadSyncError, MarketoError, QuotaExhausted
+from shared.errors import ConfigError, DataverseError, LeadSyncError, MarketoError, Problem, QuotaExhausted
 from shared.ops import preflight
 from shared.ops.preflight import Finding, Report
 from shared.runtime import ACTIVITY_TYPE_CURSOR, ENTITY_SETS, Services
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
+from shared.sync import owners
 
 T = TypeVar("T")
 IDENTITY_REFUSED = {"400", "401"}
@@ -35,7 +36,35 @@ def run(svc: Services) -> Report:
         report.findings += preflight.field_findings(svc.fields, marketo_fields, columns)
         report.findings += preflight.setting_field_findings(
             svc.settings.sync_filter_field, svc.settings.marketo_deleted_field, marketo_fields, columns)
+    report.findings += _owner_and_partition(svc)
     return report
+
+
+def _owner_and_partition(svc: Services) -> list[Finding]:
+    """The configured lead owner names an enabled user or a team; the partition exists."""
+    found: list[Finding] = []
+    s = svc.settings
+    if s.lead_owner is not None:
+        try:
+            owner = owners.resolve(svc, s.lead_owner, "LEADSYNC_LEAD_OWNER")
+        except DataverseError as exc:
+            found.append(preflight.privilege_finding("read the lead owner", exc.code, exc.message))
+        else:
+            if isinstance(owner, Problem):
+                found.append(Finding("lead-owner", owner.message, "set LEADSYNC_LEAD_OWNER to an enabled user's "
+                                     "id or email, or a team's id or name"))
+    if s.marketo_partition:
+        try:
+            names = [str(p.get("name")) for p in svc.marketo.partitions()]
+        except MarketoError as exc:
+            found.append(preflight.marketo_denied("GET /rest/v1/leads/partitions.json", "Read-Write Person",
+                                                  exc.code, exc.message))
+        else:
+            if s.marketo_partition not in names:
+                found.append(Finding("marketo-partition", f"Marketo has no lead partition {s.marketo_partition!r} "
+                                     f"(it has {', '.join(names) or 'none'})", "set MARKETO_PARTITION to one of "
+                                     "them, or add it in Admin > Workspaces & Partitions"))
+    return found
 
 
 def storage_unreachable(exc: AzureError) -> Finding:

@@ -234,7 +234,7 @@ def resync(svc: Services, links: Sequence[Link]) -> ResyncReport:
     """Enqueue these people on the Marketo work queue, up to 300 a message, reason "resync"."""
     work = chunked("marketo", "changed", [lk.marketo_id for lk in links], reason=REASON)
     svc.queues.send(work)
-    pause = svc.pauses.current()
+    pause = svc.pauses.current(fresh=True)
     return ResyncReport(False, len(links), messages=len(work), operation_ids=[w.operation_id for w in work],
                         paused=pause.describe() if pause else None)
 

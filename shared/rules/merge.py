@@ -48,6 +48,7 @@ class Collision:
     winner: Side
     rule: Rule
     initial: bool = False
+    decided_by: str = ""  # the rule that actually picked the winner, in words (see `_resolve`)
 
     @property
     def winning_value(self) -> Value:
@@ -100,14 +101,14 @@ def merge(
             if m_changed and not (initial and _blank(m)):
                 to_dynamics[name] = m
                 if d_changed:
-                    collisions.append(Collision(name, m, d, b, Side.MARKETO, rule, initial))
+                    collisions.append(Collision(name, m, d, b, Side.MARKETO, rule, initial, f"{rule} rule"))
             new_base[name] = m
             continue
         if rule == Rule.DYNAMICS_TO_MARKETO_ONLY:
             if d_changed and not (initial and _blank(d)):
                 to_marketo[name] = d
                 if m_changed:
-                    collisions.append(Collision(name, m, d, b, Side.DYNAMICS, rule, initial))
+                    collisions.append(Collision(name, m, d, b, Side.DYNAMICS, rule, initial, f"{rule} rule"))
             new_base[name] = d
             continue
         if m_changed and not d_changed:
@@ -115,8 +116,8 @@ def merge(
         elif d_changed and not m_changed:
             winner = Side.DYNAMICS
         else:
-            winner = _resolve(rule, entity, m, d, initial)
-            collisions.append(Collision(name, m, d, b, winner, rule, initial))
+            winner, decided_by = _resolve(rule, entity, m, d, initial)
+            collisions.append(Collision(name, m, d, b, winner, rule, initial, decided_by))
         if winner is Side.MARKETO:
             to_dynamics[name] = m
             new_base[name] = m
@@ -126,13 +127,19 @@ def merge(
     return MergeResult(to_marketo, to_dynamics, new_base, tuple(collisions))
 
 
-def _resolve(rule: Rule, entity: str, m: Value, d: Value, initial: bool) -> Side:
+BLANK_NEVER_WINS = "initial-link rule: a blank never wins"
+
+
+def _resolve(rule: Rule, entity: str, m: Value, d: Value, initial: bool) -> tuple[Side, str]:
+    """The winner and, in words, the rule that picked it (a collision entry names that one)."""
     if initial and _blank(m) != _blank(d):
-        return Side.DYNAMICS if _blank(m) else Side.MARKETO
+        return (Side.DYNAMICS if _blank(m) else Side.MARKETO), BLANK_NEVER_WINS
     if rule == Rule.MARKETO_WINS:
-        return Side.MARKETO
+        return Side.MARKETO, f"{rule} rule"
     if rule == Rule.DYNAMICS_WINS:
-        return Side.DYNAMICS
+        return Side.DYNAMICS, f"{rule} rule"
     if rule == Rule.PREFER_NON_BLANK and _blank(m) != _blank(d):
-        return Side.DYNAMICS if _blank(m) else Side.MARKETO
-    return default_winner(entity)
+        return (Side.DYNAMICS if _blank(m) else Side.MARKETO), f"{rule} rule"
+    # prefer-non-blank with two values falls back to the default winner, and says so
+    fallback = f"{rule} rule, then " if rule != Rule.DEFAULT else ""
+    return default_winner(entity), f"{fallback}default rule for {entity}s"

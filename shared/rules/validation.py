@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.errors import Problem, ValidationRule
+from shared.rules import typevalidation
+from shared.rules.typevalidation import Limits
 
 # Columns the platform fills itself on create; required in metadata but never ours to send.
 SERVER_DEFAULTED = frozenset({
@@ -51,6 +53,7 @@ class ColumnRule:
     format: str | None = None  # "Email" | "Phone" | "Url" | "Text" | "TextArea" | …
     options: frozenset[int] | None = None
     label: str | None = None  # the Marketo field it is mapped from, for messages
+    limits: Limits = Limits()  # dates, numbers, lookups: what their metadata allows
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ def validate(
                                     f"{_name(entity, rule)} is required by Dynamics but is blank"))
     for column, value in record.items():
         column_rule = rules.columns.get(column)
+        if column_rule is None and column.endswith("@odata.bind"):
+            problems.extend(_check_bind(rules, column.removesuffix("@odata.bind"), value))
+            continue
         if column_rule is None:
             problems.append(Problem(column, ValidationRule.UNKNOWN,
                                     f"{entity}.{column} is not a column Dynamics knows"))
@@ -142,7 +148,17 @@ def _check_value(entity: str, rule: ColumnRule, value: Any) -> list[Problem]:
         if isinstance(value, bool) or not isinstance(value, int):
             return [Problem(rule.name, ValidationRule.TYPE, f"{name} must be a whole number, got {_short(value)}")]
         return []
-    return []
+    return typevalidation.check(name, rule.name, kind, rule.limits, rule.options, value)
+
+
+def _check_bind(rules: EntityRules, navigation: str, value: Any) -> list[Problem]:
+    """A lookup written by navigation property: `parentaccountid`, or `parentcustomerid_account`."""
+    column = navigation if navigation in rules.columns else navigation.rsplit("_", 1)[0]
+    rule = rules.columns.get(column)
+    if rule is None or rule.attribute_type not in typevalidation.LOOKUP_TYPES:
+        return [Problem(navigation, ValidationRule.UNKNOWN,
+                        f"{rules.entity}.{navigation} is not a lookup Dynamics knows")]
+    return typevalidation.check_bind(_name(rules.entity, rule), column, rule.limits.targets, value)
 
 
 def unencodable(values: Mapping[str, Any]) -> list[Problem]:
@@ -166,7 +182,5 @@ def _short(value: Any) -> str:
 
 def labelled(rules: EntityRules, labels: Mapping[str, str]) -> EntityRules:
     """The same rules with Marketo field names attached, so messages speak both languages."""
-    cols = {name: ColumnRule(r.name, r.attribute_type, r.required, r.max_length, r.format, r.options,
-                             labels.get(name, r.label))
-            for name, r in rules.columns.items()}
+    cols = {name: replace(r, label=labels.get(name, r.label)) for name, r in rules.columns.items()}
     return EntityRules(rules.entity, cols)

@@ -55,6 +55,9 @@ class Kind(StrEnum):
     DELETED = "deleted"
     SKIPPED = "skipped"
     PAUSED = "paused"  # not done now: Marketo's daily quota is used up (real-time calls only)
+    DISQUALIFIED = "disqualified"  # the linked lead was disqualified in Dynamics: no longer synced
+    CANCELLED = "cancelled"  # the linked lead was cancelled in Dynamics: no longer synced
+    LINK_CONFLICT = "link_conflict"  # a lead qualified into a contact another Marketo person is linked to
 
 
 class Direction(StrEnum):
@@ -67,7 +70,12 @@ class Direction(StrEnum):
 SYNCED, UNCHANGED, COLLISION = Kind.SYNCED, Kind.UNCHANGED, Kind.COLLISION
 CREATED, LINKED, MOVED, DELETED, SKIPPED = Kind.CREATED, Kind.LINKED, Kind.MOVED, Kind.DELETED, Kind.SKIPPED
 VALIDATION_FAILED, REJECTED, PARKED, PAUSED = Kind.VALIDATION_FAILED, Kind.REJECTED, Kind.PARKED, Kind.PAUSED
-FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED})
+DISQUALIFIED, CANCELLED, LINK_CONFLICT = Kind.DISQUALIFIED, Kind.CANCELLED, Kind.LINK_CONFLICT
+FAILURE_KINDS = frozenset({VALIDATION_FAILED, REJECTED, PARKED, PAUSED, LINK_CONFLICT})
+# Closed leads are listed with the failures (a state someone must know of, not a silent skip),
+# but not counted as failures: disqualifying a lead is sales' decision, not a fault.
+CLOSED_KINDS = frozenset({DISQUALIFIED, CANCELLED})
+LISTED_KINDS = FAILURE_KINDS | CLOSED_KINDS
 ROUTINE_KINDS = frozenset({SYNCED, CREATED, LINKED, UNCHANGED})  # counted by hour, not listed
 
 _MAX_TICKS = 10**19

@@ -7,7 +7,8 @@ The steps for a batch of up to 300 people:
 
 1. resolve the people: Marketo ids -> links; Dynamics ids -> current records -> links,
    and for Dynamics records not linked yet, link them to a Marketo person with the same
-   email or create one (a new Marketo person is never pushed to Dynamics here);
+   email or create one (a new Marketo person is never pushed to Dynamics here, except by
+   `leadsync retry` after its real-time create failed: reason `retry-create`);
 2. read the other side in bulk (one Marketo call per 300, Dataverse In() queries);
 3. merge each person against its base (`merge.merge`), validate what goes to Dynamics;
 4. write in bulk: Marketo `updateOnly` by id (300 per call), Dataverse `$batch` with each
@@ -25,13 +26,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.errors import StateConflict
 from shared.rules import eligibility
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import Link
 from shared.state.workqueue import Work, chunked
+from shared.sync import realtime
 from shared.sync.batch import Batch, Pending, eligible, end_links
+from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
 from shared.sync.echo import dataverse_news
 from shared.sync.linking import likely_new, link_or_create
@@ -41,6 +43,7 @@ from shared.sync.writes import merge_and_write
 
 log = logging.getLogger("leadsync")
 
+RETRY_CREATE = "retry-create"  # a work reason: Marketo people with no link get the real-time create
 RETRY_DELAY_S = 5  # a re-enqueued record waits this long: the conflict that sent it back usually clears by then
 
 
@@ -54,8 +57,10 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             assert work.entity is not None
             _dynamics_deleted(batch, work.entity, [str(i) for i in work.ids], check=work.reason == "event")
     elif work.source == "marketo":
-        links = [lk for lk in svc.links.get_many(int(i) for i in work.ids).values() if lk.state != "creating"]
-        _reconcile(batch, links, prefetched={})
+        found = svc.links.get_many(int(i) for i in work.ids)
+        _reconcile(batch, [lk for lk in found.values() if lk.state != "creating"], prefetched={})
+        if work.reason == RETRY_CREATE:
+            _create_unlinked(svc, work, [int(i) for i in work.ids if int(i) not in found])
     else:
         assert work.entity is not None
         _dynamics_changed(batch, work.entity, [str(i) for i in work.ids], drop_echoes=work.reason == "event")
@@ -81,6 +86,13 @@ def _dynamics_deleted(batch: Batch, entity: str, ids: list[str], *, check: bool)
     gone = [i for i in ids if i not in present]
     if gone:
         dynamics_deleted(batch, entity, gone)
+
+
+def _create_unlinked(svc: Services, work: Work, lead_ids: list[int]) -> None:
+    """Marketo people whose real-time create failed, sent again by `leadsync retry`: the
+    background sync never creates Dynamics leads, so they take the webhook's own path."""
+    for lead_id in lead_ids:
+        realtime.sync_person(svc, lead_id, operation_id=work.operation_id, wait_s=0)
 
 
 def _dynamics_changed(batch: Batch, entity: str, ids: list[str], *, drop_echoes: bool = False) -> None:
@@ -126,7 +138,7 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
             batch.out.add(link.person, activity.SKIPPED, f"sync filter is No on {entity} {did}: not synced")
             continue
         if verdict.reason is eligibility.Reason.LEAD_NOT_OPEN:
-            _qualified_lead(batch, link, did)
+            closed_lead(batch, link, d)
             continue
         pending.append(Pending(link, m, dict(d)))
     if gone_marketo:
@@ -134,27 +146,6 @@ def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[st
     if gone_dynamics:
         mark_deleted_in_marketo(batch, gone_dynamics)
     merge_and_write(batch, pending)
-
-
-def _qualified_lead(batch: Batch, link: Link, lead_id: str) -> None:
-    """A linked lead is no longer open: move the link to its contact once that exists.
-
-    A qualified lead is read-only in Dynamics, so it is never written to here.
-    """
-    svc = batch.svc
-    contacts = svc.dataverse.find_by("contacts", "_originatingleadid_value", [lead_id], ["contactid"])
-    if not contacts:
-        batch.out.add(link.person, activity.SKIPPED, f"lead {lead_id} is no longer open and has no contact")
-        return
-    contact_id = contacts[0]["contactid"].lower()
-    try:
-        moved = svc.links.move(link, "contact", contact_id)
-    except StateConflict:
-        batch.retry_marketo.append(link.marketo_id)
-        return
-    batch.out.add(moved.person, activity.MOVED,
-                  f"lead {lead_id} was qualified: now linked to contact {contact_id}; contact rules apply")
-    batch.retry_marketo.append(link.marketo_id)  # merge the contact in a fresh round
 
 
 def _requeue(batch: Batch) -> None:

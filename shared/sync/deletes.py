@@ -34,6 +34,7 @@ def mark_deleted_in_marketo(batch: Batch, links: list[Link]) -> None:
     for link, res in zip(links, results, strict=True):
         if res.status not in ("updated", "created") and not any(r.code == "1004" for r in res.reasons):
             batch.out.failed(link.person, activity.REJECTED,
-                             [Problem(field_name, "rejected", f"Marketo {r.code}: {r.message}") for r in res.reasons],
+                             [Problem(field_name, "rejected", f"Marketo {r.code}: {r.message}", r.code)
+                              for r in res.reasons],
                              direction=D2M, marketo_id=link.marketo_id, what=f"marking {field_name}")
     end_links(batch, links, f"deleted in Dynamics: Marketo person flagged {field_name}=true")

@@ -17,6 +17,8 @@ from shared.clients.marketo import LeadChange
 from shared.rules import eligibility
 from shared.runtime import PRIMARY_KEYS, Services
 from shared.state.links import LINKED, Link
+from shared.sync import owners
+from shared.sync.lookups import dereferenced
 
 
 def marketo_news(svc: Services, changes: Sequence[LeadChange]) -> list[int]:
@@ -45,7 +47,7 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
     read that a lookup costs. An initial sync of 100,000 leads skips 100,000 reads here.
     """
     key = PRIMARY_KEYS[entity]
-    by_id = {str(r[key]).lower(): r for r in records}
+    by_id = {str(r[key]).lower(): r for r in dereferenced(svc, entity, records)}  # lookups compare by their keys
     links = svc.links.by_dynamics_many(entity, [rid for rid, r in by_id.items() if not (delta and never_modified(r))])
     news = []
     for rid, record in by_id.items():
@@ -53,7 +55,8 @@ def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, An
         # A record not ours to sync as it stands (filter off, lead closed) needs the applier's decision.
         if (link is None or not eligibility.check(record, entity=entity, email=None, linking=False,
                                                   sync_filter_field=svc.settings.sync_filter_field).ok
-                or not _echo(svc, link, svc.fields.from_dynamics(entity, record))):
+                or not _echo(svc, link, svc.fields.from_dynamics(entity, record))
+                or owners.owner_news(svc, link.base, record)):
             news.append(rid)
     return news
 

@@ -15,7 +15,7 @@ import logging
 from dataclasses import replace
 
 from shared import telemetry
-from shared.errors import BadMessage
+from shared.errors import BadMessage, TransientError
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.activity import Entry
@@ -36,7 +36,8 @@ def accept_and_sync(svc: Services, lead_id: int, *, operation_id: str) -> Result
     receipt = svc.pending.accept(request)
     result = sync_person(svc, lead_id, operation_id=operation_id)
     svc.pending.done(receipt)
-    if result.status == "paused":  # Marketo will not call again: the app does it after the pause
+    # Marketo will not call again: after a pause, or while Dynamics is unavailable, the app does it.
+    if result.status in ("paused", "unavailable"):
         svc.pending.later(request, result.retry_after or BUSY_RETRY_S)
     return result
 
@@ -66,6 +67,9 @@ def finish(svc: Services, body: bytes, *, message_id: str | None) -> None:
         svc.pending.later(request, BUSY_RETRY_S)
     elif result.status == "paused":
         svc.pending.later(request, result.retry_after or BUSY_RETRY_S)
+    elif result.status == "unavailable":  # Dynamics still down: counted, so it is not tried for ever
+        _failed(svc, request, TransientError(str(result.body.get("error") or "Dynamics is unavailable")))
+        return
     log.info("op=%s sync-person m%d finished after its call died -> %s", request.operation_id, request.lead_id,
              result.status, extra=telemetry.op(request.operation_id, person=f"m{request.lead_id}",
                                                status=result.status, finished_later=True))

@@ -13,12 +13,13 @@ from shared.errors import Problem, StateConflict
 from shared.rules import eligibility
 from shared.rules.emails import NEAR_MISS, exact_key, loose_key, near_miss_message, same_address
 from shared.rules.fieldmap import Value
-from shared.rules.validation import unencodable
 from shared.runtime import PRIMARY_KEYS, Services
 from shared.state import activity
 from shared.state.links import CREATING, LINKED, Link
+from shared.sync import owners
 from shared.sync.batch import D2M, Batch, eligible
 from shared.sync.echo import never_modified
+from shared.sync.lookups import dereferenced, unsendable_to_marketo
 
 
 def likely_new(svc: Services, entity: str, record: Mapping[str, Any]) -> bool:
@@ -40,6 +41,7 @@ def link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any
     here start with a base equal to what was written, so they need no merge.
     """
     svc, out = batch.svc, batch.out
+    records = list[Mapping[str, Any]](dereferenced(svc, entity, records))  # lookups, currency: Marketo values
     key = PRIMARY_KEYS[entity]
     email_spec = svc.fields.email
     email_col = email_spec.column(entity)
@@ -64,7 +66,7 @@ def link_or_create(batch: Batch, entity: str, records: Sequence[Mapping[str, Any
         if not verdict.ok:
             continue  # a lead no longer open, or a person deleted in Marketo: not a new Marketo person
         # A value no encoder can write would sink the lookup or the create for the whole batch.
-        unsendable = unencodable(svc.fields.from_dynamics(entity, record))
+        unsendable = unsendable_to_marketo(svc.fields.from_dynamics(entity, record))
         if unsendable:
             out.failed(who, activity.VALIDATION_FAILED, unsendable, direction=D2M, marketo_id=None,
                        what=f"linking {entity}")
@@ -143,19 +145,23 @@ def _create_marketo_people(batch: Batch, entity: str, items: list[tuple[Mapping[
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     specs = svc.fields.for_entity(entity)
-    payload = [{s.marketo: values[s.marketo] for s in specs if values.get(s.marketo) is not None}
-               for _, values in items]
-    results = svc.marketo.sync_leads(payload, action="createOnly", lookup_field="email")
+    payload: list[dict[str, Any]] = [{s.marketo: values[s.marketo] for s in specs if values.get(s.marketo) is not None}
+                                     for _, values in items]
+    for person, update in zip(payload, owners.owner_email_updates(svc, [(r, None) for r, _ in items]), strict=True):
+        person.update(update or {})
+    results = svc.marketo.sync_leads(payload, action="createOnly", lookup_field="email",
+                                     partition_name=svc.settings.marketo_partition)
     new_links: list[Link] = []
     for (record, values), result in zip(items, results, strict=True):
         rid = record[key].lower()
         if result.status == "created" and result.id is not None:
             base = {s.marketo: values.get(s.marketo) for s in specs}
+            owners.remember_owner(svc, base, {}, record, written=True)
             new_links.append(Link(int(result.id), entity, rid, base=base))
         elif any(r.code == "1005" for r in result.reasons):
             batch.retry_dynamics[entity].append(rid)  # created meanwhile by someone else: link next round
         else:
-            problems = [Problem("", "rejected", f"Marketo {r.code}: {r.message}") for r in result.reasons]
+            problems = [Problem("", "rejected", f"Marketo {r.code}: {r.message}", r.code) for r in result.reasons]
             batch.out.failed(f"{entity}:{rid}", activity.REJECTED, problems, direction=D2M, marketo_id=None,
                              what="creating the Marketo person")
     for link, saved in zip(new_links, svc.links.save_many(new_links), strict=True):

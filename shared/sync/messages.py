@@ -17,6 +17,7 @@ from shared.errors import BadMessage, QuotaExhausted
 from shared.runtime import Services
 from shared.state.pause import Pause, defer
 from shared.state.workqueue import Work
+from shared.sync import sampling
 from shared.sync.apply import apply_work
 from shared.sync.poison import park_bad_message
 
@@ -43,6 +44,7 @@ def handle_message(svc: Services, queue: str, body: bytes, *, message_id: str | 
         _defer(svc, queue, work, svc.pauses.quota_exhausted(exc), dequeue_count)
         return
     svc.pauses.resumed(gate)
+    sampling.sample(svc)
     elapsed = (time.perf_counter() - started) * 1000
     telemetry.batch_duration.record(elapsed, {"source": work.source, "kind": work.kind})
     log.info("op=%s %s %s x%d in %.0f ms: %s", work.operation_id, work.source, work.kind, len(work.ids), elapsed,

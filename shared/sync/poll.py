@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from shared.errors import CursorExpired, QuotaExhausted
 from shared.runtime import ENTITY_SETS, Services
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, Cursor, dataverse_feed
-from shared.state.heartbeat import record_poll
 from shared.state.workqueue import chunked
+from shared.sync import sampling
 from shared.sync.echo import dataverse_news, marketo_news
 from shared.sync.governor import check_daily_cap
 
@@ -89,7 +89,7 @@ def _marketo_feed(svc: Services, name: str) -> PollReport:
             svc.queues.send(work)
             report.changed, report.messages = len(ids), len(work)
         svc.cursors.save(name, token, previous=cursor)
-    record_poll(svc.storage, name, report.changed, report.deleted)
+    sampling.polled(svc, name, report.changed, report.deleted)
     return report
 
 
@@ -147,7 +147,7 @@ def _dataverse_feed(svc: Services, entity: str) -> PollReport:
         report.rebaselined = True
         report.notes.append(f"delta link expired ({exc.detail}): full re-read")
         _drain_dataverse(svc, entity, cursor, report, from_scratch=True)
-    record_poll(svc.storage, name, report.changed, report.deleted)
+    sampling.polled(svc, name, report.changed, report.deleted)
     return report
 
 

@@ -11,6 +11,12 @@ Marketo, so a forged body cannot inject values. Outcomes:
     a record has only a look-alike email (the lookup's        -> "invalid" (rule near_miss): never linked,
     collation matched e.g. ß to ss; see shared.rules.emails)           never a second lead for that address
     a field holds a value no encoder can write                -> "invalid" (rule encoding)
+    the lead's owner names no Dynamics user or team           -> "invalid" (rule owner; see sync/owners)
+    Dynamics refuses the create: a plug-in, a duplicate       -> 422 "rejected" with Dynamics' code and
+    detection rule                                               reason, in both activity logs
+    ... a missing privilege (403)                             -> 502 "rejected" (the app's security role
+                                                                  must change, not the person)
+    Dynamics is unavailable (5xx, throttled, after retries)   -> 503 "unavailable", logged as well
     Marketo's daily quota is used up (`shared.state.pause`)         -> 503 "paused" with Retry-After (the
                                                                   reset), and an activity entry
 It never forces an update sync: an existing lead is left to the background sync.
@@ -30,16 +36,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import Secret
-from shared.errors import BadMessage, DataverseError, Problem, QuotaExhausted, TransientError
+from shared.errors import (
+    BadMessage,
+    DataverseError,
+    MarketoError,
+    Problem,
+    QuotaExhausted,
+    TransientError,
+    ValidationRule,
+)
 from shared.rules.emails import NEAR_MISS, near_miss_message, same_address
 from shared.rules.validation import unencodable, validate
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
+from shared.state.activity import Direction
 from shared.state.links import CREATING, Link, person_key
 from shared.state.pause import Pause
-from shared.sync.report import Outcomes, flush
+from shared.sync import owners
+from shared.sync.lookups import Binder
+from shared.sync.report import MarketoNote, Outcomes, flush
 
 MAX_BODY = 4096
+M2D, D2M = Direction.MARKETO_TO_DYNAMICS, Direction.DYNAMICS_TO_MARKETO
 SECRET_HEADER = "x-leadsync-secret"
 
 
@@ -53,7 +71,7 @@ def webhook_secret_ok(expected: Secret, given: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Result:
-    status: str  # "created" | "exists" | "invalid" | "not_found" | "busy" | "paused"
+    status: str  # "created" | "exists" | "invalid" | "rejected" | "unavailable" | "not_found" | "busy" | "paused"
     http_status: int
     body: dict[str, Any] = field(default_factory=dict)
     retry_after: int | None = None  # seconds, for a 503
@@ -135,6 +153,8 @@ def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float
             result = _sync_person(svc, lead_id, out, wait_s)
         except QuotaExhausted as exc:
             return _paused(out, lead_id, svc.pauses.quota_exhausted(exc))
+        except DataverseError as exc:  # a lookup, the metadata or the owner refused or unavailable
+            return _refused(out, lead_id, exc)
         svc.pauses.resumed(gate)
         return result
     finally:
@@ -186,34 +206,90 @@ def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> R
         current = svc.links.get(lead_id)
         return _wait_for(svc, current, wait_s) if current else Result("busy", 409, {"status": "busy"})
     try:
-        return _create_lead(svc, out, claim, values)
+        return _create_lead(svc, out, claim, values, leads[0])
     except BaseException:
         svc.links.delete(claim)  # let a retry of the webhook try again
         raise
 
 
-def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, Any]) -> Result:
+def _create_lead(svc: Services, out: Outcomes, claim: Link, values: dict[str, Any],
+                 person: dict[str, Any]) -> Result:
     specs = svc.fields.for_entity("lead")
     body = {k: v for k, v in svc.fields.to_dynamics("lead", values).items() if v is not None}
     for column, default in svc.fields.create_defaults.get("lead", {}).items():
         body.setdefault(column, default)
-    problems = validate(svc.rules("lead"), body, creating=True)
-    if not problems:
-        try:
-            lead_id = svc.dataverse.create(ENTITY_SETS["lead"], body)
-        except DataverseError as exc:
-            if isinstance(exc, TransientError) or exc.status not in (400, 412):
-                raise
-            problems = [Problem("", "rejected", f"Dynamics {exc.code}: {exc.message}")]
+    body, problems = Binder(svc, "lead", [values]).bind(body, None)
+    problems += validate(svc.rules("lead"), body, creating=True)
+    owner = owners.for_new_lead(svc, person)
+    if isinstance(owner, Problem):
+        problems.append(owner)
     if problems:
         svc.links.delete(claim)
         return _invalid(out, claim.marketo_id, problems, "creating the Dynamics lead")
+    if isinstance(owner, owners.Owner):
+        body.update(owner.bind())
+    try:
+        lead_id = svc.dataverse.create(ENTITY_SETS["lead"], body, detect_duplicates=svc.settings.duplicate_detection)
+    except DataverseError as exc:
+        svc.links.delete(claim)
+        return _refused(out, claim.marketo_id, exc)
     base = {s.marketo: values.get(s.marketo) for s in specs}
     svc.links.save(Link(claim.marketo_id, "lead", lead_id.lower(), base=base, etag=claim.etag))
-    out.add(claim.person, activity.CREATED, f"created Dynamics lead {lead_id} (real-time)",
+    owned = f", owned by {owner.table} {owner.name or owner.id}" if isinstance(owner, owners.Owner) else ""
+    out.add(claim.person, activity.CREATED, f"created Dynamics lead {lead_id} (real-time){owned}",
             direction="marketo->dynamics")
+    # A marketer looks for the create where Marketo's own sync puts it: the person's Activity Log.
+    out.notes.append(MarketoNote(claim.marketo_id, "created Dynamics lead", f"Dynamics lead {lead_id.lower()}{owned}"))
+    if isinstance(owner, owners.Owner):
+        _owner_email_to_marketo(svc, out, claim.marketo_id, owner, person)
     return Result("created", 201, {"status": "created", "leadId": claim.marketo_id, "dynamicsId": lead_id.lower(),
-                                   "entity": "lead"})
+                                   "entity": "lead", **({"owner": {"table": owner.table, "id": owner.id}}
+                                                        if isinstance(owner, owners.Owner) else {})})
+
+
+def _owner_email_to_marketo(svc: Services, out: Outcomes, marketo_id: int, owner: owners.Owner,
+                            person: dict[str, Any]) -> None:
+    """Best effort: the lead exists; a failed write is logged and the background sync retries
+    it the next time the lead changes."""
+    field_name = svc.settings.owner_email_field
+    if not field_name or not owner.email or (person.get(field_name) or "").lower() == owner.email.lower():
+        return
+    try:
+        results = svc.marketo.sync_leads([{"id": marketo_id, field_name: owner.email}], action="updateOnly",
+                                         lookup_field="id")
+        reasons = [r for res in results if res.status not in ("updated", "created") for r in res.reasons]
+    except (TransientError, MarketoError) as exc:
+        reasons_text = str(exc)
+    else:
+        if not reasons:
+            return
+        reasons_text = "; ".join(f"Marketo {r.code}: {r.message}" for r in reasons)
+    out.failed(person_key(marketo_id), activity.REJECTED,
+               [Problem(field_name, ValidationRule.REJECTED, reasons_text)], direction=D2M,
+               marketo_id=None, what="writing the owner's email to Marketo")
+
+
+# Dataverse codes of refusals a marketer can act on, in words (spec §7 and §11).
+REFUSALS = {"0x80040220": "missing privilege", "0x80040265": "a plug-in refused the record",
+            "0x80040333": "a duplicate detection rule matched an existing record"}
+
+
+def _refused(out: Outcomes, marketo_id: int, exc: DataverseError) -> Result:
+    """Dynamics would not create the lead: a JSON answer with its code and reason, logged in
+    both activity logs and listed as a failure. A transient outage answers 503 (call again);
+    a 401/403 is the app's own setup (502); anything about the record is a 422."""
+    transient = isinstance(exc, TransientError)
+    reason = "Dynamics is unavailable" if transient else \
+        REFUSALS.get(exc.code.lower(), "missing privilege" if exc.status == 403 else "Dynamics refused the lead")
+    problem = Problem("", ValidationRule.REJECTED, f"Dynamics {exc.status} {exc.code or '-'}: {exc.message}",
+                      exc.code)
+    out.failed(person_key(marketo_id), activity.REJECTED, [problem], direction=M2D, marketo_id=marketo_id,
+               what=f"creating the Dynamics lead ({reason})")
+    status = 503 if transient else 502 if exc.status in (401, 403) or exc.status >= 500 else 422
+    return Result("unavailable" if transient else "rejected", status,
+                  {"status": "unavailable" if transient else "rejected", "leadId": marketo_id, "reason": reason,
+                   "error": exc.message, "dynamics": {"status": exc.status, "code": exc.code}},
+                  retry_after=30 if transient else None)
 
 
 def _invalid(out: Outcomes, lead_id: int, problems: list[Problem], what: str) -> Result:

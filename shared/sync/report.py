@@ -50,10 +50,12 @@ class Outcomes:
     def collision(self, person: str, entity: str, c: Collision) -> None:
         what = "initial link: values differed" if c.initial else "changed on both sides"
         # Values stay in `details` (for `leadsync explain`), out of the message the health page shows.
+        decided_by = c.decided_by or f"{c.rule} rule for {entity}s"  # the rule that picked the winner
         self.add(person, activity.COLLISION,
-                 f"{c.field} {what}; {c.winner.value.capitalize()} wins ({c.rule} rule for {entity}s)",
+                 f"{c.field} {what}; {c.winner.value.capitalize()} wins ({decided_by})",
                  details={"field": c.field, "marketo": c.marketo_value, "dynamics": c.dynamics_value,
-                          "base": c.base_value, "winner": c.winner.value, "rule": c.rule, "initial": c.initial})
+                          "base": c.base_value, "winner": c.winner.value, "rule": c.rule, "initial": c.initial,
+                          **({"decided_by": c.decided_by} if c.decided_by else {})})
 
     def failed(self, person: str, kind: str, problems: Sequence[Problem], *, direction: str,
                marketo_id: int | None, what: str) -> None:

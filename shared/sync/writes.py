@@ -12,17 +12,25 @@ from typing import Any
 from shared.clients.dataverse import WriteOp
 from shared.errors import Problem, StateConflict
 from shared.rules.merge import MergeResult, merge
-from shared.rules.validation import unencodable, validate
+from shared.rules.validation import validate
 from shared.runtime import ENTITY_SETS, Services
 from shared.state import activity
 from shared.state.links import LINKED, PARKED, Link
+from shared.sync import owners
 from shared.sync.batch import D2M, M2D, Batch, Pending
+from shared.sync.lookups import Binder, dereferenced, unsendable_to_marketo
 
 
 def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
     svc, out = batch.svc, batch.out
     to_marketo: list[tuple[Pending, dict[str, Any]]] = []
     to_dynamics: list[tuple[Pending, WriteOp]] = []
+    binders = {}
+    for entity in ("lead", "contact"):  # lookups and currencies: one read per related table for the batch
+        mine = [p for p in pending if p.link.entity == entity]
+        for p, record in zip(mine, dereferenced(svc, entity, [p.dynamics for p in mine]), strict=True):
+            p.dynamics = record
+        binders[entity] = Binder(svc, entity, [svc.fields.from_marketo(p.marketo) for p in mine])
     for p in pending:
         link = p.link
         entity = str(link.entity)
@@ -32,8 +40,8 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
         p.result = merge(specs, entity, link.base, svc.fields.from_marketo(p.marketo),
                          svc.fields.from_dynamics(entity, p.dynamics))
         if p.result.to_dynamics:
-            body = svc.fields.to_dynamics(entity, p.result.to_dynamics)
-            problems = validate(svc.rules(entity), body, creating=False)
+            body, problems = binders[entity].bind(svc.fields.to_dynamics(entity, p.result.to_dynamics), p.dynamics)
+            problems += validate(svc.rules(entity), body, creating=False)
             if problems:
                 p.dynamics_failed = True
                 out.failed(link.person, activity.VALIDATION_FAILED, problems, direction=M2D,
@@ -42,13 +50,14 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
                 etag = p.dynamics.get("@odata.etag")
                 to_dynamics.append((p, WriteOp.update(ENTITY_SETS[entity], str(link.dynamics_id), body, etag)))
         if p.result.to_marketo:
-            unsendable = unencodable(p.result.to_marketo)
+            unsendable = unsendable_to_marketo(p.result.to_marketo)
             if unsendable:
                 p.marketo_failed = True
                 out.failed(link.person, activity.VALIDATION_FAILED, unsendable, direction=D2M,
                            marketo_id=link.marketo_id, what="updating the Marketo person")
             else:
                 to_marketo.append((p, {"id": link.marketo_id, **svc.fields.to_marketo(p.result.to_marketo)}))
+    owners.add_owner_emails(svc, pending, to_marketo)
     if to_dynamics:
         results = svc.dataverse.batch_write([op for _, op in to_dynamics])
         for (p, _), res in zip(to_dynamics, results, strict=True):
@@ -59,7 +68,8 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
             else:
                 p.dynamics_failed = True
                 out.failed(p.link.person, activity.REJECTED,
-                           [Problem("", "rejected", f"Dynamics {res.error_code}: {res.error_message}")], direction=M2D,
+                           [Problem("", "rejected", f"Dynamics {res.error_code}: {res.error_message}",
+                                    res.error_code or "")], direction=M2D,
                            marketo_id=p.link.marketo_id, what=f"updating Dynamics {p.link.entity}")
     if to_marketo:
         ready = [(p, rec) for p, rec in to_marketo if not p.conflict]
@@ -68,7 +78,7 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
             if outcome.status not in ("updated", "created"):
                 p.marketo_failed = True
                 out.failed(p.link.person, activity.REJECTED,
-                           [Problem("", "rejected", f"Marketo {r.code}: {r.message}") for r in outcome.reasons],
+                           [Problem("", "rejected", f"Marketo {r.code}: {r.message}", r.code) for r in outcome.reasons],
                            direction=D2M, marketo_id=p.link.marketo_id, what="updating the Marketo person")
     _store_bases(batch, [p for p in pending if p.result is not None])
 
@@ -86,6 +96,7 @@ def _store_bases(batch: Batch, done: list[Pending]) -> None:
             for c in p.result.collisions:
                 out.collision(link.person, entity, c)
         base = dict(p.result.base)
+        owners.remember_owner(svc, base, link.base, p.dynamics, written=not p.marketo_failed)
         # A direction that failed keeps its old base, so it is retried when the person changes.
         for failed, fields in ((p.dynamics_failed, p.result.to_dynamics), (p.marketo_failed, p.result.to_marketo)):
             if failed:

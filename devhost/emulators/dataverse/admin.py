@@ -90,7 +90,8 @@ def admin_routes(emu: Emulator) -> list[Route]:
         if attr is None:
             return err(400, "unknown entity/attribute")
         with emu.store.lock:
-            for key in ("required_level", "max_length", "format_name"):
+            for key in ("required_level", "max_length", "format_name", "precision", "min_value", "max_value",
+                        "date_behavior", "date_format"):
                 if key in doc:
                     setattr(attr, key, doc[key])
             if "options" in doc:
@@ -106,6 +107,37 @@ def admin_routes(emu: Emulator) -> list[Route]:
             else:
                 emu.webapi.denied.update(str(p) for p in (await body(request)).get("deny") or [])
             return JSONResponse({"denied": sorted(emu.webapi.denied)})
+
+    async def plugins(request: Request) -> Response:
+        """{"entity","message":"Create"|"Update","error"} registers a plug-in step that throws; DELETE removes all."""
+        from .pipeline import MESSAGES, PluginStep
+
+        with emu.store.lock:
+            if request.method == "DELETE":
+                emu.store.pipeline.steps.clear()
+                return Response(status_code=204)
+            doc = await body(request)
+            if doc.get("entity") not in emu.store.entities or doc.get("message") not in MESSAGES \
+                    or not doc.get("error"):
+                return err(400, f"entity must be a table, message one of {list(MESSAGES)}, error a text")
+            emu.store.pipeline.steps.append(PluginStep(doc["entity"], doc["message"], str(doc["error"])))
+            return JSONResponse(doc)
+
+    async def duplicate_rules(request: Request) -> Response:
+        """{"entity","columns":[...]} publishes a duplicate detection rule; DELETE unpublishes all."""
+        from .pipeline import DuplicateRule
+
+        with emu.store.lock:
+            if request.method == "DELETE":
+                emu.store.pipeline.rules.clear()
+                return Response(status_code=204)
+            doc = await body(request)
+            entity = emu.store.entities.get(doc.get("entity", ""))
+            columns = doc.get("columns") or []
+            if entity is None or not columns or any(c not in entity.readable() for c in columns):
+                return err(400, "entity must be a table and columns existing columns")
+            emu.store.pipeline.rules.append(DuplicateRule(entity.logical_name, tuple(columns)))
+            return JSONResponse(doc)
 
     async def change_tracking(request: Request) -> Response:
         """{"enabled": false} turns a table's ChangeTrackingEnabled off (as if never enabled)."""
@@ -186,16 +218,25 @@ def admin_routes(emu: Emulator) -> list[Route]:
             return err(exc.status, exc.message)
 
     async def qualify(request: Request) -> Response:
-        rid = str(request.path_params["id"])
-        with emu.store.lock:
-            resp = emu.webapi.dispatch(Req("POST", f"leads({rid})/Microsoft.Dynamics.CRM.QualifyLead", [], {},
-                                           b'{"CreateAccount":false,"CreateContact":true,'
-                                           b'"CreateOpportunity":false,"Status":3}'))
-        if resp.status != 200:
-            return Response(resp.body, status_code=resp.status, media_type="application/json")
+        """Qualify as a salesperson would: into a new contact, or with {"existing_contact": id}
+        into that contact (the lead's Existing Contact is set first and no contact is created)."""
         import json
 
-        return JSONResponse({"contactid": json.loads(resp.body)["value"][0]["contactid"]})
+        rid = str(request.path_params["id"])
+        existing = (await body(request)).get("existing_contact")
+        with emu.store.lock:
+            if existing:
+                patch = json.dumps({"parentcontactid@odata.bind": f"/contacts({existing})"}).encode()
+                resp = emu.webapi.dispatch(Req("PATCH", f"leads({rid})", [], {"if-match": "*"}, patch))
+                if resp.status >= 300:
+                    return Response(resp.body, status_code=resp.status, media_type="application/json")
+            action = {"CreateAccount": False, "CreateContact": not existing, "CreateOpportunity": False, "Status": 3}
+            resp = emu.webapi.dispatch(Req("POST", f"leads({rid})/Microsoft.Dynamics.CRM.QualifyLead", [], {},
+                                           json.dumps(action).encode()))
+        if resp.status != 200:
+            return Response(resp.body, status_code=resp.status, media_type="application/json")
+        created = json.loads(resp.body)["value"]
+        return JSONResponse({"contactid": created[0]["contactid"] if created else existing})
 
     return [
         Route("/_admin/reset", reset, methods=["POST"]),
@@ -206,6 +247,8 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/metadata", metadata, methods=["POST"]),
         Route("/_admin/metadata/{entity}/{attribute}", drop_column, methods=["DELETE"]),
         Route("/_admin/privileges", privileges, methods=["POST", "DELETE"]),
+        Route("/_admin/plugins", plugins, methods=["POST", "DELETE"]),
+        Route("/_admin/duplicate-rules", duplicate_rules, methods=["POST", "DELETE"]),
         Route("/_admin/entities/{entity}/change-tracking", change_tracking, methods=["POST"]),
         Route("/_admin/expire-delta-tokens", expire, methods=["POST"]),
         Route("/_admin/tokens/revoke", revoke, methods=["POST"]),

@@ -16,7 +16,9 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
+from . import typed
 from .metadata import OPTION_TYPES, EntityDef
+from .principals import OWNER_SETS
 from .store import SYSTEM_USER, Store
 
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
@@ -24,6 +26,7 @@ LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
 NAVIGATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
 SYSTEM_USER_NAME = "LeadSync Emulator"  # the emulator's only user (an emulator choice)
 LOOKUP_TYPES = {"Lookup", "Owner", "Customer"}
+TYPED_FORMATS = {"Money", "Decimal", "Double", "MultiSelectPicklist"}
 
 
 def requested(prefer: dict[str, str]) -> list[str]:
@@ -46,10 +49,12 @@ def _date(value: str) -> str:
 
 def _lookup(store: Store, entity: EntityDef, attr_binds: dict[str, str], value: str) -> tuple[str, str, str | None]:
     """(table logical name, navigation property, primary name or None) of the row a lookup points at."""
-    for nav, set_name in attr_binds.items():
+    # The owner lookup's one navigation property points at a user or a team.
+    pairs = [("ownerid", s) for s in OWNER_SETS] if "ownerid" in attr_binds else list(attr_binds.items())
+    for nav, set_name in pairs:
         row = store.rows.get(set_name, {}).get(value)
         if row is not None:
-            return store.by_set[set_name].logical_name, nav, row.get("fullname")
+            return store.by_set[set_name].logical_name, nav, row.get("fullname") or row.get("name")
     nav, set_name = next(iter(attr_binds.items()))
     name = SYSTEM_USER_NAME if value == SYSTEM_USER else None
     return set_name.removesuffix("s"), nav, name
@@ -59,6 +64,8 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
     """Add the requested annotations next to each rendered column of `out` (in place)."""
     readable = entity.readable()
     formatted = wants(patterns, FORMATTED)
+    # The whole row, for what a value is formatted with but may not be selected (money's currency).
+    stored = store.rows.get(entity.entity_set, {}).get(str(out.get(entity.primary_id, "")).lower()) or out
     for column in [k for k in out if not k.startswith("@")]:
         attr = readable.get(column)
         value = out[column]
@@ -68,10 +75,10 @@ def annotate(store: Store, entity: EntityDef, out: dict[str, Any], patterns: lis
         label: str | None = None
         if t in OPTION_TYPES or t == "Boolean":
             label = (attr.options or {}).get(int(value))
-        elif t == "Money":
-            label = f"${float(value):,.2f}"
+        elif t in TYPED_FORMATS:
+            label = typed.formatted(store, attr, value, stored)
         elif t == "DateTime":
-            label = _date(str(value))
+            label = typed.formatted(store, attr, value, stored) or _date(str(value))
         elif t in LOOKUP_TYPES:
             table, nav, label = _lookup(store, entity, attr.binds, str(value))
             if wants(patterns, LOOKUP_TABLE):

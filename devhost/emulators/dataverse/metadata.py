@@ -31,6 +31,12 @@ class Attr:
     # Lookups: navigation properties that write this column, e.g. {"parentcustomerid_account": "accounts"}.
     binds: dict[str, str] = field(default_factory=dict)
     metadata_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Typed columns (see typed.py): numbers' Precision/MinValue/MaxValue, dates' behaviour and format.
+    precision: int | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    date_behavior: str | None = None
+    date_format: str | None = None
 
     @property
     def read_name(self) -> str:
@@ -53,9 +59,11 @@ class Attr:
         if t == "Boolean":
             return "Edm.Boolean"
         if t == "DateTime":
-            return "Edm.DateTimeOffset"
-        if t == "Money":
+            return "Edm.Date" if self.date_behavior == "DateOnly" else "Edm.DateTimeOffset"
+        if t in ("Money", "Decimal"):
             return "Edm.Decimal"
+        if t == "Double":
+            return "Edm.Double"
         return "Edm.String"
 
 
@@ -86,6 +94,9 @@ LEAD_STATUSES = {
 }
 CONTACT_STATES = {0: "Active", 1: "Inactive"}
 CONTACT_STATUSES = {1: "Active", 2: "Inactive"}
+# Each status reason belongs to one state (StatusOptionMetadata.State): Disqualified holds Lost,
+# Cannot Contact, No Longer Interested and Canceled.
+STATUS_STATE = {"lead": {1: 0, 2: 0, 3: 1, 4: 2, 5: 2, 6: 2, 7: 2}, "contact": {1: 0, 2: 1}}
 
 
 def _s(name: str, length: int, fmt: str = "Text", level: str = "None") -> Attr:
@@ -138,9 +149,14 @@ def build_entities() -> dict[str, EntityDef]:
         ),
         Attr("originatingleadid", "Lookup", binds={"originatingleadid": "leads"}),
     ]
+    from . import typed  # it builds on this module's Attr
+
+    lead_attrs += typed.typed_columns("lead")
+    contact_attrs += typed.typed_columns("contact")
     return {
         "lead": EntityDef("lead", "leads", "leadid", {a.logical_name: a for a in lead_attrs}),
         "contact": EntityDef("contact", "contacts", "contactid", {a.logical_name: a for a in contact_attrs}),
+        **typed.build_related(),
     }
 
 
@@ -158,6 +174,10 @@ _CAST = {
     "Customer": "LookupAttributeMetadata",
     "BigInt": "BigIntAttributeMetadata",
     "Money": "MoneyAttributeMetadata",
+    "Decimal": "DecimalAttributeMetadata",
+    "Double": "DoubleAttributeMetadata",
+    "Integer": "IntegerAttributeMetadata",
+    "MultiSelectPicklist": "MultiSelectPicklistAttributeMetadata",
 }
 
 
@@ -178,7 +198,8 @@ def attribute_json(entity: EntityDef, attr: Attr, expand_options: bool) -> dict[
         "LogicalName": attr.logical_name,
         "SchemaName": attr.logical_name,
         "EntityLogicalName": entity.logical_name,
-        "AttributeType": attr.attribute_type,
+        # A multi-select choice is a Virtual attribute named by its AttributeTypeName.
+        "AttributeType": "Virtual" if attr.attribute_type == "MultiSelectPicklist" else attr.attribute_type,
         "AttributeTypeName": {"Value": f"{attr.attribute_type}Type"},
         "RequiredLevel": {
             "Value": attr.required_level,
@@ -195,13 +216,16 @@ def attribute_json(entity: EntityDef, attr: Attr, expand_options: bool) -> dict[
         out["FormatName"] = {"Value": attr.format_name or "Text"}
         out["Format"] = attr.format_name or "Text"
     if attr.attribute_type in {"Lookup", "Owner", "Customer"}:
-        out["Targets"] = sorted({t.rstrip("s") for t in attr.binds.values()})
+        out["Targets"] = sorted({t[:-3] + "y" if t.endswith("ies") else t.rstrip("s") for t in attr.binds.values()})
+    from . import typed
+
+    out.update(typed.attribute_extras(attr, expand_options))
     if attr.attribute_type in OPTION_TYPES and expand_options:
         options = []
         for value, text in (attr.options or {}).items():
             option: dict[str, Any] = {"Value": value, "Label": _label(text)}
             if attr.attribute_type == "Status":
-                option["State"] = 1 if (entity.logical_name == "lead" and value == 3) else 0
+                option["State"] = STATUS_STATE.get(entity.logical_name, {}).get(value, 0)
             options.append(option)
         out["OptionSet"] = {"Options": options}
         out["GlobalOptionSet"] = None

@@ -29,7 +29,7 @@ _KEY = r"(?:LogicalName='(\w+)'|\{?([0-9a-fA-F-]{36})\}?)"
 _PATH = re.compile(
     rf"^EntityDefinitions(?:\({_KEY}\)(?:/Attributes(?:\({_KEY}\))?(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?)?$"
 )
-_OBJECT_TYPE_CODES = {"lead": 4, "contact": 2}
+_OBJECT_TYPE_CODES = {"lead": 4, "contact": 2, "systemuser": 8, "team": 9}
 EXPIRED_CODE = "0x80044352"
 
 

@@ -147,8 +147,10 @@ class DataverseAdmin:
     def delete(self, entity_set: str, record_id: str) -> None:
         self._json("DELETE", f"/_admin/{entity_set}/{record_id}")
 
-    def qualify(self, lead_id: str) -> str:
-        return str(self._json("POST", f"/_admin/leads/{lead_id}/qualify")["contactid"])
+    def qualify(self, lead_id: str, *, existing_contact: str | None = None) -> str:
+        """Qualify a lead into a new contact, or into `existing_contact`; returns the contact's id."""
+        body = {"existing_contact": existing_contact} if existing_contact else {}
+        return str(self._json("POST", f"/_admin/leads/{lead_id}/qualify", json=body)["contactid"])
 
     def fault(self, kind: str, *, count: int | None = None, rate: float | None = None, retry_after: int = 1,
               delay_s: float = 0.0, path_prefix: str | None = None) -> None:
@@ -158,6 +160,27 @@ class DataverseAdmin:
 
     def clear_faults(self) -> None:
         self._json("DELETE", "/_admin/faults")
+
+    def deny(self, *privileges: str) -> None:
+        """Take privileges (e.g. "prvCreateLead") from the application user's roles; none given: restore all."""
+        if privileges:
+            self._json("POST", "/_admin/privileges", json={"deny": list(privileges)})
+        else:
+            self._json("DELETE", "/_admin/privileges")
+
+    def plugin_error(self, entity: str, message: str, error: str) -> None:
+        """Register a synchronous plug-in step on `message` ("Create"/"Update") of `entity` that throws `error`."""
+        self._json("POST", "/_admin/plugins", json={"entity": entity, "message": message, "error": error})
+
+    def clear_plugins(self) -> None:
+        self._json("DELETE", "/_admin/plugins")
+
+    def duplicate_rule(self, entity: str, columns: list[str]) -> None:
+        """Publish a duplicate detection rule (exact match on `columns`)."""
+        self._json("POST", "/_admin/duplicate-rules", json={"entity": entity, "columns": columns})
+
+    def clear_duplicate_rules(self) -> None:
+        self._json("DELETE", "/_admin/duplicate-rules")
 
     def define_key(self, entity: str, columns: list[str]) -> None:
         self._json("POST", "/_admin/keys", json={"entity": entity, "columns": columns})

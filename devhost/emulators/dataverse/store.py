@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from . import typed
 from .filter import norm
-from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STRING_TYPES, Attr, EntityDef, build_entities
+from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STATUS_STATE, STRING_TYPES, Attr, EntityDef, build_entities
+from .principals import application_user, bind_targets, build_principals, check_owner
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -174,7 +176,7 @@ class Store:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.entities: dict[str, EntityDef] = build_entities()
+        self.entities: dict[str, EntityDef] = {**build_entities(), **build_principals()}
         self.by_set = {e.entity_set: e for e in self.entities.values()}
         self.rows: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in self.by_set}
         self.tombstones: dict[str, dict[str, int]] = {s: {} for s in self.by_set}
@@ -187,6 +189,11 @@ class Store:
         self.version = 1_000_000
         self.min_delta_version = self.version
         self._journal: list[tuple[str, str, dict[str, Any] | None, int | None]] | None = None
+        from .pipeline import Pipeline  # the pipeline module reads this one's errors
+
+        self.pipeline = Pipeline()  # plug-in steps and duplicate rules the admin API registers
+        self.create("systemusers", application_user(), validate=False)
+        typed.seed(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -364,8 +371,12 @@ class Store:
 
     def _finish(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Computed columns: fullname = "first last" (spec "Core columns": read-only computed)."""
+        if "firstname" not in entity.attrs:
+            return  # a user's or team's name is its own column here
         parts = [p for p in (row.get("firstname"), row.get("lastname")) if p]
-        row["fullname"] = " ".join(parts) if parts else None
+        if "fullname" in entity.attrs:
+            row["fullname"] = " ".join(parts) if parts else None
+        typed.default_currency(entity, row)
 
     def _check_unique(self, entity: EntityDef, row: dict[str, Any]) -> None:
         """Alternate keys are unique: 0x80060892 DuplicateRecordEntityKey → 412."""
@@ -414,9 +425,12 @@ class Store:
                     out[attr.read_name] = None
                     continue
                 m = _BIND.match(str(value))
-                if not m or m.group(1) != attr.binds[nav]:
+                if not m or m.group(1) not in bind_targets(attr, nav):
                     raise ApiError(400, "0x8004431a", f"Invalid reference '{value}' for navigation property '{nav}'.")
+                if attr.attribute_type == "Owner":
+                    check_owner(self, m.group(1), m.group(2).lower())
                 out[attr.read_name] = m.group(2).lower()
+                typed.check_target(self, m.group(1), out[attr.read_name])
                 continue
             attr = entity.attrs.get(key)
             if attr is None or key != attr.read_name:
@@ -431,6 +445,7 @@ class Store:
                 raise ApiError(400, "0x80040203", f"The '{key}' attribute of the '{entity.logical_name}' entity is "
                                f"read-only and cannot be set on {'create' if creating else 'update'}.")
             out[key] = self._check_value(entity, attr, value)
+        _state_and_status(entity, out)
         for attr in entity.attrs.values():
             if attr.required_level != "SystemRequired" or attr.logical_name == entity.primary_id:
                 continue
@@ -485,15 +500,15 @@ class Store:
             if not isinstance(value, bool):
                 raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Boolean'.")
             return value
-        if t == "Money":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Decimal'.")
-            return float(value)
         if t in GUID_TYPES:
             if not isinstance(value, str) or not is_guid(value):
                 raise payload_error(entity, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")
             return value.lower()
-        return value
+        try:
+            return typed.check_value(entity, attr, value)
+        except typed.TypedValueError as exc:
+            raise (payload_error(entity, exc.message) if exc.payload
+                   else ApiError(exc.status, exc.code, exc.message)) from None
 
     # -- change tracking ---------------------------------------------------------------------
     def changes_since(
@@ -526,6 +541,21 @@ class Store:
                     if limit is not None and len(rows) + len(tombs) >= limit:
                         break
         return rows, tombs
+
+
+def _state_and_status(entity: EntityDef, out: dict[str, Any]) -> None:
+    """A status reason must belong to the state it is written with; a state alone takes its
+    default status (the lowest of its reasons), as a SetState does."""
+    statuses = STATUS_STATE.get(entity.logical_name)
+    if not statuses or "statecode" not in out:
+        return
+    state, status = out["statecode"], out.get("statuscode")
+    if status is None:
+        out["statuscode"] = min(s for s, st in statuses.items() if st == state)
+    elif statuses.get(status) != state:
+        # [unverified code] the service refuses a status reason of another state.
+        raise ApiError(400, "0x80040203", f"{status} is not a valid status code for state code "
+                       f"{entity.logical_name.capitalize()}State {state} on {entity.logical_name}.")
 
 
 def not_found(entity: EntityDef, rid: str) -> ApiError:

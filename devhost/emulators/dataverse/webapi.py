@@ -19,7 +19,7 @@ from . import batch as batchfmt
 from . import filter as odata_filter
 from . import formatted, metadata_api
 from .metadata import EntityDef
-from .store import ApiError, Store, Tombstone, is_guid, not_found
+from .store import SYSTEM_USER, ApiError, Store, Tombstone, is_guid, not_found
 
 API_PREFIX = "/api/data/v9.2/"
 MAX_PAGE = 5000
@@ -467,7 +467,9 @@ class WebApi:
 
     def create(self, req: Req, entity: EntityDef) -> Resp:
         """POST → 204 + OData-EntityId, or 201 + body with return=representation."""
-        row = self.store.create(entity.entity_set, self._body(req, entity))
+        body = self._body(req, entity)
+        self._pipeline(req, entity, "Create", body, None)
+        row = self.store.create(entity.entity_set, body)
         return self._written(req, entity, row, created=True)
 
     def _check_conditions(self, req: Req, entity: EntityDef, row: dict[str, Any] | None, rid: str | None) -> None:
@@ -489,6 +491,7 @@ class WebApi:
         self._check_conditions(req, entity, row, rid)
         body = self._body(req, entity)
         if row is not None:
+            self._pipeline(req, entity, "Update", {**row, **body}, row[entity.primary_id])
             updated = self.store.update(entity.entity_set, row[entity.primary_id], body)
             return self._written(req, entity, updated, created=False)
         values = dict(body)
@@ -496,6 +499,7 @@ class WebApi:
             values[entity.primary_id] = rid
         for col, value in (alt or {}).items():
             values.setdefault(col, value)
+        self._pipeline(req, entity, "Create", values, None)
         created = self.store.create(entity.entity_set, values)
         return self._written(req, entity, created, created=True)
 
@@ -506,6 +510,13 @@ class WebApi:
         self._check_conditions(req, entity, row, rid)
         self.store.delete(entity.entity_set, row[entity.primary_id])
         return Resp(204, {"OData-Version": "4.0"})
+
+    def _pipeline(self, req: Req, entity: EntityDef, message: str, values: dict[str, Any], rid: str | None) -> None:
+        bind = values.get("ownerid@odata.bind")
+        if isinstance(bind, str) and SYSTEM_USER not in bind.lower():
+            # Giving a record to another user or team is an Assign, a privilege of its own.
+            self._require(f"prvAssign{entity.logical_name.capitalize()}", entity.logical_name)
+        self.store.pipeline.before(self.store.rows[entity.entity_set], entity, message, values, rid, req.headers)
 
     # -- actions ----------------------------------------------------------------------------
     def multiple(self, req: Req, entity: EntityDef, action: str) -> Resp:
@@ -523,6 +534,7 @@ class WebApi:
                                    f"The '@odata.type' annotation '{entity.type_name}' is required on every Target.")
                 values = {k: v for k, v in target.items() if k not in {"@odata.type", "@odata.id"}}
                 if action == "CreateMultiple":
+                    self._pipeline(req, entity, "Create", values, None)
                     ids.append(self.store.create(entity.entity_set, values)[entity.primary_id])
                     continue
                 row: dict[str, Any] | None
@@ -693,4 +705,4 @@ def _privilege(method: str, logical_name: str, key: str | None, tail: str | None
         access = "Create"
     else:
         access = "Write"
-    return f"prv{access}{logical_name.capitalize()}"
+    return f"prv{access}{'User' if logical_name == 'systemuser' else logical_name.capitalize()}"

@@ -48,6 +48,10 @@ class MarketoAdmin:
     def all_leads(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/leads")["leads"])
 
+    def add_partition(self, name: str, description: str = "") -> int:
+        """A new lead partition; returns its id."""
+        return int(self._call("POST", "/partitions", {"name": name, "description": description})["id"])
+
     def bulk(self, leads: list[dict[str, Any]]) -> list[int]:
         """Create (no "id") or update (with "id") many people in one go; returns their ids in order."""
         return [int(i) for i in self._call("POST", "/leads/bulk", {"leads": leads})["ids"]]

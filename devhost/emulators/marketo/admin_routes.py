@@ -101,6 +101,17 @@ def admin_routes(emu: Emulator) -> list[Route]:
             return _skip(exc)
         return JSONResponse({"id": lead_id, "changed": changed})
 
+    async def partitions(request: Request) -> Response:
+        """{"name","description"?} adds a lead partition (as an admin does in Admin > Workspaces & Partitions)."""
+        doc = await _body(request)
+        name = str(doc.get("name") or "").strip()
+        if not name or any(p["name"] == name for p in emu.store.partitions):
+            return _error(400, "name must be new and not blank")
+        partition = {"id": max(p["id"] for p in emu.store.partitions) + 1, "name": name,
+                     "description": str(doc.get("description") or "")}
+        emu.store.partitions.append(partition)
+        return JSONResponse(partition, status_code=201)
+
     async def activities(request: Request) -> Response:
         lead_id = int(request.path_params["lead_id"])
         all_types = request.query_params.get("all", "").lower() in {"1", "true", "yes"}
@@ -207,6 +218,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
     return [
         Route("/_admin/leads", leads, methods=["GET", "POST"]),
         Route("/_admin/leads/bulk", bulk, methods=["POST"]),
+        Route("/_admin/partitions", partitions, methods=["POST"]),
         Route("/_admin/leads/{lead_id:int}", lead, methods=["GET", "PATCH", "DELETE"]),
         Route("/_admin/leads/{lead_id:int}/activities", activities, methods=["GET"]),
         Route("/_admin/faults", faults, methods=["GET", "POST", "DELETE"]),

@@ -387,10 +387,15 @@ def sync_leads(emu: Emulator, call: Call) -> dict[str, Any]:
         try:
             if not isinstance(record, dict):
                 raise RecordSkip("1003", "Invalid data")
-            results.append(emu.store.sync(action, lookup, record))
+            results.append(emu.store.sync(action, lookup, record, body.get("partitionName")))
         except RecordSkip as skip:
             results.append({"status": "skipped", "reasons": [{"code": skip.code, "message": skip.message}]})
     return emu.envelope(results)
+
+
+def partitions(emu: Emulator, call: Call) -> dict[str, Any]:
+    """Get Lead Partitions: `[{"id":1,"name":"Default","description":...}]`."""
+    return emu.envelope([dict(p) for p in emu.store.partitions])
 
 
 def describe(emu: Emulator, call: Call) -> dict[str, Any]:
@@ -481,6 +486,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("GET", r"/rest/v1/leads\.json", get_leads),
         ("POST", r"/rest/v1/leads\.json", sync_leads),
         ("GET", r"/rest/v1/leads/describe\.json", describe),
+        ("GET", r"/rest/v1/leads/partitions\.json", partitions),
         ("POST", r"/rest/v1/activities/external/type\.json", create_type),
         ("POST", r"/rest/v1/activities/external/type/(?P<api>[^/]+)/approve\.json", approve_type),
         ("POST", r"/rest/v1/activities/external/type/(?P<api>[^/]+)/attributes/create\.json", add_type_attributes),

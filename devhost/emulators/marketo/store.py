@@ -25,7 +25,7 @@ import bisect
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ..collation import fold
@@ -114,11 +114,24 @@ DEFAULT_FIELDS: tuple[FieldDef, ...] = (
     FieldDef(45, "mobilePhone", "Mobile Phone Number", "phone", 255),
     FieldDef(48, "email", "Email Address", "email", 255, searchable=True),
     FieldDef(51, "dateOfBirth", "Date of Birth", "date"),
+    # Custom fields of each richer type, as a marketing-operations admin adds them.
+    FieldDef(1301, "expectedCloseDate", "Expected Close Date", "date"),
+    FieldDef(1302, "lastWebVisit", "Last Web Visit", "datetime"),
+    FieldDef(1303, "engagementScore", "Engagement Score", "float"),
+    FieldDef(1304, "budget", "Budget", "currency"),
+    FieldDef(1305, "productInterests", "Product Interests", "string", 255),
+    FieldDef(1306, "accountName", "Account Name", "string", 255),
+    FieldDef(1307, "campaignName", "Campaign Name", "string", 255),
     FieldDef(57, "leadSource", "Lead Source", "string", 255),
     FieldDef(61, "unsubscribed", "Unsubscribed", "boolean"),
     FieldDef(1201, "msftIsDeleted", "Microsoft is Deleted", "boolean"),
     FieldDef(1202, "msftLastModifiedOn", "Microsoft Last Modified On", "datetime"),
+    FieldDef(62, "leadStatus", "Lead Status", "string", 255),
+    FieldDef(1203, "dynamicsOwnerEmail", "Dynamics Owner Email", "email", 255),  # a custom field admins add
+    # Set by the partition a person is created in; moved only by the partitions API.
+    FieldDef(1210, "leadPartitionId", "Lead Partition Id", "integer", read_only=True),
 )
+DEFAULT_PARTITION = {"id": 1, "name": "Default", "description": "Initial system lead partition"}
 
 SYSTEM_FIELDS = frozenset({"id", "createdAt", "updatedAt"})
 DEFAULT_READ_FIELDS = ("id", "email", "updatedAt", "createdAt", "firstName", "lastName")
@@ -171,10 +184,19 @@ def coerce(fdef: FieldDef, value: Any) -> Any:
             raise InvalidValue(f"Invalid value for '{fdef.name}': expected an ISO-8601 datetime")
         return fmt_datetime_field(parsed)
     if t == "date":
-        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) and _real_date(value):
             return value
         raise InvalidValue(f"Invalid value for '{fdef.name}': expected YYYY-MM-DD")
     return value
+
+
+def _real_date(text: str) -> bool:
+    """2024-02-30 has the shape of a date but is none: Marketo refuses it like any bad date."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- activities
@@ -273,6 +295,7 @@ class Store:
         self.log: list[Activity] = []
         self.types: dict[str, ActivityType] = {}
         self.next_lead_id = 1001
+        self.partitions: list[dict[str, Any]] = [dict(DEFAULT_PARTITION)]
 
     # ---- leads
 
@@ -297,13 +320,15 @@ class Store:
                 raise RecordSkip("1003", str(exc)) from None
         return out
 
-    def create(self, values: dict[str, Any], source: str) -> int:
+    def create(self, values: dict[str, Any], source: str, partition_id: int = 1) -> int:
         """Create a person from validated values; logs a New Lead (12) activity."""
         lead_id = self.next_lead_id
         self.next_lead_id += 1
         now = fmt_datetime_field(self.clock.now())
         lead: dict[str, Any] = {name: None for name in self.fields}
         lead.update(values)
+        if "leadPartitionId" in self.fields:
+            lead["leadPartitionId"] = partition_id
         lead.update(id=lead_id, createdAt=now, updatedAt=now)
         self.leads[lead_id] = lead
         self._index(lead_id, None, lead.get("email"))
@@ -360,8 +385,21 @@ class Store:
             return [lead_id] if lead_id in self.leads else []
         return [i for i, lead in self.leads.items() if lead.get(field_name) == value]
 
-    def sync(self, action: str, lookup: str, record: dict[str, Any]) -> dict[str, Any]:
-        """One Sync Leads input record → its result item. Raises RecordSkip."""
+    def partition(self, name: str) -> dict[str, Any]:
+        """The partition called `name`, or RecordSkip 1008 (the API user reaches no such workspace
+        partition; Marketo's code for an unknown name is unverified, 1008 is its access error)."""
+        for p in self.partitions:
+            if p["name"] == name:
+                return p
+        raise RecordSkip("1008", f"Access denied to partition '{name}'")
+
+    def sync(self, action: str, lookup: str, record: dict[str, Any], partition_name: str | None = None
+             ) -> dict[str, Any]:
+        """One Sync Leads input record → its result item. Raises RecordSkip.
+
+        `partitionName` puts a created person in that partition and scopes the lookup to it;
+        an existing person of another partition cannot be updated from it (1010)."""
+        partition = self.partition(partition_name) if partition_name is not None else None
         if lookup not in self.fields:
             raise RecordSkip("1006", f"Field '{lookup}' not found")
         if not self.fields[lookup].searchable:
@@ -376,10 +414,14 @@ class Store:
         if action != "createDuplicate" and key in (None, ""):
             raise RecordSkip("1003", f"Value for lookup field '{lookup}' not specified")
         matches = [] if action == "createDuplicate" else self.find(lookup, key)
+        if partition is not None and lookup != "id":
+            matches = [i for i in matches if self.leads[i].get("leadPartitionId", 1) == partition["id"]]
         if action in ("createOnly", "createDuplicate") or (action == "createOrUpdate" and not matches):
             if matches:
                 raise RecordSkip("1005", "Lead already exists")
-            return {"id": self.create(values, SOURCE_API), "status": "created"}
+            return {"id": self.create(values, SOURCE_API, partition["id"] if partition else 1), "status": "created"}
+        if partition is not None and any(self.leads[i].get("leadPartitionId", 1) != partition["id"] for i in matches):
+            raise RecordSkip("1010", "Partition update not allowed")
         if not matches:
             raise RecordSkip("1004", "Lead not found")
         if len(matches) > 1:
