@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError, ServiceResponseError
 
 from shared.errors import BadMessage
 from shared.state import tablerows
@@ -105,8 +105,11 @@ class EventBuffer:
         for record_id in dict.fromkeys(ids):
             tablerows.upsert(table, {"PartitionKey": lane.key, "RowKey": str(record_id)})
         now = datetime.now(UTC).isoformat()
-        if tablerows.create(table, {"PartitionKey": lane.key, "RowKey": MARKER, "at": now}) is None:
-            return False  # a drain is scheduled and has not started: it will read our rows
+        try:
+            if tablerows.create(table, {"PartitionKey": lane.key, "RowKey": MARKER, "at": now}) is None:
+                return False  # a drain is scheduled and has not started: it will read our rows
+        except ServiceResponseError:
+            pass  # the insert (a POST, not retried) may have happened: one drain too many is harmless, none is not
         try:
             self._storage.queue(DRAIN_QUEUE).send_message(json.dumps({"lane": lane.key}),
                                                           visibility_timeout=self.delay_s or None)
