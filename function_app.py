@@ -6,6 +6,7 @@ Only creates the app and registers the blueprints; everything else lives in `fun
 
 import azure.functions as func
 
+from functions.events import bp as events_bp
 from functions.health import bp as health_bp
 from functions.http import bp as http_bp
 from functions.queues import bp as queues_bp
@@ -17,4 +18,5 @@ app = func.FunctionApp()
 app.register_functions(timers_bp)
 app.register_functions(queues_bp)
 app.register_functions(http_bp)
+app.register_functions(events_bp)
 app.register_functions(health_bp)

@@ -28,13 +28,17 @@ from shared.errors import ConfigError, LeadSyncError
 from shared.ops import backfill as backfills
 from shared.ops import commands as ops
 from shared.ops import failures as fails
-from shared.ops import preflight, preflight_probe
+from shared.ops import preflight, preflight_probe, webhooks
 from shared.ops import resync as resyncs
+from shared.rules import fieldmap
 from shared.runtime import Services
 from shared.state.pause import PauseStore
 
-app = typer.Typer(help="Operate LeadSync: status, failures, retry, resync, backfill, explain, check, pause, resume.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(help="Operate LeadSync: status, failures, retry, resync, backfill, explain, check, pause, resume, "
+                       "setup.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+setup_app = typer.Typer(help="Register the services' change events with LeadSync's event receivers.",
+                        no_args_is_help=True)
+app.add_typer(setup_app, name="setup")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")]
@@ -350,6 +354,51 @@ def resume(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         emit({"resumed": ended})
     else:
         typer.echo("Background sync resumed." if ended else "The background sync was not paused by an operator.")
+
+
+Key = Annotated[str | None, typer.Option(
+    "--key", help="The function key of the receiver (default: ?code= in --url).", show_default=False)]
+WebhookSecret = Annotated[str | None, typer.Option(
+    "--secret", envvar="LEADSYNC_WEBHOOK_SECRET", show_envvar=True, show_default=False,
+    help="The shared secret the app checks in x-leadsync-secret, if it has one.")]
+
+
+@setup_app.command("dataverse-webhook")
+def dataverse_webhook(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="https://<app>/api/events/dataverse", show_default=False)],
+    key: Key = None,
+    secret: WebhookSecret = None,
+    name: Annotated[str, typer.Option("--name", help="Name of the service endpoint; steps are named after it.")]
+    = "leadsync",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create or update Dataverse's webhook (service endpoint) and its Create/Update/Delete steps on lead and
+    contact; running it again updates them in place."""
+    with one_line_errors():
+        svc = ctx.obj.services(check=False)
+        try:
+            result = webhooks.register_dataverse(svc.dataverse, svc.fields, url, key=key, secret=secret,
+                                                 sync_filter_field=svc.settings.sync_filter_field, name=name)
+        finally:
+            svc.close()
+    if as_json:
+        emit(result.to_dict())
+        return
+    for change in [result.endpoint, *result.steps]:
+        typer.echo(f"{change.action:8} {change.table} {change.name!r} ({change.id})")
+
+
+@setup_app.command("marketo-webhook")
+def marketo_webhook(
+    url: Annotated[str, typer.Option("--url", help="https://<app>/api/events/marketo", show_default=False)],
+    key: Key = None,
+    secret: WebhookSecret = None,
+) -> None:
+    """Print the Marketo webhook and trigger campaign to create by hand (Marketo has no API for them)."""
+    with one_line_errors():
+        fields = fieldmap.load(os.environ.get("LEADSYNC_FIELD_MAP"))
+        typer.echo(webhooks.marketo_definition(url, fields, key=key, secret=secret))
 
 
 if __name__ == "__main__":

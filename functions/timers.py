@@ -1,5 +1,5 @@
 """Timer triggers: poll each side's change feed and enqueue work; the Marketo one also finishes
-real-time requests whose calls died."""
+real-time requests whose calls died, the Dataverse one drains event ids left behind."""
 
 from __future__ import annotations
 
@@ -48,3 +48,4 @@ def poll_marketo_changes(timer: func.TimerRequest) -> None:
 def poll_dataverse_changes(timer: func.TimerRequest) -> None:
     started = time.perf_counter()
     _report("dataverse", poll_dataverse(services()), timer, started)
+    services().events.sweep()  # event ids whose drain message was lost (cheap: one query per lane)

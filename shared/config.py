@@ -104,6 +104,7 @@ class Settings:
     closed_lead_action: ClosedLeadAction = field(default_factory=lambda: ClosedLeadAction("keep"))
     marketo_partition: str | None = None  # MARKETO_PARTITION: where new Marketo people are created
     duplicate_detection: bool = True  # DATAVERSE_DUPLICATE_DETECTION: real-time creates obey the org's rules
+    events_coalesce_s: int = 1  # change events arriving within this window become one drain's work messages
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +219,7 @@ class Settings:
             closed_lead_action=parse_closed_lead_action(optional("LEADSYNC_CLOSED_LEAD_ACTION")),
             marketo_partition=optional("MARKETO_PARTITION"),
             duplicate_detection=boolean("DATAVERSE_DUPLICATE_DETECTION", True),
+            events_coalesce_s=integer("LEADSYNC_EVENTS_COALESCE_S", 1, 0, 60),
         )
 
     def marketo_budget(self) -> tuple[int, int]:

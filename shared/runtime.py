@@ -30,6 +30,7 @@ from shared.rules.typevalidation import Limits
 from shared.rules.validation import ColumnRule, EntityRules, labelled
 from shared.state.activity import ActivityLog
 from shared.state.cursors import CursorStore
+from shared.state.eventbuffer import EventBuffer
 from shared.state.links import LinkStore
 from shared.state.outbox import MarketoOutbox
 from shared.state.pause import PauseStore
@@ -115,6 +116,12 @@ class Services:
     def outbox(self) -> MarketoOutbox:
         """Marketo Activity Log entries the webhook leaves for the Marketo poll timer to batch."""
         return MarketoOutbox(self.storage)
+
+    @cached_property
+    def events(self) -> EventBuffer:
+        """Ids from the services' change events, coalesced into work messages (`shared.state.eventbuffer`)."""
+        return EventBuffer(self.storage, self.queues, delay_s=self.settings.events_coalesce_s,
+                           batch_size=self.settings.batch_size)
 
     @cached_property
     def pending(self) -> PendingRequests:

@@ -88,6 +88,11 @@ def test_integer_settings_at_their_limits() -> None:
     assert (s.marketo_calls_per_20s, s.marketo_max_concurrency, s.batch_size) == (100, 1, 300)
 
 
+def test_the_events_coalescing_window() -> None:
+    assert Settings.from_env(ENV).events_coalesce_s == 1
+    assert Settings.from_env(env(LEADSYNC_EVENTS_COALESCE_S="0")).events_coalesce_s == 0
+
+
 def test_worker_processes_share_the_instance_budget() -> None:
     assert Settings.from_env(ENV).marketo_budget() == (90, 8)
     two = Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="2"))
@@ -149,6 +154,8 @@ def test_empty_environment_names_a_setting() -> None:
     ("LEADSYNC_BACKGROUND_PAUSED", "yes"),
     ("LEADSYNC_DAILY_CAP_PCT", "101"),
     ("MARKETO_DAILY_QUOTA", "0"),
+    ("LEADSYNC_EVENTS_COALESCE_S", "61"),
+    ("LEADSYNC_EVENTS_COALESCE_S", "-1"),
 ])
 def test_malformed_setting_is_named(name: str, value: str) -> None:
     error = refused(env(**{name: value}))

@@ -59,7 +59,8 @@ def post(body: bytes, **headers: str) -> func.HttpRequest:
 
 def test_every_trigger_is_registered() -> None:
     assert set(registered()) == {"poll_marketo_changes", "poll_dataverse_changes", "apply_from_marketo",
-                                 "apply_from_dynamics", "sync_person_http", "health_page", "health_json"}
+                                 "apply_from_dynamics", "sync_person_http", "health_page", "health_json",
+                                 "dataverse_events_http", "marketo_events_http", "drain_events"}
 
 
 def test_the_webhook_refuses_a_request_without_the_secret(app_env: dict[str, str]) -> None:

@@ -35,6 +35,7 @@ from shared.sync import realtime
 from shared.sync.batch import Batch, Pending, eligible
 from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
+from shared.sync.echo import dataverse_news
 from shared.sync.linking import likely_new, link_or_create
 from shared.sync.merges import dynamics_merged, follow_dynamics_merges, is_merged, marketo_merged, merged_away
 from shared.sync.report import Outcomes, flush
@@ -57,7 +58,7 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             marketo_deleted(batch, [int(i) for i in work.ids])
         else:
             assert work.entity is not None
-            dynamics_deleted(batch, work.entity, [str(i) for i in work.ids])
+            _dynamics_deleted(batch, work.entity, [str(i) for i in work.ids], check=work.reason == "event")
     elif work.source == "marketo":
         found = svc.links.get_many(int(i) for i in work.ids)
         _reconcile(batch, [lk for lk in found.values() if lk.state != "creating"], prefetched={})
@@ -65,10 +66,29 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             _create_unlinked(svc, work, [int(i) for i in work.ids if int(i) not in found])
     else:
         assert work.entity is not None
-        _dynamics_changed(batch, work.entity, [str(i) for i in work.ids])
+        _dynamics_changed(batch, work.entity, [str(i) for i in work.ids], drop_echoes=work.reason == "event")
     _requeue(batch)
     flush(svc, batch.out)
     return batch.out
+
+
+def _dynamics_deleted(batch: Batch, entity: str, ids: list[str], *, check: bool) -> None:
+    """End the links of deleted records; `check`: only those Dataverse no longer has.
+
+    A change feed's deletes are Dataverse's word; a webhook's are a hint (a forged, replayed
+    or reordered call, or a record restored since): a record that still exists is merged instead.
+    """
+    present: list[str] = []
+    if check:
+        svc = batch.svc
+        key = PRIMARY_KEYS[entity]
+        found = {r[key].lower() for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, [key])}
+        present = [i for i in ids if i in found]
+    if present:
+        _dynamics_changed(batch, entity, present, drop_echoes=True)
+    gone = [i for i in ids if i not in present]
+    if gone:
+        dynamics_deleted(batch, entity, gone)
 
 
 def _create_unlinked(svc: Services, work: Work, lead_ids: list[int]) -> None:
@@ -78,10 +98,15 @@ def _create_unlinked(svc: Services, work: Work, lead_ids: list[int]) -> None:
         realtime.sync_person(svc, lead_id, operation_id=work.operation_id, wait_s=0)
 
 
-def _dynamics_changed(batch: Batch, entity: str, ids: list[str]) -> None:
+def _dynamics_changed(batch: Batch, entity: str, ids: list[str], *, drop_echoes: bool = False) -> None:
     svc = batch.svc
     key = PRIMARY_KEYS[entity]
     records = {r[key].lower(): r for r in svc.dataverse.get_by_ids(ENTITY_SETS[entity], ids, svc.select(entity))}
+    if drop_echoes and records:
+        # Webhook events name our own writes too; the pollers drop those before enqueueing
+        # (`shared.sync.echo`), here they are dropped before they cost a Marketo read.
+        news = set(dataverse_news(svc, entity, records.values(), delta=False))
+        records = {i: r for i, r in records.items() if i in news}
     records = dynamics_merged(batch, entity, records)  # first: a master may take its subordinate's link
     # Records never modified since created are almost all new: one insert each, in
     # transactions, tells which have no index row, where a lookup reads each one.

@@ -1,0 +1,267 @@
+"""The event receivers and the drain, called as the Functions host calls them: a real
+`func.HttpRequest` / `func.QueueMessage` in, the buffer and the work queues out (Azurite)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared import runtime
+from shared.state.eventbuffer import DRAIN_QUEUE, MARKER, TABLE, delete_row, lane_of
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
+from shared.sync.events import MAX_DATAVERSE_BODY
+from tests.test_handlers import SECRET, app_env, registered  # noqa: F401 - app_env is a fixture
+
+LEAD = "6d81597f-0f9f-e711-8122-000d3aa2331c"
+TYPES = "http://schemas.microsoft.com/xrm/2011/Contracts"
+
+
+def context(message: str = "Update", entity: str = "lead", record_id: str = LEAD) -> dict[str, Any]:
+    """A RemoteExecutionContext as Dataverse posts it for an async PostOperation step (trimmed)."""
+    target: dict[str, Any] = {"__type": f"Entity:{TYPES}", "Attributes": [
+        {"key": "statuscode", "value": {"__type": f"OptionSetValue:{TYPES}", "Value": 2}},
+        {"key": f"{entity}id", "value": record_id}], "EntityState": None, "FormattedValues": [], "Id": record_id,
+        "KeyAttributes": [], "LogicalName": entity, "RelatedEntities": [], "RowVersion": None}
+    if message == "Delete":
+        target = {"__type": f"EntityReference:{TYPES}", "Id": record_id, "KeyAttributes": [], "LogicalName": entity,
+                  "Name": None, "RowVersion": None}
+    return {"BusinessUnitId": str(uuid.uuid4()), "CorrelationId": str(uuid.uuid4()), "Depth": 1,
+            "InitiatingUserId": str(uuid.uuid4()), "InputParameters": [{"key": "Target", "value": target}],
+            "IsExecutingOffline": False, "IsInTransaction": False, "IsOfflinePlayback": False, "IsolationMode": 1,
+            "MessageName": message, "Mode": 1, "OperationCreatedOn": "/Date(1506409448000-0700)/",
+            "OperationId": str(uuid.uuid4()), "OrganizationId": str(uuid.uuid4()), "OrganizationName": "contoso",
+            "OutputParameters": [], "OwningExtension": {"Id": str(uuid.uuid4()), "KeyAttributes": [],
+                                                        "LogicalName": "sdkmessageprocessingstep",
+                                                        "Name": f"lead-sync: {message} of {entity}",
+                                                        "RowVersion": None},
+            "PostEntityImages": [], "PreEntityImages": [], "PrimaryEntityId": record_id,
+            "PrimaryEntityName": entity, "RequestId": str(uuid.uuid4()), "SecondaryEntityName": "none",
+            "SharedVariables": [], "Stage": 40, "UserId": str(uuid.uuid4())}
+
+
+def dv_request(body: bytes, *, secret: str | None = SECRET, **headers: str) -> func.HttpRequest:
+    all_headers = {"content-type": "application/json", "x-ms-dynamics-organization": "contoso.crm.dynamics.com",
+                   **headers}
+    if secret is not None:
+        all_headers["x-leadsync-secret"] = secret
+    return func.HttpRequest("POST", "http://localhost/api/events/dataverse", headers=all_headers,
+                            params={"code": "function-key"}, body=body)
+
+
+def mk_request(body: bytes, *, secret: str | None = SECRET) -> func.HttpRequest:
+    headers = {"content-type": "application/json", **({"x-leadsync-secret": secret} if secret is not None else {})}
+    return func.HttpRequest("POST", "http://localhost/api/events/marketo", headers=headers, params={}, body=body)
+
+
+def buffered() -> list[tuple[str, str]]:
+    """Every row in this test's event buffer (markers included)."""
+    table = runtime.services(checked=False).storage.table(TABLE)
+    return sorted((r["PartitionKey"], r["RowKey"]) for r in table.list_entities())
+
+
+def drain_all() -> list[Work]:
+    """Run the drain for every message on the drain queue, as the host would; the work it sent."""
+    svc = runtime.services(checked=False)
+    for message in svc.storage.queue(DRAIN_QUEUE).receive_messages(visibility_timeout=30, max_messages=32):
+        registered()["drain_events"](func.QueueMessage(id=message.id, body=message.content.encode(),
+                                                       pop_receipt=message.pop_receipt))
+        svc.storage.queue(DRAIN_QUEUE).delete_message(message)
+    work: list[Work] = []
+    for name in (FROM_MARKETO, FROM_DYNAMICS):
+        for message in svc.storage.queue(name).receive_messages(max_messages=32):
+            work.append(Work.from_json(message.content))
+            svc.storage.queue(name).delete_message(message)
+    return work
+
+
+@pytest.fixture
+def clean(app_env: dict[str, str]) -> None:  # noqa: F811 - the imported fixture
+    svc = runtime.services(checked=False)
+    for name in (DRAIN_QUEUE, FROM_MARKETO, FROM_DYNAMICS):
+        svc.storage.queue(name).clear_messages()
+    svc.events.delay_s = 0  # the drain message is visible at once: the test runs the drain itself
+
+
+def test_the_receivers_and_the_drain_are_registered() -> None:
+    assert {"dataverse_events_http", "marketo_events_http", "drain_events"} <= set(registered())
+
+
+def test_a_dataverse_update_becomes_changed_work_with_the_id_only(clean: None) -> None:
+    response = registered()["dataverse_events_http"](dv_request(json.dumps(context()).encode(),
+                                                                **{"x-ms-dynamics-entity-name": "lead",
+                                                                   "x-ms-dynamics-request-name": "Update"}))
+    assert response.status_code == 202, response.get_body()
+    assert json.loads(response.get_body())["id"] == LEAD
+    assert buffered() == [("dynamics-lead-changed", MARKER), ("dynamics-lead-changed", LEAD)]
+    (work,) = drain_all()
+    assert (work.source, work.kind, work.entity, work.ids, work.reason) == ("dynamics", "changed", "lead", (LEAD,),
+                                                                           "event")
+    assert buffered() == []
+
+
+def test_a_double_encoded_context_is_accepted(clean: None) -> None:
+    contact = str(uuid.uuid4()).upper()
+    body = json.dumps(json.dumps(context("Create", "contact", contact))).encode()
+    assert registered()["dataverse_events_http"](dv_request(body)).status_code == 202
+    (work,) = drain_all()
+    assert (work.kind, work.entity, work.ids) == ("changed", "contact", (contact.lower(),))
+
+
+def test_a_context_trimmed_for_size_is_accepted(clean: None) -> None:
+    """Above 256 KB Dataverse drops the parameters and images and says so in a header: the id remains."""
+    body = {k: v for k, v in context().items()
+            if k not in ("ParentContext", "InputParameters", "PreEntityImages", "PostEntityImages")}
+    response = registered()["dataverse_events_http"](dv_request(json.dumps(body).encode(),
+                                                                **{"x-ms-dynamics-msg-size-exceeded": ""}))
+    assert response.status_code == 202
+    assert [w.ids for w in drain_all()] == [(LEAD,)]
+
+
+def test_a_dataverse_delete_becomes_deleted_work(clean: None) -> None:
+    response = registered()["dataverse_events_http"](dv_request(json.dumps(context("Delete")).encode()))
+    assert response.status_code == 202
+    (work,) = drain_all()
+    assert (work.source, work.kind, work.entity, work.ids) == ("dynamics", "deleted", "lead", (LEAD,))
+
+
+def test_a_marketo_event_becomes_changed_work(clean: None) -> None:
+    response = registered()["marketo_events_http"](mk_request(b'{"leadId": 1042}'))
+    assert response.status_code == 202
+    (work,) = drain_all()
+    assert (work.source, work.kind, work.ids) == ("marketo", "changed", (1042,))
+
+
+@pytest.mark.parametrize("function,request_", [
+    ("dataverse_events_http", dv_request(json.dumps(context()).encode(), secret=None)),
+    ("dataverse_events_http", dv_request(json.dumps(context()).encode(), secret="wrong")),
+    ("marketo_events_http", mk_request(b'{"leadId": 1}', secret=None)),
+], ids=["dataverse-no-secret", "dataverse-wrong-secret", "marketo-no-secret"])
+def test_an_unauthenticated_event_is_a_401_and_nothing_is_buffered(clean: None, function: str,
+                                                                    request_: func.HttpRequest) -> None:
+    response = registered()[function](request_)
+    assert response.status_code == 401 and json.loads(response.get_body())["status"] == "unauthorized"
+    assert buffered() == [] and drain_all() == []
+
+
+def _oversized() -> bytes:
+    body = context()
+    body["SharedVariables"] = [{"key": "pad", "value": "x" * MAX_DATAVERSE_BODY}]
+    return json.dumps(body).encode()
+
+
+BAD_DATAVERSE = {
+    "empty": (b"", "not JSON"),
+    "not-json": (b"<xml/>", "not JSON"),
+    "not-utf8": (b'{"MessageName": "\xff"}', "not UTF-8"),
+    "oversized": (_oversized(), "larger than"),
+    "a-list": (b"[1, 2]", "not a JSON object"),
+    "deep": (b"[" * 100_000 + b"]" * 100_000, ""),
+    "unknown-entity": (json.dumps(context(entity="account")).encode(), "PrimaryEntityName 'account'"),
+    "unknown-message": (json.dumps(context("Assign")).encode(), "MessageName 'Assign'"),
+    "bad-id": (json.dumps(context(record_id="6d81597f")).encode(), "is not a GUID"),
+    "no-id": (json.dumps({**context(), "PrimaryEntityId": None}).encode(), "is not a GUID"),
+    "double-encoded-not-json": (json.dumps("not json").encode(), "double-encoded body is not JSON"),
+    "double-encoded-a-list": (json.dumps(json.dumps([context()])).encode(), "double-encoded body does not hold"),
+    "triple-encoded": (json.dumps(json.dumps(json.dumps(context()))).encode(), "double-encoded body does not hold"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_DATAVERSE)
+def test_a_bad_dataverse_event_is_a_400_saying_why_and_nothing_is_buffered(clean: None, name: str) -> None:
+    body, reason = BAD_DATAVERSE[name]
+    response = registered()["dataverse_events_http"](dv_request(body))
+    answer = json.loads(response.get_body())
+    assert response.status_code == 400 and answer["status"] == "bad_request" and reason in answer["error"]
+    assert buffered() == [] and drain_all() == []
+
+
+def test_headers_that_disagree_with_the_body_are_a_400(clean: None) -> None:
+    response = registered()["dataverse_events_http"](dv_request(json.dumps(context()).encode(),
+                                                                **{"x-ms-dynamics-entity-name": "contact"}))
+    assert response.status_code == 400 and "x-ms-dynamics-entity-name" in json.loads(response.get_body())["error"]
+    assert buffered() == []
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"leadId": "12"}', b'{"leadId": 0}', b'{"leadId": 1, "x": 2}',
+                                  b"x" * 5000])
+def test_a_bad_marketo_event_is_a_400_and_nothing_is_buffered(clean: None, body: bytes) -> None:
+    response = registered()["marketo_events_http"](mk_request(body))
+    assert response.status_code == 400 and json.loads(response.get_body())["error"]
+    assert buffered() == [] and drain_all() == []
+
+
+def test_a_burst_of_a_thousand_events_becomes_a_few_work_messages(clean: None) -> None:
+    """1,000 calls (400 people, some edited several times), from 8 callers at once: the drain
+    sends each person once, 300 to a message."""
+    people = list(range(5001, 5401))
+    calls = [people[i % 400] for i in range(1000)]
+
+    def call(person: int) -> int:
+        return int(registered()["marketo_events_http"](mk_request(b'{"leadId": %d}' % person)).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(call, calls)) == {202}
+    svc = runtime.services(checked=False)
+    assert svc.events.pending() == {"marketo-changed": 400}
+    assert svc.storage.queue(DRAIN_QUEUE).get_queue_properties().approximate_message_count == 1
+    work = drain_all()
+    assert sorted(len(w.ids) for w in work) == [100, 300]
+    assert sorted(i for w in work for i in w.ids) == people
+
+
+def test_an_event_after_the_drain_started_schedules_another(clean: None) -> None:
+    svc = runtime.services(checked=False)
+    registered()["marketo_events_http"](mk_request(b'{"leadId": 7001}'))
+    assert [w.ids for w in drain_all()] == [(7001,)]
+    registered()["marketo_events_http"](mk_request(b'{"leadId": 7002}'))
+    assert svc.storage.queue(DRAIN_QUEUE).get_queue_properties().approximate_message_count == 1
+    assert [w.ids for w in drain_all()] == [(7002,)]
+
+
+def test_the_sweep_drains_ids_whose_drain_message_was_lost(clean: None) -> None:
+    svc = runtime.services(checked=False)
+    registered()["marketo_events_http"](mk_request(b'{"leadId": 8001}'))
+    svc.storage.queue(DRAIN_QUEUE).clear_messages()  # the drain message is lost: the marker stays
+    assert svc.events.sweep(stale_s=3600) == []  # nothing old enough yet
+    (drained,) = svc.events.sweep(stale_s=-5)
+    assert (drained.lane, drained.ids, drained.messages) == ("marketo-changed", 1, 1)
+    assert [w.ids for w in drain_all()] == [(8001,)]
+    assert buffered() == []
+
+
+def test_a_bad_drain_message_is_poisoned(clean: None) -> None:
+    svc = runtime.services(checked=False)
+    poison = svc.storage.queue(f"{DRAIN_QUEUE}-poison")
+    poison.clear_messages()
+    registered()["drain_events"](func.QueueMessage(id="d-1", body=b'{"lane": "marketo-deleted"}', pop_receipt="r"))
+    assert [m.content for m in poison.receive_messages()] == ['{"lane": "marketo-deleted"}']
+    poison.clear_messages()
+
+
+def test_a_row_written_again_after_the_drain_read_it_is_left_for_the_next_drain(clean: None) -> None:
+    """The drain deletes a row only if its ETag is the one it read: an event for the same
+    record that landed meanwhile may describe a change the drain's work did not see."""
+    svc = runtime.services(checked=False)
+    lane = lane_of("marketo", "changed", None)
+    svc.events.add(lane, [9001])
+    table = svc.storage.table(TABLE)
+    read = table.get_entity(lane.key, "9001")
+    svc.events.add(lane, [9001])  # the same person again, after the read
+    delete_row(table, lane.key, "9001", etag=read.metadata["etag"])
+    assert (lane.key, "9001") in buffered()
+    delete_row(table, lane.key, "9001", etag=table.get_entity(lane.key, "9001").metadata["etag"])
+    assert (lane.key, "9001") not in buffered()
+
+
+def test_when_storage_is_unreachable_an_event_is_a_503(app_env: dict[str, str]) -> None:  # noqa: F811
+    nowhere = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+               "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+               "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1")
+    runtime.configure({**app_env, "AzureWebJobsStorage": nowhere})
+    response = registered()["marketo_events_http"](mk_request(b'{"leadId": 1042}'))
+    assert response.status_code == 503 and json.loads(response.get_body())["status"] == "unavailable"
