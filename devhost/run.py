@@ -14,6 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
+from devhost.events import wire
 from devhost.stack import DEV_FUNCTION_KEY, Stack, StackConfig
 
 
@@ -33,6 +34,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "change, so a kill loses at most the last few seconds (default: in memory)")
     p.add_argument("--connection-string", default=None,
                    help="use this storage account instead of starting Azurite")
+    p.add_argument("--no-events", action="store_true",
+                   help="do not wire the emulators' change events (Dataverse webhook steps, a Marketo trigger "
+                        "campaign) to the app: changes then cross at the next poll only")
     args = p.parse_args(argv)
     if args.poll_seconds < 1:
         p.error("--poll-seconds must be at least 1")
@@ -52,6 +56,10 @@ def main(argv: list[str]) -> int:
         print(f"app        {stack.app_url}/api/sync-person  (function key: {args.function_key})", flush=True)
         print(f"marketo    {stack.marketo.base_url}", flush=True)
         print(f"dataverse  {stack.dataverse.base_url}  (CA bundle: {stack.env['DATAVERSE_CA_BUNDLE']})", flush=True)
+        if not args.no_events:
+            wire(stack)
+            print(f"events     Dataverse webhook and a Marketo campaign call {stack.app_url}/api/events/…",
+                  flush=True)
         if stack.azurite is not None:
             print(f"azurite    queue {stack.azurite.queue_port}, table {stack.azurite.table_port}", flush=True)
         stop.wait()

@@ -100,7 +100,11 @@ class Outbound:
                 self._stats.overflow += 1
                 return
             self._pending += 1
-        self._loop.call_soon_threadsafe(self._enqueue, call)
+        try:
+            self._loop.call_soon_threadsafe(self._enqueue, call)
+        except RuntimeError:  # stopped: the emulator is shutting down, so the call goes nowhere
+            with self.lock:
+                self._pending -= 1
 
     def add_fault(self, fault: EventFault) -> None:
         if fault.kind not in self.allowed_faults:
@@ -129,8 +133,16 @@ class Outbound:
             return self._stats.as_json(self._pending)
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._shutdown)
         self._thread.join(timeout=5)
+
+    def _shutdown(self) -> None:
+        """Cancel the dispatcher and every call in flight, then let `_run` close the loop."""
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.stop()
 
     # -- the worker (its own thread and loop) ----------------------------------------------
     def _run(self) -> None:
@@ -145,6 +157,11 @@ class Outbound:
         self._loop.create_task(self._dispatch())
         self._ready.set()
         self._loop.run_forever()
+        # Stopped: let the cancelled tasks finish, close the client, then the loop (no task is left pending).
+        pending = asyncio.all_tasks(self._loop)
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.run_until_complete(self._client.aclose())
+        self._loop.close()
 
     def _enqueue(self, call: Call) -> None:
         assert self._queue is not None

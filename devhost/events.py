@@ -1,0 +1,34 @@
+"""Wire both emulators' change events to the app, as an admin would wire the real services.
+
+Dataverse: `leadsync setup dataverse-webhook` does it through the Web API (the product's own
+`shared.ops.webhooks.register_dataverse`). Marketo has no API for webhooks or campaigns, so
+here the emulator's admin API creates the trigger campaign `leadsync setup marketo-webhook`
+describes: "Data Value Changes" on the mapped fields, calling the Marketo receiver.
+"""
+
+from __future__ import annotations
+
+from devhost.emulators.marketo import MarketoAdmin
+from devhost.stack import Stack
+from shared.config import Settings
+from shared.ops import webhooks
+from shared.runtime import Services
+
+
+def wire(stack: Stack) -> None:
+    """Register the app's receivers with both emulators (idempotent on the Dataverse side)."""
+    key = stack.config.function_key
+    svc = Services.from_settings(Settings.from_env(stack.env))
+    try:
+        webhooks.register_dataverse(svc.dataverse, svc.fields, f"{stack.app_url}/api/events/dataverse", key=key,
+                                    sync_filter_field=svc.settings.sync_filter_field)
+        fields = [f for f in svc.fields.marketo_fields() if f != svc.fields.email.marketo]
+    finally:
+        svc.close()
+    admin = MarketoAdmin(stack.marketo.base_url)
+    try:
+        admin.add_campaign("LeadSync: changes", "Data Value Changes", fields=fields,
+                           url=f"{stack.app_url}/api/events/marketo", template='{"leadId": {{lead.Id}}}',
+                           headers={"x-functions-key": key})
+    finally:
+        admin.close()
