@@ -163,7 +163,6 @@ def test_registration_refuses_bad_input(api: httpx.Client, rx: Receiver) -> None
         {"filteringattributes": "nosuchcolumn"},
         {"mode": 1, "stage": 20},
         {"stage": 15},
-        {"eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({uuid.uuid4()})"},
         {"sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id(api, 'lead', create)})"},
         {"sdkmessageid@odata.bind": f"/sdkmessages({create})",
          "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id(api, 'lead', create)})",
@@ -173,6 +172,10 @@ def test_registration_refuses_bad_input(api: httpx.Client, rx: Receiver) -> None
     for change in bad_steps:
         resp = api.post("sdkmessageprocessingsteps", json={**step_base, **change})
         assert resp.status_code == 400 and error_code(resp).startswith("0x"), (change, resp.text)
+    # A bind to a row that does not exist is Dataverse's 404 0x80040217 ("… Does Not Exist").
+    resp = api.post("sdkmessageprocessingsteps",
+                    json={**step_base, "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({uuid.uuid4()})"})
+    assert resp.status_code == 404 and error_code(resp) == "0x80040217", resp.text
     assert api.get("sdkmessageprocessingsteps").json()["value"] == []
 
     on_create = step(api, ep, "Create")
