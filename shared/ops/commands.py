@@ -390,13 +390,17 @@ def parse_person(text: str) -> tuple[int | None, tuple[str, str] | None]:
     return None, (m["entity"], m["guid"].lower())
 
 
+def link_of(state: State, marketo_id: int | None, record: tuple[str, str] | None) -> Link | None:
+    """The link of a person as `parse_person` read it: by Marketo id, else by Dynamics record."""
+    if marketo_id is not None:
+        return state.links.get(marketo_id)
+    assert record is not None
+    return state.links.by_dynamics(*record)
+
+
 def explain(state: State, person: str, *, limit: int = 50) -> Explanation:
     marketo_id, record = parse_person(person)
-    if marketo_id is not None:
-        link = state.links.get(marketo_id)
-    else:
-        assert record is not None
-        link = state.links.by_dynamics(*record)
+    link = link_of(state, marketo_id, record)
     if link is not None:
         marketo_id = link.marketo_id
         if record is None and link.entity and link.dynamics_id:

@@ -29,7 +29,7 @@ from typing import Any
 
 from shared.jsonable import to_jsonable
 from shared.ops import commands
-from shared.ops.commands import PoisonMessage, PoisonRetry, State, parse_person, redact
+from shared.ops.commands import PoisonMessage, PoisonRetry, State, link_of, parse_person, redact
 from shared.ops.failkinds import FailureKind, Filter, Side, Verdict, classify, fix
 
 __all__ = ["Failure", "FailureList", "FailureRetry", "Filter", "collect", "retry", "select", "with_views"]
@@ -136,12 +136,7 @@ def _unlinked(state: State, start: datetime) -> list[Failure]:
             marketo_id, record = parse_person(e.person)
         except ValueError:
             continue  # not a person's key: nothing to retry it through
-        if marketo_id is not None:
-            link = state.links.get(marketo_id)
-        else:
-            assert record is not None
-            link = state.links.by_dynamics(*record)
-        if link is not None:
+        if link_of(state, marketo_id, record) is not None:
             continue  # linked since (a success), being created now, or parked (listed from the link)
         latest = state.activity.for_person(e.person, limit=1)
         if latest and latest[0].kind not in activity.FAILURE_KINDS:

@@ -22,6 +22,7 @@ from azure.storage.queue import QueueMessage
 
 from shared.errors import BadMessage
 from shared.state.storage import Storage
+from shared.state.workqueue import json_object
 
 PENDING_QUEUE = "leadsync-realtime-pending"
 SCHEMA_VERSION = 1
@@ -43,11 +44,8 @@ class Pending:
     @classmethod
     def from_json(cls, text: str | bytes) -> Pending:
         """Parse a pending message; BadMessage says exactly what is wrong."""
-        try:
-            body = json.loads(text)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise BadMessage(f"not JSON: {exc}") from None
-        if not isinstance(body, dict) or body.get("v") != SCHEMA_VERSION:
+        body = json_object(text)
+        if body.get("v") != SCHEMA_VERSION:
             raise BadMessage(f"not a version {SCHEMA_VERSION} pending request")
         lead_id, op = body.get("leadId"), body.get("op")
         if type(lead_id) is not int or lead_id <= 0:

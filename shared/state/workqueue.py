@@ -29,6 +29,17 @@ MAX_IDS = 300  # one Marketo read (300 ids) per message
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """A queue message's JSON object; BadMessage when it is not JSON or not an object."""
+    try:
+        body = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadMessage("not a JSON object")
+    return body
+
+
 @dataclass(frozen=True)
 class Work:
     source: str  # "marketo" | "dynamics"
@@ -52,12 +63,7 @@ class Work:
     @classmethod
     def from_json(cls, text: str | bytes) -> Work:
         """Parse and check a message; BadMessage says exactly what is wrong."""
-        try:
-            body = json.loads(text)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise BadMessage(f"not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadMessage("not a JSON object")
+        body = json_object(text)
         version = body.get("v")
         if type(version) is not int or version != SCHEMA_VERSION:
             raise BadMessage(f"schema version {version!r} is not {SCHEMA_VERSION}")
