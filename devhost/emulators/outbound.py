@@ -45,6 +45,17 @@ class EventFault:
     delay_s: float = 0.0
 
 
+def fires(fault: Any) -> bool:
+    """Whether an armed fault (`count` left, or a `rate`) fires on this call; spends one of its count.
+    The caller holds its emulator's lock."""
+    if fault.count is not None:
+        if fault.count <= 0:
+            return False
+        fault.count -= 1
+        return True
+    return fault.rate is not None and random.random() < fault.rate
+
+
 @dataclass
 class OutboundStats:
     submitted: int = 0
@@ -169,15 +180,7 @@ class Outbound:
 
     def _take_fault(self) -> EventFault | None:
         with self.lock:
-            for fault in self.faults:
-                if fault.count is not None:
-                    if fault.count <= 0:
-                        continue
-                    fault.count -= 1
-                    return fault
-                if fault.rate is not None and random.random() < fault.rate:
-                    return fault
-        return None
+            return next((fault for fault in self.faults if fires(fault)), None)
 
     def _spawn(self, call: Call, delay_s: float = 0.0, after: asyncio.Task[None] | None = None) -> asyncio.Task[None]:
         task = self._loop.create_task(self._deliver(call, delay_s, after))

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import math
-import random
 import secrets
 import threading
 import time
@@ -31,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ..outbound import fires
 from .events import Origin
 from .store import ApiError, Store
 from .webapi import API_PREFIX, Req, WebApi, json_resp
@@ -142,14 +142,7 @@ class Emulator:
     def take_fault(self, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if not path.startswith(fault.path_prefix):
-                    continue
-                if fault.count is not None:
-                    if fault.count <= 0:
-                        continue
-                    fault.count -= 1
-                    return fault
-                if fault.rate is not None and random.random() < fault.rate:
+                if path.startswith(fault.path_prefix) and fires(fault):
                     return fault
             return None
 
