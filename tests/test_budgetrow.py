@@ -15,7 +15,7 @@ LIMITS = BudgetLimits(calls=90, window_s=20.0, concurrency=9, horizon_s=2.0, ske
 
 
 def ask(holder: str, n: int, *, calls: int = 10, slots: int = 0, in_use: int = 0,
-        spent: dict[str, int] | None = None) -> tuple[str, LeaseRequest]:
+        spent: dict[str, tuple[int, float]] | None = None) -> tuple[str, LeaseRequest]:
     return holder, LeaseRequest(f"{holder}.{n}", calls, slots, in_use, spent or {})
 
 
@@ -44,13 +44,15 @@ def run(script: list[tuple[float, int, int, float, bool]], limits: BudgetLimits)
         if press and want % 7 == 0:
             state = budgetrow.pressure(state, limits, now, retry_after=float(want % 3))
             continue
-        spent: dict[str, int] = {}
+        spent: dict[str, tuple[int, float]] = {}
         if p.last is not None:
-            # The block's calls were started somewhere in its horizon; report how many.
+            # The block's calls started somewhere between its grant and its horizon (or now);
+            # report how many, and when the last one started.
             started = int(p.granted * spend_frac)
-            spent[p.last] = started
             at, _, _ = p.calls[-1]
-            p.calls[-1] = (at, min(now, at + limits.horizon_s), started)
+            within = (min(now, at + limits.horizon_s) - at) * spend_frac
+            spent[p.last] = (started, within)
+            p.calls[-1] = (at, at + within, started)
             p.last = None
         in_use = p.slots if now < p.slots_until else 0
         p.seq += 1
@@ -98,7 +100,7 @@ def test_a_block_is_granted_until_the_span_is_full_and_then_again_when_it_frees(
         state = out.state
         granted.append(out.answer.calls)
     assert granted == [10] * 9 + [0]
-    # The first grant leaves the span (window + horizon) at 100 + 22: room again then.
+    # The first block's calls may start until 102: room again a window later.
     last = budgetrow.lease(state, LIMITS, *ask("a", 99), now=109.0)
     assert last.answer.calls == 0 and abs(last.answer.retry_in - (122.0 - 109.0)) < 1e-6
     assert budgetrow.lease(state, LIMITS, *ask("a", 100), now=122.01).answer.calls == 10
@@ -110,8 +112,19 @@ def test_calls_a_process_did_not_start_go_back_to_everyone() -> None:
         state = budgetrow.lease(state, LIMITS, *ask("a", i), now=100.0).state
     assert budgetrow.lease(state, LIMITS, *ask("b", 0), now=101.0).answer.calls == 0
     # "a" started only 3 calls of its last block: 7 come back for "b".
-    state = budgetrow.lease(state, LIMITS, *ask("a", 9, calls=0, spent={"a.8": 3}), now=101.0).state
+    state = budgetrow.lease(state, LIMITS, *ask("a", 9, calls=0, spent={"a.8": (3, 0.5)}), now=101.0).state
     assert budgetrow.lease(state, LIMITS, *ask("b", 1), now=101.0).answer.calls == 7
+
+
+def test_a_block_finished_early_leaves_the_window_early() -> None:
+    state = BudgetState()
+    for i in range(9):
+        state = budgetrow.lease(state, LIMITS, *ask("a", i), now=100.0).state
+    # Every block's calls all started within 0.3 s: they leave the reach at 120.3, not 122.
+    state = budgetrow.lease(state, LIMITS, *ask("a", 9, calls=0, spent={f"a.{i}": (10, 0.3) for i in range(9)}),
+                            now=101.0).state
+    assert budgetrow.lease(state, LIMITS, *ask("b", 0), now=120.2).answer.calls == 0
+    assert budgetrow.lease(state, LIMITS, *ask("b", 1), now=120.31).answer.calls == 10
 
 
 def test_a_crashed_holders_slots_come_back_when_they_expire() -> None:

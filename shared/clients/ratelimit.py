@@ -34,7 +34,8 @@ class LeaseRequest:
     calls: int  # calls wanted now (0: only the slots change)
     slots: int  # concurrency slots this process wants to hold in total
     in_use: int  # slots it holds and cannot give back (calls in flight)
-    spent: Mapping[str, int] = field(default_factory=dict)  # finished block id -> calls it started
+    # Finished block id -> (calls it started, seconds from asking for it to its last start).
+    spent: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class CallBudget:
         self._pool = 0
         self._used = 0
         self._spend_by = 0.0
+        self._asked_at = 0.0
+        self._last_start = 0.0
         self._held = 0
         self._slots_until = 0.0
         self._slot_ttl = 0.0
@@ -171,6 +174,7 @@ class CallBudget:
                         self._pool -= 1
                         self._used += 1
                         self._in_use += 1
+                        self._last_start = now
                         return
                     if self._leasing or now < self._retry_at:
                         self._cond.wait(1.0 if self._leasing else max(0.001, self._retry_at - now))
@@ -187,9 +191,10 @@ class CallBudget:
         `finish` closes the current block: the calls it never started go back to the budget.
         """
         assert self.source is not None
-        spent: dict[str, int] = {}
+        spent: dict[str, tuple[int, float]] = {}
         if finish and self._grant_id is not None:
-            spent[self._grant_id] = self._used  # the rest of the old block was never started
+            # The rest of the old block was never started, and none will start after its last one.
+            spent[self._grant_id] = (self._used, self._last_start - self._asked_at)
             self._grant_id, self._pool, self._used = None, 0, 0
         self._seq += 1
         grant_id = f"{self.source.holder}.{self._seq}"
@@ -207,7 +212,8 @@ class CallBudget:
         if answer.calls > 0:
             # Counting from before the request is conservative: the grant is recorded later.
             self._grant_id, self._pool, self._used = grant_id, answer.calls, 0
-            self._spend_by = asked_at + answer.spend_within_s
+            self._spend_by = self._asked_at = self._last_start = asked_at
+            self._spend_by += answer.spend_within_s
         self._held = answer.slots
         self._slot_ttl = answer.slot_ttl_s
         self._slots_until = asked_at + answer.slot_ttl_s

@@ -7,7 +7,7 @@ a process leases a block of calls at a time, so storage requests stay a small fr
 API calls. Two processes writing at once: one gets 412 and re-reads after a short random
 wait. The arithmetic (what may be granted, pressure, recovery) is `shared.state.budgetrow`.
 
-    PK "budget"   RK "<service>"   grants (JSON), slots (JSON), factor, pressure_at,
+    PK "budget"   RK "<service>"   grants (JSON [at, calls, id, last]), slots (JSON), factor, pressure_at,
                                    blocked_until, pressures
 """
 
@@ -45,7 +45,8 @@ _jitter = random.Random()
 def _to_row(resource: str, state: BudgetState) -> dict[str, Any]:
     return {
         "PartitionKey": PARTITION, "RowKey": resource,
-        "grants": json.dumps([[round(g.at, 3), g.calls, g.id] for g in state.grants], separators=(",", ":")),
+        "grants": json.dumps([[round(g.at, 3), g.calls, g.id, round(g.last, 3)] for g in state.grants],
+                             separators=(",", ":")),
         "slots": json.dumps({h: [s.count, round(s.expires, 3)] for h, s in state.slots.items()},
                             separators=(",", ":")),
         "factor": float(state.factor), "pressure_at": float(state.pressure_at),
@@ -54,7 +55,8 @@ def _to_row(resource: str, state: BudgetState) -> dict[str, Any]:
 
 
 def _from_row(e: Mapping[str, Any]) -> BudgetState:
-    grants = tuple(Grant(float(at), int(n), str(gid)) for at, n, gid in json.loads(str(e.get("grants") or "[]")))
+    grants = tuple(Grant(float(at), int(n), str(gid), float(last))
+                   for at, n, gid, last in json.loads(str(e.get("grants") or "[]")))
     slots = {str(h): Slots(int(c), float(x)) for h, (c, x) in json.loads(str(e.get("slots") or "{}")).items()}
     return BudgetState(grants, slots, float(e.get("factor", 1.0)), float(e.get("pressure_at", 0.0)),
                        float(e.get("blocked_until", 0.0)), int(str(e.get("pressures", 0))))

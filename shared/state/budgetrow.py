@@ -2,13 +2,12 @@
 
 One row per limited resource (Marketo, Dataverse) holds what every process was given:
 
-- `grants`: recent blocks of calls, (time, calls, id). A block's calls start within
-  `horizon_s` of its grant, so the calls of any sliding window of `window_s` come from
-  grants inside one span of `window_s + horizon_s` (plus twice the clock skew tolerated
-  between instances). A grant is made only if the grants in the span ending at it, with it,
-  stay within the share; grant times never decrease, so that one span is the only one the
-  new grant can overfill. A process reports how many calls of a finished block it started;
-  the rest go back.
+- `grants`: recent blocks of calls, (time, calls, id, last). A block's calls start between
+  its grant and `last` (the grant plus `horizon_s` until the process reports when it
+  started its last call, and how many it started: the rest go back). A new block's calls
+  can share a sliding window of `window_s` only with blocks whose `last` is less than
+  `window_s` (plus twice the clock skew tolerated between instances) before it: it is
+  granted only if those blocks and it stay within the share, so no window ever holds more.
 - `slots`: concurrency slots per holder with an expiry. A holder renews them while busy;
   a crashed holder's slots come back when they expire.
 - `factor`, `pressure_at`, `blocked_until`: pressure from other integrations. A refusal
@@ -46,9 +45,9 @@ class BudgetLimits:
             raise ValueError("calls and concurrency must be >= 1, window_s and horizon_s > 0")
 
     @property
-    def span_s(self) -> float:
-        """The span whose grants can contribute calls to one sliding window."""
-        return self.window_s + self.horizon_s + 2 * self.skew_s
+    def reach_s(self) -> float:
+        """How long after a block's last call start a new block's calls may share a window with it."""
+        return self.window_s + 2 * self.skew_s
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,7 @@ class Grant:
     at: float
     calls: int
     id: str
+    last: float  # no call of the block starts after this
 
 
 @dataclass(frozen=True)
@@ -98,23 +98,26 @@ def slot_cap(state: BudgetState, limits: BudgetLimits, now: float) -> int:
     return max(1, math.floor(limits.concurrency * factor_at(state, limits, now) + 1e-9))
 
 
-def in_span(state: BudgetState, limits: BudgetLimits, at: float) -> int:
-    """Calls granted in the span ending at `at`."""
-    return sum(g.calls for g in state.grants if g.at > at - limits.span_s)
+def in_reach(grants: tuple[Grant, ...] | list[Grant], limits: BudgetLimits, at: float) -> int:
+    """Calls of the blocks that can share a window with calls started at or after `at`."""
+    return sum(g.calls for g in grants if g.last > at - limits.reach_s)
 
 
 def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseRequest, now: float) -> Outcome:
     """Grant what fits at `now`; `holder` names the process (its slots) and `request.grant_id` the block."""
     changed = False
-    grants = [g for g in state.grants if g.at > now - limits.span_s]
+    grants = [g for g in state.grants if g.last > now - limits.reach_s]
     changed |= len(grants) != len(state.grants)
     if request.spent:
         kept = []
         for g in grants:
             spent = request.spent.get(g.id)
-            if spent is not None and spent < g.calls:
-                changed = True
-                g = replace(g, calls=max(0, spent))
+            if spent is not None:
+                calls, within = spent
+                last = min(g.last, g.at + max(0.0, within))
+                if calls < g.calls or last < g.last:
+                    changed = True
+                    g = replace(g, calls=max(0, min(calls, g.calls)), last=last)
             if g.calls > 0:
                 kept.append(g)
         changed |= len(kept) != len(grants)
@@ -136,10 +139,10 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
             slots.pop(holder, None)
 
     at = max([now] + [g.at for g in grants])  # grant times never decrease
-    used = sum(g.calls for g in grants if g.at > at - limits.span_s)
+    used = in_reach(grants, limits, at)
     calls = 0 if blocked else max(0, min(request.calls, call_cap(state, limits, now) - used))
     if calls:
-        grants.append(Grant(at, calls, request.grant_id))
+        grants.append(Grant(at, calls, request.grant_id, at + limits.horizon_s))
         changed = True
 
     retry_in = 0.0
@@ -158,14 +161,13 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
 
 
 def _until_room(grants: list[Grant], limits: BudgetLimits, cap: int, at: float) -> float:
-    """Seconds after `at` until the span ending then holds at least one free call."""
-    used = sum(g.calls for g in grants if g.at > at - limits.span_s)
-    for g in grants:  # oldest first: each one leaving the span frees its calls
-        if g.at <= at - limits.span_s:
-            continue
+    """Seconds after `at` until the blocks in reach then leave at least one free call."""
+    reaching = sorted((g for g in grants if g.last > at - limits.reach_s), key=lambda g: g.last)
+    used = sum(g.calls for g in reaching)
+    for g in reaching:  # each block leaving the reach frees its calls
         used -= g.calls
         if used < cap:
-            return max(0.0, g.at + limits.span_s - at)
+            return max(0.0, g.last + limits.reach_s - at)
     return 0.0
 
 
