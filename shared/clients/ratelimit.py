@@ -14,6 +14,7 @@ the same limit), so every process slows down together.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+log = logging.getLogger("leadsync")
 _jitter = random.Random()
 
 
@@ -252,7 +254,10 @@ class CallBudget:
                 self._cond.wait(min(self.idle_s, max(self._slot_ttl / 4, 0.1)))
                 if self._closed:
                     return
-            self.maintain()
+            try:
+                self.maintain()
+            except Exception:  # noqa: BLE001 - a storage hiccup must not end renewals; the next lease retries
+                log.warning("could not renew or give back the shared call budget", exc_info=True)
 
     def pressure(self, retry_after: float | None = None) -> None:
         """The service refused a call with a limit code (Marketo 606/615, Dataverse 429).
