@@ -10,6 +10,7 @@ the clients. Settings come from the process environment (app settings, as on Azu
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -74,7 +75,19 @@ def shared_budget(settings: Settings, service: str) -> CallBudget:
                               account=settings.storage_account)
             budget = _budgets[key] = CallBudget(calls, window_s, concurrency, block=min(block, calls),
                                                 source=TableAllowance(storage, service, limits))
+            if len(_budgets) == 1:
+                atexit.register(_give_back_budgets)
         return budget
+
+
+def _give_back_budgets() -> None:
+    """At exit, hand back unstarted calls and slots, so a short-lived process (a CLI command)
+    does not keep them from the other instances until they expire."""
+    for budget in list(_budgets.values()):
+        try:
+            budget.close()
+        except Exception:  # noqa: BLE001 - exiting anyway; what is held expires by itself
+            log.debug("could not give back the shared call budget at exit", exc_info=True)
 
 
 @dataclass

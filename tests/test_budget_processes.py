@@ -79,3 +79,27 @@ def test_processes_sharing_one_budget_cause_no_rate_or_concurrency_refusal(
     # About one lease (a read and a write) per block of 10 calls, with some waiting in between.
     storage = sum(s for _, _, s in outcomes)
     assert storage / (PROCESSES * CALLS) < 1.0, storage
+
+
+def take_one_call(env: dict[str, str]) -> None:
+    """A short-lived process (a CLI command, say): one call's worth of budget, then exit."""
+    budget = runtime.shared_budget(Settings.from_env(env), "marketo")
+    with budget.slot():
+        pass
+
+
+def test_a_process_that_exits_gives_back_what_it_did_not_use(storage_connection_string: str,
+                                                             name_prefix: str) -> None:
+    env = {"AzureWebJobsStorage": storage_connection_string, "LEADSYNC_TABLE_PREFIX": name_prefix,
+           "MARKETO_BASE_URL": "http://127.0.0.1:9", "MARKETO_CLIENT_ID": "c", "MARKETO_CLIENT_SECRET": "s",
+           "DATAVERSE_URL": "https://contoso.crm.dynamics.com", "DATAVERSE_TENANT_ID": "t",
+           "DATAVERSE_CLIENT_ID": "c", "DATAVERSE_CLIENT_SECRET": "s"}
+    child = multiprocessing.get_context("spawn").Process(target=take_one_call, args=(env,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    limits = runtime.shared_budget(Settings.from_env(env), "marketo").source
+    assert isinstance(limits, TableAllowance)
+    state, _ = limits.read()
+    # The block of 10 shrank to the one call started, and the slot is free again.
+    assert [g.calls for g in state.grants] == [1] and state.slots == {}
