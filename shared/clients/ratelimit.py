@@ -220,7 +220,9 @@ class CallBudget:
         self._slot_ttl = answer.slot_ttl_s
         self._slots_until = asked_at + answer.slot_ttl_s
         if answer.calls < calls or answer.slots < request.slots:
-            self._retry_at = self._clock() + answer.retry_in * (1 + _jitter.random() / 2)
+            # A little jitter, so processes waiting for the same room do not all ask at once;
+            # little, because the room is there at `retry_in` and waiting longer wastes it.
+            self._retry_at = self._clock() + answer.retry_in + _jitter.uniform(0, min(answer.retry_in / 4, 0.25))
         self._start_background()
         return answer
 
