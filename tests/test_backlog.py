@@ -48,6 +48,14 @@ def test_the_eta_at_the_current_rate(waiting: int, rate: float | None, seconds: 
     assert eta_text(eta_seconds(waiting, rate)) == text
 
 
+@pytest.mark.parametrize(("waiting", "rate", "expected"), [
+    (1_000, 6_000.0, None),  # paused: the last hour's pace says nothing about when it resumes
+    (0, 6_000.0, 0.0),  # nothing waits: done, paused or not
+])
+def test_no_eta_while_paused(waiting: int, rate: float, expected: float | None) -> None:
+    assert eta_seconds(waiting, rate, paused=True) == expected
+
+
 def test_handled_counts_what_the_appliers_did_and_not_a_paused_call() -> None:
     hour = {"synced": 10, "unchanged": 5, "created": 2, "linked": 1, "moved": 1, "validation_failed": 3,
             "rejected": 1, "parked": 1, "link_conflict": 1, "paused": 40, "collision": 7, "skipped": 9}
@@ -60,6 +68,7 @@ def test_handled_counts_what_the_appliers_did_and_not_a_paused_call() -> None:
     (Backlog(1_500, 5, False, 0, None, None), "about 1,500 people waiting (5 work messages); ETA —"),
     (Backlog(1, 1, True, 0, None, None), "1 person waiting (1 work message); ETA —"),
     (Backlog(0, 0, True, 12, 12.0, 0.0), "0 people waiting (0 work messages); ETA now at 12 people/h (last hour)"),
+    (Backlog(4, 2, True, 12, 12.0, None, paused=True), "4 people waiting (2 work messages); ETA — (paused)"),
 ])
 def test_the_line_the_page_and_status_show(backlog: Backlog, line: str) -> None:
     assert backlog.describe() == line

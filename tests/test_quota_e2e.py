@@ -137,6 +137,11 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
         assert doc["status"] == "failing"
         assert any(t.startswith("paused until ") and t.endswith(PAUSED) for t in reasons(doc)), reasons(doc)
 
+    # The backlog: the people waiting, and no ETA while nothing can move.
+    backlog = status(h)["backlog"]
+    assert backlog["people"] >= waiting and backlog["eta_s"] is None, backlog
+    assert backlog["text"].endswith("ETA — (paused)"), backlog
+
     # Marketo's day ends: the quota is back and everything that waited is applied.
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
@@ -152,6 +157,8 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
     for doc in (health_json(h), status(h)["health"]):
         assert not any(PAUSED in t for t in reasons(doc)), reasons(doc)
         assert doc["paused"] is None and doc["quota"]["used"] is not None
+    backlog = status(h)["backlog"]
+    assert (backlog["people"], backlog["eta_s"]) == (0, 0.0) and "ETA now" in backlog["text"], backlog
     # Nobody called the webhook again: the app finished the paused request itself.
     link = link_of(newcomer)
     assert link is not None and link.entity == "lead"
@@ -295,3 +302,16 @@ def test_a_collision_and_a_webhook_caught_by_a_607_land_once_after_the_reset_wit
     assert [e.details.get("winner") for e in collisions] == ["marketo"], [e.message for e in collisions]
     assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
     assert (h.marketo.get_lead(people[2][1]) or {}).get("phone") == "+1 555 0199"
+
+
+def test_a_607_on_a_dynamics_merge_defers_it_and_the_people_are_merged_once_the_quota_is_back(h: Harness) -> None:
+    """Not a refusal to log and drop: the merge message waits, and its replay merges them."""
+    (master, winner), (sub, loser) = linked_people(h, 2)
+    h.marketo.fault("607", count=1, path_prefix=f"/rest/v1/leads/{winner}/merge")
+    h.dataverse.merge("lead", master, sub, {})
+    h.sync(3)
+    assert h.marketo.stats()["faults_injected"].get("607") == 1
+    assert h.marketo.get_lead(loser) is None  # merged away in Marketo after the pause
+    assert activity.MERGED in [e.kind for e in h.activity(f"m{winner}")]
+    assert activity.REJECTED not in [e.kind for e in h.activity(f"m{winner}")]
+    assert poisoned() == 0 and services().pauses.current(fresh=True) is None

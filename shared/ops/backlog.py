@@ -9,7 +9,7 @@ the batch size: an upper bound, said so).
 
 The rate is the people the appliers handled in the last hour (synced, unchanged, created,
 linked, moved or failed), so the ETA is "at the last hour's pace": none ("—") when nothing
-was handled, as during a pause.
+was handled, and none while the background sync is paused ("— (paused)").
 """
 
 from __future__ import annotations
@@ -38,13 +38,16 @@ class Backlog:
     exact: bool  # False: the ids in work messages are estimated from the messages peeked
     handled_last_hour: int
     rate_per_h: float | None  # people handled an hour; None: nothing handled in the last hour
-    eta_s: float | None  # None: no rate to go by (or nothing waits: then 0)
+    eta_s: float | None  # None: no rate to go by, or paused (nothing waits: then 0)
+    paused: bool = False  # the background sync is paused: nothing moves until it resumes
 
     def describe(self) -> str:
         """One line for the page and `leadsync status`."""
         about = "" if self.exact else "about "
         waiting = (f"{about}{self.people:,} {'person' if self.people == 1 else 'people'} waiting "
                    f"({self.messages:,} work message{'' if self.messages == 1 else 's'})")
+        if self.paused and self.people:
+            return f"{waiting}; ETA {NO_ETA} (paused)"
         return f"{waiting}; ETA {eta_text(self.eta_s)}" + (
             f" at {self.rate_per_h:,.0f} people/h (last hour)" if self.rate_per_h else "")
 
@@ -71,12 +74,13 @@ def rate_per_hour(handled: int, window_s: float = WINDOW_S) -> float | None:
     return handled * 3600.0 / window_s
 
 
-def eta_seconds(waiting: int, rate_h: float | None) -> float | None:
+def eta_seconds(waiting: int, rate_h: float | None, *, paused: bool = False) -> float | None:
     """Seconds until `waiting` people are done at `rate_h` people an hour; 0 when none wait,
-    None when they wait and there is no rate."""
+    None when they wait and there is no rate, or the sync is paused (the last hour's pace
+    says nothing about when a pause ends)."""
     if waiting <= 0:
         return 0.0
-    if rate_h is None or rate_h <= 0:
+    if paused or rate_h is None or rate_h <= 0:
         return None
     return waiting * 3600.0 / rate_h
 
@@ -103,7 +107,7 @@ def handled(by_kind: Mapping[str, int]) -> int:
 
 
 def measure(storage: Storage, depths: Mapping[str, int], by_kind_last_hour: Mapping[str, int], *,
-            batch_size: int, buffered: Iterable[int] = (), pending: int = 0) -> Backlog:
+            batch_size: int, buffered: Iterable[int] = (), pending: int = 0, paused: bool = False) -> Backlog:
     """The backlog now: `depths` of the work queues (as the snapshot read them), one peek each."""
     people, exact, messages = 0, True, 0
     for name in (FROM_MARKETO, FROM_DYNAMICS):
@@ -115,7 +119,7 @@ def measure(storage: Storage, depths: Mapping[str, int], by_kind_last_hour: Mapp
     people += sum(buffered) + pending
     done = handled(by_kind_last_hour)
     rate = rate_per_hour(done)
-    return Backlog(people, messages, exact, done, rate, eta_seconds(people, rate))
+    return Backlog(people, messages, exact, done, rate, eta_seconds(people, rate, paused=paused), paused)
 
 
 def _peek(storage: Storage, name: str) -> list[int]:

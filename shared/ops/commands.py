@@ -153,11 +153,12 @@ def status(state: State, svc: Services | None = None) -> Status:
                    for suffix in ("", POISON_SUFFIX) for name in WORK_QUEUES)
     day = list(state.activity.since(now - timedelta(days=1)))
     hour = activity.counted(e for e in day if e.at >= now - timedelta(hours=1))
+    paused = PauseStore(state.storage).current(now, fresh=True)
     waiting = backlogs.measure(state.storage, {q.name: q.depth for q in queues}, hour, batch_size=MAX_IDS,
                                buffered=EventBuffer(state.storage, state.queues).pending().values(),
-                               pending=state.queues.depth(PENDING_QUEUE))
+                               pending=state.queues.depth(PENDING_QUEUE), paused=paused is not None)
     return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)),
-                  paused=PauseStore(state.storage).current(now, fresh=True), backlog=waiting)
+                  paused=paused, backlog=waiting)
 
 
 # -- failures --------------------------------------------------------------------------

@@ -52,8 +52,8 @@ from shared.runtime import Services
 from shared.state import activity
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import HEARTBEAT_PREFIX
-from shared.state.pending import PENDING_QUEUE
 from shared.state.pause import Pause, PauseKind
+from shared.state.pending import PENDING_QUEUE
 from shared.state.trends import hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 from shared.sync.poison import POISON_PERSON
@@ -186,7 +186,7 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
                      lag_now={f.feed: f.lag_s for f in feeds})
     backlog = backlogs.measure(svc.storage, {q.name: q.depth for q in queues}, hour.by_kind,
                                batch_size=svc.settings.batch_size, buffered=svc.events.pending().values(),
-                               pending=svc.queues.depth(PENDING_QUEUE))
+                               pending=svc.queues.depth(PENDING_QUEUE), paused=paused is not None)
     return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota,
                           paused, trends, backlog)
 

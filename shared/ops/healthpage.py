@@ -93,7 +93,8 @@ def _backlog(b: Backlog | None) -> str:
     if b is None:
         return ""
     about = "" if b.exact else "about "
-    rate = f" at {b.rate_per_h:,.0f} people/h (last hour)" if b.rate_per_h else " (nothing handled in the last hour)"
+    rate = (" (paused)" if b.paused and b.people else f" at {b.rate_per_h:,.0f} people/h (last hour)"
+            if b.rate_per_h else " (nothing handled in the last hour)")
     return (f"<p class=note id=backlog>Backlog: <b>{about}{b.people:,}</b> {'person' if b.people == 1 else 'people'} "
             f"waiting &middot; ETA <b>{escape(eta_text(b.eta_s))}</b>{escape(rate)}</p>")
 
