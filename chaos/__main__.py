@@ -1,5 +1,5 @@
-"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick] [--fuzz-only]`: fuzz the webhook,
-run the campaign, print the summary table, exit 1 if any check fails."""
+"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick] [--fuzz-only] [--quota-only]`: fuzz the
+webhook, run the campaign and its quota phase, print the summary table, exit 1 if any check fails."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from chaos.campaign import Campaign, Config, Tally
 from chaos.checks import Check, run_checks, table
+from chaos.quota import run_quota_phase
 from chaos.webhook_fuzz import FUZZ_EXAMPLES, figures, run_phase
 
 RESULTS = Path(__file__).parent / "results.json"
@@ -31,13 +32,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fuzz-examples", type=int, default=None,
                    help=f"webhook fuzz requests (default {FUZZ_EXAMPLES}; 500 with --quick; 0 skips the phase)")
     p.add_argument("--fuzz-only", action="store_true", help="run only the webhook fuzz phase")
+    p.add_argument("--quota-only", action="store_true",
+                   help="seed and sync, then run only the quota phase (no fuzz, no rounds)")
+    p.add_argument("--no-quota", action="store_true", help="leave out the quota phase")
     args = p.parse_args(argv)
+    if args.quota_only:
+        args.fuzz_examples, args.rounds = 0, 0
     if args.fuzz_examples is None:
         args.fuzz_examples = 500 if args.quick else FUZZ_EXAMPLES
     if args.people is None:
         args.people = 150 if args.quick else Config.people
     if args.rounds is None:
         args.rounds = 2 if args.quick else Config.rounds
+    if args.quota_only and args.no_quota:
+        p.error("--quota-only and --no-quota contradict each other")
     if args.people < 1 or args.rounds < 0:
         p.error("--people must be at least 1 and --rounds at least 0")
     return args
@@ -92,10 +100,13 @@ def main(argv: list[str]) -> int:
         config.realtime_per_round = 2
     with Campaign(config) as campaign:
         tally = campaign.run()
-        checks = fuzzed + run_checks(campaign)
-        record({"realtime.people": tally.realtime_people + len(tally.realtime_missing),
-                "realtime.claims_unfinished": len(tally.realtime_missing),
-                "realtime.responses": dict(sorted(tally.realtime.items()))})
+        checks = fuzzed + ([] if args.quota_only else run_checks(campaign))
+        if not args.no_quota:  # after the campaign's checks: its 607s are the phase's own, not the sync's
+            checks += run_quota_phase(campaign, args.rounds + 1)
+        if not args.quota_only:  # the phase alone writes its own keys only
+            record({"realtime.people": tally.realtime_people + len(tally.realtime_missing),
+                    "realtime.claims_unfinished": len(tally.realtime_missing),
+                    "realtime.responses": dict(sorted(tally.realtime.items()))})
         print()
         print(f"LeadSync fault campaign: seed {args.seed}, {args.people} people, {args.rounds} rounds, "
               f"{tally.seconds['total']:.0f} s (seed + initial sync {tally.seconds['seed']:.0f} s)")

@@ -128,7 +128,9 @@ class Campaign:
                                             "MARKETO_DELETES_EVERY_S": "0",
                                             "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.cfg.worker_processes),
                                             # just past a claim's 2 minutes: the finisher finds it stale
-                                            "LEADSYNC_REALTIME_FINISH_AFTER_S": "130"})
+                                            "LEADSYNC_REALTIME_FINISH_AFTER_S": "130",
+                                            # the quota phase's pause is re-checked often (chaos.quota)
+                                            "MARKETO_QUOTA_RECHECK_S": "2"})
             self.stack = Stack(config, log=lambda _line: None).start()
             self.marketo = MarketoAdmin(self.stack.marketo.base_url)
             self.dataverse = DataverseAdmin(self.stack.dataverse.base_url, self.stack.dataverse.ca_path)

@@ -54,6 +54,8 @@ def status(console: Console, s: ops.Status) -> None:
         console.print(f"Marketo quota: {used}")
     elif s.paused is not None:
         console.print(f"Background sync {s.paused.describe()}")
+    if s.backlog is not None:
+        console.print(f"Backlog: {s.backlog.describe()}")
     feeds = Table(title="Change feeds", title_justify="left")
     feeds.add_column("feed", no_wrap=True)
     feeds.add_column("cursor last moved")

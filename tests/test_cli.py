@@ -88,6 +88,8 @@ def test_status_shows_health_cursors_queue_depths_and_outcome_counts(h: Harness)
     table = leadsync(h, "status")
     assert table.exit_code == 0
     assert "Status: " in table.stdout and "Marketo quota: " in table.stdout
+    assert doc["backlog"]["people"] == 0 and doc["backlog"]["handled_last_hour"] >= 1
+    assert "Backlog: 0 people waiting (0 work messages); ETA now at " in table.stdout
     assert "leadsync-from-dynamics-poison" in table.stdout and "marketo-leadchanges" in table.stdout
     assert "@" not in table.stdout
 
@@ -102,6 +104,7 @@ def test_status_with_storage_alone_still_shows_queues_cursors_and_counts(h: Harn
         assert [q["name"] for q in doc["queues"]] == [q["name"] for q in full["queues"]]
         assert doc["links"] == full["links"] and doc["last_day"]["created"] >= 1
         assert all(f["last_moved"] for f in doc["feeds"])
+        assert doc["backlog"]["people"] == full["backlog"]["people"] and doc["backlog"]["text"]
     unset = leadsync(h, "status", env={"MARKETO_BASE_URL": None})
     assert "setting MARKETO_BASE_URL" in unset.stderr and "Links: " in unset.stdout
 

@@ -34,6 +34,7 @@ from shared.runtime import Services
 from shared.state import activity
 from shared.state.activity import Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
+from shared.state.eventbuffer import lane_of
 from shared.state.heartbeat import record_poll
 from shared.state.trends import Counters, HourSample, Recorder, TrendStore, hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
@@ -475,3 +476,29 @@ def test_a_bad_setting_is_named_on_the_page_and_in_the_json(storage_connection_s
         "error": "setting LEADSYNC_TABLE_PREFIX: must be letters and digits, starting with a letter",
     }
     assert page.status_code == 503 and "setting LEADSYNC_TABLE_PREFIX" in page.text
+
+
+def test_the_backlog_counts_the_people_waiting_and_the_eta_follows_the_last_hours_pace(svc: Services) -> None:
+    seed(svc)  # 3 work messages holding 4 ids; 5 people handled in the last hour (3 synced, 2 failed)
+    snap = snapshot(svc)
+    assert snap.backlog is not None
+    assert (snap.backlog.people, snap.backlog.messages, snap.backlog.exact) == (4, 3, True)
+    assert (snap.backlog.handled_last_hour, snap.backlog.rate_per_h) == (5, 5.0)
+    assert snap.backlog.eta_s == pytest.approx(4 * 3600 / 5)
+    assert "Backlog: <b>4</b> people waiting &middot; ETA <b>~48 min</b> at 5 people/h (last hour)" in render(snap)
+    assert snap.to_dict()["backlog"]["text"] == "4 people waiting (3 work messages); ETA ~48 min at 5 people/h " \
+                                                "(last hour)"
+
+
+def test_a_backlog_nobody_works_on_has_no_eta_and_hidden_messages_are_counted_at_most_a_batch(
+        svc: Services) -> None:
+    all_polled(svc)
+    # Deferred by a pause: invisible, so their ids cannot be peeked.
+    svc.queues.send([Work("marketo", "changed", (1, 2)), Work("marketo", "changed", (3,))], delay_s=600)
+    svc.events.add(lane_of("marketo", "changed", None), [77, 78])
+    snap = snapshot(svc)
+    assert snap.backlog is not None
+    assert (snap.backlog.people, snap.backlog.exact) == (2 * svc.settings.batch_size + 2, False)
+    assert snap.backlog.rate_per_h is None and snap.backlog.eta_s is None
+    assert (f"Backlog: <b>about {2 * svc.settings.batch_size + 2:,}</b> people waiting &middot; ETA <b>—</b> "
+            "(nothing handled in the last hour)") in render(snap)

@@ -137,6 +137,11 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
         assert doc["status"] == "failing"
         assert any(t.startswith("paused until ") and t.endswith(PAUSED) for t in reasons(doc)), reasons(doc)
 
+    # The backlog: the people waiting, and no ETA while nothing can move.
+    backlog = status(h)["backlog"]
+    assert backlog["people"] >= waiting and backlog["eta_s"] is None, backlog
+    assert backlog["text"].endswith("ETA — (paused)"), backlog
+
     # Marketo's day ends: the quota is back and everything that waited is applied.
     h.marketo.advance_to_daily_reset()
     h.marketo.set_limits(daily_quota=50_000)
@@ -152,7 +157,12 @@ def test_a_607_mid_edits_pauses_everything_loses_nothing_and_resumes_after_the_r
     for doc in (health_json(h), status(h)["health"]):
         assert not any(PAUSED in t for t in reasons(doc)), reasons(doc)
         assert doc["paused"] is None and doc["quota"]["used"] is not None
-    assert h.sync_person(newcomer).status_code == 201
+    backlog = status(h)["backlog"]
+    assert (backlog["people"], backlog["eta_s"]) == (0, 0.0) and "ETA now" in backlog["text"], backlog
+    # Nobody called the webhook again: the app finished the paused request itself.
+    link = link_of(newcomer)
+    assert link is not None and link.entity == "lead"
+    assert h.sync_person(newcomer).status_code == 200
 
 
 def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_the_reset(h: Harness) -> None:
@@ -167,9 +177,8 @@ def test_the_webhook_answers_503_with_retry_after_and_an_activity_entry_until_th
     response = h.sync_person(newcomer)
     assert response.status_code == 503, response.text
     assert int(response.headers["retry-after"]) >= 1 and response.json()["status"] == "paused"
-    # Marketo will not call again: the request waits, hidden until the reset, for the app to finish it.
+    # Marketo will not call again: the request waits for the app to finish it after the pause.
     assert pending.get_queue_properties().approximate_message_count == waiting + 1
-    assert list(pending.peek_messages()) == []
     (entry,) = h.activity(f"m{newcomer}")
     assert entry.kind == activity.PAUSED and PAUSED in entry.message
     assert h.marketo.get_lead(newcomer) is not None and link_of(newcomer) is None
@@ -253,3 +262,56 @@ def test_a_607_in_the_middle_of_the_marketo_feed_keeps_the_pages_read_and_skips_
     for i, (lead_id, _) in enumerate(people):
         lead = h.dataverse.get("leads", lead_id)
         assert lead is not None and lead["jobtitle"] == f"Paged edit {i}"
+
+
+def test_a_collision_and_a_webhook_caught_by_a_607_land_once_after_the_reset_with_no_second_call(
+        h: Harness) -> None:
+    """The collision is logged once, won by Marketo (a lead); the paused webhook's person is
+    created by the app itself once the quota is back (the finisher looks again at each
+    re-check, not at our clock's midnight), with no second call from Marketo."""
+    people = linked_people(h, 3)
+    (lead_id, marketo_id), (other_lead, other_id), (third_lead, _) = people
+    h.marketo.update_lead(marketo_id, title="M wins")
+    h.dataverse.update("leads", lead_id, {"jobtitle": "D loses"})
+    h.marketo.update_lead(other_id, title="M only")
+    h.dataverse.update("leads", third_lead, {"telephone1": "+1 555 0199"})
+    h.marketo.set_limits(daily_quota=h.marketo.spend(0) + 2)  # today's calls, every user's
+    h.poll()
+    eventually(lambda: services().pauses.current(fresh=True), timeout=60)
+    address = f"q{uuid.uuid4().hex[:10]}@example.com"
+    newcomer = h.marketo.create_lead(email=address, firstName="Later", lastName="Comer", company="Quota")
+    assert h.sync_person(newcomer).status_code == 503
+    for _ in range(3):
+        h.poll()
+        time.sleep(1.5)
+    assert poisoned() == 0
+
+    h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(daily_quota=50_000)
+
+    def landed() -> bool:
+        h.poll()
+        lead, person = h.dataverse.get("leads", lead_id) or {}, h.marketo.get_lead(marketo_id) or {}
+        return (lead.get("jobtitle") == person.get("title") == "M wins" and link_of(newcomer) is not None
+                and (h.dataverse.get("leads", other_lead) or {}).get("jobtitle") == "M only")
+
+    eventually(landed, timeout=120, every=1.0)
+    h.sync(2)
+    assert poisoned() == 0
+    collisions = [e for e in h.activity(f"m{marketo_id}") if e.kind == activity.COLLISION]
+    assert [e.details.get("winner") for e in collisions] == ["marketo"], [e.message for e in collisions]
+    assert len(h.dataverse.find("leads", emailaddress1=address)) == 1
+    assert (h.marketo.get_lead(people[2][1]) or {}).get("phone") == "+1 555 0199"
+
+
+def test_a_607_on_a_dynamics_merge_defers_it_and_the_people_are_merged_once_the_quota_is_back(h: Harness) -> None:
+    """Not a refusal to log and drop: the merge message waits, and its replay merges them."""
+    (master, winner), (sub, loser) = linked_people(h, 2)
+    h.marketo.fault("607", count=1, path_prefix=f"/rest/v1/leads/{winner}/merge")
+    h.dataverse.merge("lead", master, sub, {})
+    h.sync(3)
+    assert h.marketo.stats()["faults_injected"].get("607") == 1
+    assert h.marketo.get_lead(loser) is None  # merged away in Marketo after the pause
+    assert activity.MERGED in [e.kind for e in h.activity(f"m{winner}")]
+    assert activity.REJECTED not in [e.kind for e in h.activity(f"m{winner}")]
+    assert poisoned() == 0 and services().pauses.current(fresh=True) is None

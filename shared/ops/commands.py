@@ -23,17 +23,19 @@ from typing import Any, Protocol
 from shared import telemetry
 from shared.errors import BadMessage, StateConflict
 from shared.jsonable import to_jsonable
+from shared.ops import backlog as backlogs
 from shared.ops import health
 from shared.ops.health import HealthSnapshot
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.activity import ActivityLog, Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, CursorStore, dataverse_feed
+from shared.state.eventbuffer import EventBuffer
 from shared.state.links import PARKED, Link, LinkStore, person_key
 from shared.state.pause import Pause, PauseStore
 from shared.state.pending import PENDING_QUEUE, Pending
 from shared.state.storage import Storage
-from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work, WorkQueues, chunked
+from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, MAX_IDS, Work, WorkQueues, chunked
 from shared.sync.poison import POISON_PERSON, decode_stored, fingerprint
 
 FEEDS = (MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed("lead"), dataverse_feed("contact"))
@@ -107,10 +109,13 @@ class Status:
     last_day: dict[str, int]
     health: HealthSnapshot | None = None  # the health page's verdict, when the app settings were there
     paused: Pause | None = None  # the background sync's pause (Marketo daily quota), from storage
+    backlog: backlogs.Backlog | None = None  # people waiting and the ETA (`shared.ops.backlog`)
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = to_jsonable(replace(self, health=None))
         body["health"] = self.health.to_dict() if self.health is not None else None
+        if self.backlog is not None:
+            body["backlog"]["text"] = self.backlog.describe()
         return body
 
 
@@ -142,14 +147,18 @@ def status(state: State, svc: Services | None = None) -> Status:
                                  polls[name].lagging if name in polls else None) for name in FEEDS)
         queues = tuple(QueueStatus(q.name, q.depth, q.poison) for q in snap.queues)
         return Status(now, feeds, queues, total, parked, _counted(snap.last_hour.by_kind),
-                      _counted(snap.last_day.by_kind), snap, snap.paused)
+                      _counted(snap.last_day.by_kind), snap, snap.paused, snap.backlog)
     feeds = tuple(FeedStatus(name, cursors[name].updated_at if name in cursors else None) for name in FEEDS)
     queues = tuple(QueueStatus(name + suffix, state.queues.depth(name + suffix), bool(suffix))
                    for suffix in ("", POISON_SUFFIX) for name in WORK_QUEUES)
     day = list(state.activity.since(now - timedelta(days=1)))
     hour = activity.counted(e for e in day if e.at >= now - timedelta(hours=1))
+    paused = PauseStore(state.storage).current(now, fresh=True)
+    waiting = backlogs.measure(state.storage, {q.name: q.depth for q in queues}, hour, batch_size=MAX_IDS,
+                               buffered=EventBuffer(state.storage, state.queues).pending().values(),
+                               pending=state.queues.depth(PENDING_QUEUE), paused=paused is not None)
     return Status(now, feeds, queues, total, parked, _counted(hour), _counted(activity.counted(day)),
-                  paused=PauseStore(state.storage).current(now, fresh=True))
+                  paused=paused, backlog=waiting)
 
 
 # -- failures --------------------------------------------------------------------------

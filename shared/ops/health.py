@@ -13,6 +13,7 @@ What a snapshot reads:
     trends               the last 24 hours by hour (`shared.ops.trends`)
     pause                the shared pause row (`shared.state.pause`), read fresh every time: while
                          it holds, the quota is not asked for (it is used up)
+    backlog              people waiting and an ETA at the last hour's pace (`shared.ops.backlog`)
 
 Status, worst first:
 
@@ -42,6 +43,7 @@ from shared.clients.marketo import next_reset
 from shared.config import poll_schedule
 from shared.errors import QuotaExhausted
 from shared.jsonable import to_jsonable
+from shared.ops import backlog as backlogs
 from shared.ops import failkinds
 from shared.ops.quota import Quota, forget_reading, marketo_quota
 from shared.ops.schedules import schedule_interval
@@ -51,6 +53,7 @@ from shared.state import activity
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
 from shared.state.heartbeat import HEARTBEAT_PREFIX
 from shared.state.pause import Pause, PauseKind
+from shared.state.pending import PENDING_QUEUE
 from shared.state.trends import hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 from shared.sync.poison import POISON_PERSON
@@ -144,6 +147,7 @@ class HealthSnapshot:
     quota: Quota
     paused: Pause | None = None
     trends: Trends | None = None
+    backlog: backlogs.Backlog | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
@@ -153,6 +157,8 @@ class HealthSnapshot:
         for queue, out in zip(self.queues, body["queues"], strict=True):
             out["poison"] = queue.poison
         body["quota"]["fraction"] = self.quota.fraction
+        if self.backlog is not None:
+            body["backlog"]["text"] = self.backlog.describe()
         return dict(body)
 
 
@@ -178,8 +184,11 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
     trends = collect(svc.storage, now, {h: (c.synced, c.failed) for h, c in hourly.items()},
                      waiting_now=sum(q.depth for q in queues if not q.poison),
                      lag_now={f.feed: f.lag_s for f in feeds})
+    backlog = backlogs.measure(svc.storage, {q.name: q.depth for q in queues}, hour.by_kind,
+                               batch_size=svc.settings.batch_size, buffered=svc.events.pending().values(),
+                               pending=svc.queues.depth(PENDING_QUEUE), paused=paused is not None)
     return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota,
-                          paused, trends)
+                          paused, trends, backlog)
 
 
 def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:

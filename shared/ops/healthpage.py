@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
 
+from shared.ops.backlog import Backlog, eta_text
 from shared.ops.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, duration
 from shared.ops.quota import Quota
 from shared.ops.trends import CSS as TRENDS_CSS
@@ -38,7 +39,7 @@ def render(s: HealthSnapshot, *, nonce: str = "") -> str:
 </section>
 <div class=grid>
   {_feeds(s.feeds, s.at)}
-  {_queues(s.queues)}
+  {_queues(s.queues, s.backlog)}
   {_activity(s.last_hour, s.last_day, s.counts_complete)}
   {_quota(s.quota)}
 </div>
@@ -82,10 +83,20 @@ def _feeds(feeds: Iterable[FeedHealth], at: datetime) -> str:
                  "<p class=note>Changed and deleted: what each feed's last poll found.</p>", cls="card span2")
 
 
-def _queues(queues: Iterable[QueueHealth]) -> str:
+def _queues(queues: Iterable[QueueHealth], backlog: Backlog | None) -> str:
     rows = [f"<tr class={'bad' if q.poison and q.depth else 'good'}><td class=name>{escape(q.name)}</td>"
             f"<td class='num depth'>{q.depth:,}</td></tr>" for q in queues]
-    return _card("Queues", "queues", "<tr><th>queue</th><th>messages</th></tr>", rows)
+    return _card("Queues", "queues", "<tr><th>queue</th><th>messages</th></tr>", rows, _backlog(backlog))
+
+
+def _backlog(b: Backlog | None) -> str:
+    if b is None:
+        return ""
+    about = "" if b.exact else "about "
+    rate = (" (paused)" if b.paused and b.people else f" at {b.rate_per_h:,.0f} people/h (last hour)"
+            if b.rate_per_h else " (nothing handled in the last hour)")
+    return (f"<p class=note id=backlog>Backlog: <b>{about}{b.people:,}</b> {'person' if b.people == 1 else 'people'} "
+            f"waiting &middot; ETA <b>{escape(eta_text(b.eta_s))}</b>{escape(rate)}</p>")
 
 
 def _activity(hour: Counts, day: Counts, complete: bool) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import MarketoError, Problem, StateConflict, TransientError, ValidationRule
+from shared.errors import MarketoError, Problem, QuotaExhausted, StateConflict, TransientError, ValidationRule
 from shared.rules.leadstate import Closed, Ending, closed
 from shared.state import activity
 from shared.state.links import PARKED, Link
@@ -81,15 +81,16 @@ def _ended(batch: Batch, link: Link, ending: Closed) -> None:
     svc = batch.svc
     if link.state == PARKED and link.parked_fingerprint == ending.fingerprint:
         return  # reported when it closed; still listed as parked
+    action = svc.settings.closed_lead_action
+    then = "the Marketo person is kept as it is"
+    # Mark before parking: a 607 here defers the message, and its replay must still find the link open.
+    if action.action == "mark" and action.field:
+        then = _mark(batch, link, action.field, ending)
     try:
         svc.links.save(link.parked(f"lead {ending.ending} ({ending.label})", ending.fingerprint), index=False)
     except StateConflict:
         batch.retry_marketo.append(link.marketo_id)
         return
-    action = svc.settings.closed_lead_action
-    then = "the Marketo person is kept as it is"
-    if action.action == "mark" and action.field:
-        then = _mark(batch, link, action.field, ending)
     batch.out.add(link.person, KINDS[ending.ending],
                   f"lead {link.dynamics_id} was {ending.ending} in Dynamics ({ending.label}): no longer synced "
                   f"until it is reopened; {then}",
@@ -101,6 +102,8 @@ def _mark(batch: Batch, link: Link, field_name: str, ending: Closed) -> str:
     try:
         results = batch.svc.marketo.sync_leads([{"id": link.marketo_id, field_name: ending.label}],
                                                action="updateOnly", lookup_field="id")
+    except QuotaExhausted:
+        raise  # not a refusal: the message waits for the quota's reset and marks then
     except (MarketoError, TransientError) as exc:
         why = str(exc)
     else:

@@ -38,7 +38,7 @@ def accept_and_sync(svc: Services, lead_id: int, *, operation_id: str) -> Result
     svc.pending.done(receipt)
     # Marketo will not call again: after a pause, or while Dynamics is unavailable, the app does it.
     if result.status in ("paused", "unavailable"):
-        svc.pending.later(request, result.retry_after or BUSY_RETRY_S)
+        svc.pending.later(request, _later_s(result))
     return result
 
 
@@ -66,13 +66,19 @@ def finish(svc: Services, body: bytes, *, message_id: str | None) -> None:
     if result.status == "busy":
         svc.pending.later(request, BUSY_RETRY_S)
     elif result.status == "paused":
-        svc.pending.later(request, result.retry_after or BUSY_RETRY_S)
+        svc.pending.later(request, _later_s(result))
     elif result.status == "unavailable":  # Dynamics still down: counted, so it is not tried for ever
         _failed(svc, request, TransientError(str(result.body.get("error") or "Dynamics is unavailable")))
         return
     log.info("op=%s sync-person m%d finished after its call died -> %s", request.operation_id, request.lead_id,
              result.status, extra=telemetry.op(request.operation_id, person=f"m{request.lead_id}",
                                                status=result.status, finished_later=True))
+
+
+def _later_s(result: Result) -> int:
+    """When to try a put-back request again: a pause's next look, not its reset (a quota can
+    come back early, and the reset is only what our clock says)."""
+    return result.look_again_s or result.retry_after or BUSY_RETRY_S
 
 
 def _failed(svc: Services, request: Pending, exc: Exception) -> None:

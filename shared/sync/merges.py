@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import MarketoError, Problem, StateConflict
+from shared.errors import MarketoError, Problem, QuotaExhausted, StateConflict
 from shared.rules.fieldmap import Value
 from shared.runtime import ENTITY_SETS, PRIMARY_KEYS, Services
 from shared.state import activity
@@ -93,6 +93,8 @@ def _merge_people(batch: Batch, entity: str, loser: Link, winner: Link, sub: str
             return  # merging now would drop them: the person stays as it is until someone edits
     try:
         svc.marketo.merge_leads(winner.marketo_id, [loser.marketo_id])
+    except QuotaExhausted:
+        raise  # not a refusal: the message waits for the quota's reset and merges then
     except MarketoError as exc:
         if exc.code != NOT_FOUND:
             out.failed(winner.person, activity.REJECTED,

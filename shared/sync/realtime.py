@@ -75,6 +75,7 @@ class Result:
     http_status: int
     body: dict[str, Any] = field(default_factory=dict)
     retry_after: int | None = None  # seconds, for a 503
+    look_again_s: int | None = None  # when the app itself tries a paused request again (the pause's next look)
 
 
 def parse_body(raw: bytes) -> int:
@@ -169,7 +170,7 @@ def _paused(out: Outcomes, lead_id: int, pause: Pause) -> Result:
             details={"code": pause.code, "until": pause.until.isoformat()})
     return Result("paused", 503, {"status": "paused", "leadId": lead_id, "error": pause.describe(),
                                   "until": pause.until.astimezone(UTC).isoformat().replace("+00:00", "Z")},
-                  retry_after=pause.seconds_to_reset(now))
+                  retry_after=pause.seconds_to_reset(now), look_again_s=pause.seconds_to_recheck(now))
 
 
 def _sync_person(svc: Services, lead_id: int, out: Outcomes, wait_s: float) -> Result:

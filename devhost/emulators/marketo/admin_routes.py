@@ -24,7 +24,7 @@ from devhost.emulators.outbound import EventFault
 if TYPE_CHECKING:
     from devhost.emulators.marketo.app import Emulator
 
-FAULT_KINDS = {"http500", "http502", "http503", "http504", "606", "615", "602", "604", "608", "611", "713",
+FAULT_KINDS = {"http500", "http502", "http503", "http504", "606", "607", "615", "602", "604", "608", "611", "713",
                "slow", "drop"}
 
 

@@ -555,7 +555,7 @@ class MarketoApp:
             status = int(fault.kind[4:])
             emu.stats.responses_by_code[str(status)] += 1
             return Response("<html><body>injected failure</body></html>", status_code=status, media_type="text/html")
-        if fault.kind in ("606", "615", "602", "604", "608", "611", "713"):
+        if fault.kind in ("606", "607", "615", "602", "604", "608", "611", "713"):
             emu.stats.responses_by_code[fault.kind] += 1
             return _json(emu.failure(fault.kind, f"Injected {fault.kind}"))
         return None
