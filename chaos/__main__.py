@@ -1,4 +1,4 @@
-"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick] [--fuzz-only]`: fuzz the webhook,
+"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick] [--fuzz-only] [--no-events]`: fuzz the webhook,
 run the campaign, print the summary table, exit 1 if any check fails."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fuzz-examples", type=int, default=None,
                    help=f"webhook fuzz requests (default {FUZZ_EXAMPLES}; 500 with --quick; 0 skips the phase)")
     p.add_argument("--fuzz-only", action="store_true", help="run only the webhook fuzz phase")
+    p.add_argument("--no-events", action="store_true",
+                   help="leave both services' change events unwired (the campaign then syncs by polls alone)")
     args = p.parse_args(argv)
     if args.fuzz_examples is None:
         args.fuzz_examples = 500 if args.quick else FUZZ_EXAMPLES
@@ -87,7 +89,7 @@ def main(argv: list[str]) -> int:
         return 0 if all(c.ok for c in fuzzed) else 1
 
     config = Config(seed=args.seed, people=args.people, rounds=args.rounds, workdir=args.workdir, log=log,
-                    worker_processes=args.workers)
+                    worker_processes=args.workers, events=not args.no_events)
     if args.quick:
         config.realtime_per_round = 2
     with Campaign(config) as campaign:
@@ -96,6 +98,11 @@ def main(argv: list[str]) -> int:
         record({"realtime.people": tally.realtime_people + len(tally.realtime_missing),
                 "realtime.claims_unfinished": len(tally.realtime_missing),
                 "realtime.responses": dict(sorted(tally.realtime.items()))})
+        if config.events:  # the sync's own checks, with both services' events wired and faulty (chaos/events.py)
+            by_name = {check.name: check for check in checks}
+            record({"events.lost": by_name["lost updates"].problems,
+                    "events.duplicated": by_name["duplicates"].problems,
+                    "events.rule_violations": by_name["rule violations"].problems, **campaign.events.figures()})
         print()
         print(f"LeadSync fault campaign: seed {args.seed}, {args.people} people, {args.rounds} rounds, "
               f"{tally.seconds['total']:.0f} s (seed + initial sync {tally.seconds['seed']:.0f} s)")
