@@ -37,6 +37,15 @@ def measure(system: BenchSystem, tag: str, pool: list[tuple[str, int]], *, poll_
     """Run the load for `duration_s` with the app polling every `poll_s` on the linked people
     in `pool` (Dynamics leads whose last name is `tag`); latency figures."""
     system.start_app(poll_s)
+    edits = drive(system, tag, pool, duration_s=duration_s, edits_per_s=edits_per_s, grace_s=2 * poll_s + 30)
+    system.stop_app()
+    return summarize(edits, poll_s, duration_s)
+
+
+def drive(system: BenchSystem, tag: str, pool: list[tuple[str, int]], *, duration_s: float, edits_per_s: float,
+          grace_s: float) -> list[Edit]:
+    """Edit the people in `pool` at `edits_per_s` for `duration_s` against the running app, then
+    watch up to `grace_s` more for the edits still on their way; every edit, stamped when seen."""
     half = len(pool) // 2
     marketo_side, dynamics_side = pool[:half], pool[half:]
     edits: list[Edit] = []
@@ -103,16 +112,16 @@ def measure(system: BenchSystem, tag: str, pool: list[tuple[str, int]], *, poll_
         time.sleep(WATCH_EVERY_S)
     stop_load.set()
     loader.join()
-    grace = time.monotonic() + 2 * poll_s + 30
+    grace = time.monotonic() + grace_s
     while pending and time.monotonic() < grace:
         watch_once()
         time.sleep(WATCH_EVERY_S)
-    system.stop_app()
-    return summarize(edits, poll_s, duration_s)
+    return edits
 
 
-def summarize(edits: list[Edit], poll_s: int, duration_s: float) -> dict[str, Any]:
-    key = f"latency.poll{poll_s}"
+def summarize(edits: list[Edit], poll_s: int, duration_s: float, key: str | None = None) -> dict[str, Any]:
+    """The figures, under `key` (default `latency.poll<poll_s>`)."""
+    key = key or f"latency.poll{poll_s}"
     seen = [e.seen - e.made for e in edits if e.seen is not None]
     out: dict[str, Any] = {f"{key}.edits": len(edits), f"{key}.unseen": len(edits) - len(seen),
                            f"{key}.edits_per_s": round(len(edits) / duration_s, 2), f"{key}.duration_s": duration_s}

@@ -27,6 +27,9 @@ def targets(results: dict[str, Any], big: str, small: str) -> list[Target]:
     found.append(Target(f"scale.initial_{big}_vs_rate_limit", "<= 1.5x forced", lambda v: v <= 1.5))
     found.append(Target(f"scale.rss_ratio_{big}_{small}", "<= 1.2", lambda v: v <= 1.2))
     found.append(Target("realtime.p95_ms_20_concurrent", "<= 250 ms", lambda v: v <= 250))
+    found.append(Target("latency.events.p95_s", "<= 2 s", lambda v: v <= 2))
+    found.append(Target("api_cost.events_burst_ratio", "<= 1.5x the polling path", lambda v: v <= 1.5))
+    found.append(Target("latency.events_dropped20.lost", "= 0", lambda v: v == 0))
     return [t for t in found if t.key in results]
 
 

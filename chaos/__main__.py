@@ -1,5 +1,5 @@
-"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick] [--fuzz-only] [--quota-only]`: fuzz the
-webhook, run the campaign and its quota phase, print the summary table, exit 1 if any check fails."""
+"""`python -m chaos [--seed N] [--people N] [--rounds N] [--quick] [--fuzz-only] [--quota-only] [--no-events]`:
+fuzz the webhook, run the campaign and its quota phase, print the summary table, exit 1 if any check fails."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quota-only", action="store_true",
                    help="seed and sync, then run only the quota phase (no fuzz, no rounds)")
     p.add_argument("--no-quota", action="store_true", help="leave out the quota phase")
+    p.add_argument("--no-events", action="store_true",
+                   help="leave both services' change events unwired (the campaign then syncs by polls alone)")
     args = p.parse_args(argv)
     if args.quota_only:
         args.fuzz_examples, args.rounds = 0, 0
@@ -95,18 +97,23 @@ def main(argv: list[str]) -> int:
         return 0 if all(c.ok for c in fuzzed) else 1
 
     config = Config(seed=args.seed, people=args.people, rounds=args.rounds, workdir=args.workdir, log=log,
-                    worker_processes=args.workers)
+                    worker_processes=args.workers, events=not args.no_events)
     if args.quick:
         config.realtime_per_round = 2
     with Campaign(config) as campaign:
         tally = campaign.run()
         checks = fuzzed + ([] if args.quota_only else run_checks(campaign))
-        if not args.no_quota:  # after the campaign's checks: its 607s are the phase's own, not the sync's
-            checks += run_quota_phase(campaign, args.rounds + 1)
-        if not args.quota_only:  # the phase alone writes its own keys only
+        if not args.quota_only:  # the quota phase alone writes its own keys only
             record({"realtime.people": tally.realtime_people + len(tally.realtime_missing),
                     "realtime.claims_unfinished": len(tally.realtime_missing),
                     "realtime.responses": dict(sorted(tally.realtime.items()))})
+            if config.events:  # the sync's own checks, with both services' events wired and faulty (chaos/events.py)
+                by_name = {check.name: check for check in checks}
+                record({"events.lost": by_name["lost updates"].problems,
+                        "events.duplicated": by_name["duplicates"].problems,
+                        "events.rule_violations": by_name["rule violations"].problems, **campaign.events.figures()})
+        if not args.no_quota:  # after the campaign's checks: its 607s are the phase's own, not the sync's
+            checks += run_quota_phase(campaign, args.rounds + 1)
         print()
         print(f"LeadSync fault campaign: seed {args.seed}, {args.people} people, {args.rounds} rounds, "
               f"{tally.seconds['total']:.0f} s (seed + initial sync {tally.seconds['seed']:.0f} s)")

@@ -85,8 +85,9 @@ class AppProcess:
     """One app host process at a time; `generation` counts starts."""
 
     def __init__(self, env: Mapping[str, str], *, function_key: str, log_path: Path, lease_s: float = 20.0,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, port: int = 0) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.port = port  # 0: a free one at each start
         self.function_key = function_key
         self.lease_s = lease_s
         self.python = python
@@ -106,7 +107,8 @@ class AppProcess:
         with self._cv:
             self.url = ""
         self.process = subprocess.Popen(
-            [self.python, "-m", "chaos.apphost", "--function-key", self.function_key, "--lease-s", str(self.lease_s)],
+            [self.python, "-m", "chaos.apphost", "--function-key", self.function_key, "--lease-s", str(self.lease_s),
+             "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True, errors="replace")
         process = self.process

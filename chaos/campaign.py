@@ -38,13 +38,15 @@ from typing import Any
 
 import httpx
 
+from chaos import events
 from chaos.apphost import AppProcess, HostDied
 from chaos.faults import FaultInjector
-from chaos.infra import QueueDepths, RestartableAzurite
+from chaos.infra import QueueDepths, RestartableAzurite, free_ports
 from chaos.merges import Merger
 from chaos.oracle import DYNAMICS, MARKETO, Oracle, Person, column, fields_for
 from devhost.emulators.dataverse import DataverseAdmin
 from devhost.emulators.marketo import MarketoAdmin
+from devhost.events import wire_app
 from devhost.harness import POLL_DATAVERSE, POLL_MARKETO
 from devhost.stack import DEV_FUNCTION_KEY, Stack, StackConfig
 from shared.state.pending import PENDING_QUEUE
@@ -72,6 +74,8 @@ class Config:
     unknown_messages_per_round: int = 1  # valid messages naming records that do not exist
     merges_per_round: int = 1  # pairs of linked people merged per side per round (chaos.merges)
     lease_s: float = 20.0
+    events: bool = True  # both emulators' change events wired to the app, with their faults (chaos.events)
+    event_fault_rate: float = 0.1  # per kind of event fault, while faults are armed
     worker_processes: int = 1  # the app's FUNCTIONS_WORKER_PROCESS_COUNT
     workdir: Path | None = None
     log: Callable[[str], None] = print
@@ -139,9 +143,13 @@ class Campaign:
                                         per_kind=self.cfg.faults_per_kind)
             self.depths = QueueDepths(connection)
             self.storage = Storage(connection)
+            # One port for every start: the emulators' webhooks keep calling the same URL across kills.
             self.app = AppProcess(self.stack.env, function_key=DEV_FUNCTION_KEY, log_path=self.workdir / "app.log",
-                                  lease_s=self.cfg.lease_s)
+                                  lease_s=self.cfg.lease_s, port=free_ports(1)[0])
             self.app.start()
+            self.events = events.EventFaults(self.marketo, self.dataverse, self.cfg.event_fault_rate)
+            if self.cfg.events:
+                wire_app(self.stack.env, self.app.url, DEV_FUNCTION_KEY)
         except BaseException:
             self.close()
             raise
@@ -237,8 +245,25 @@ class Campaign:
 
     def round(self, number: int) -> None:
         self.oracle.begin_round(number)
-        self.edit_round(number)
+        live, held = self.edit_round(number)
+        if self.cfg.events:  # see chaos.events for why the collisions go with the events held
+            self.events.live()
+            kill = self.rng.random() < self.cfg.kill_rounds
+            killer = threading.Thread(target=self._kill_later, args=(self.rng.uniform(0.2, 2.0),
+                                                                      self.rng.uniform(0.2, 1.0)), daemon=True)
+            if kill:
+                killer.start()
+            self.send_edits(live)
+            if kill:
+                killer.join()
+            self.wait_events()
+            self.events.hold()
+        else:
+            self.send_edits(live)
+        self.send_edits(held)
         self.merger.round(number, self.cfg.merges_per_round)
+        if self.cfg.events:
+            self.events.live()
         kill = self.rng.random() < self.cfg.kill_rounds
         azurite = bool(self.cfg.azurite_every) and number % self.cfg.azurite_every == 0
         self.inject_messages(number)
@@ -248,6 +273,10 @@ class Campaign:
             thread.join()
         self.settle()  # the webhook calls may have finished after the last poll
         self.finish_realtime()
+        if self.cfg.events:
+            self.events.clear()
+            self.wait_events()  # late, duplicated and reordered events: they must change nothing
+            self.settle()
         self.oracle.end_round()
         self.collect_realtime()
         self.tally.round_mismatches.append(len(self.compare()))
@@ -258,25 +287,30 @@ class Campaign:
         tag = "".join(self.rng.choices(string.ascii_lowercase, k=4))
         return f"{name[:2]}{number}{tag}{self._seq % 1000}"
 
-    def edit_round(self, number: int) -> None:
+    def edit_round(self, number: int) -> tuple[Edits, Edits]:
+        """The round's edits, told to the oracle and not yet made: (people with no field edited on
+        both sides, people with one)."""
         cfg, rng = self.cfg, self.rng
         people = sorted((p for p in self.oracle.people.values() if p.marketo_id is not None), key=lambda p: p.key)
-        marketo_edits: list[list[dict[str, Any]]] = [[], []]  # two passes: a second edit of one field
-        # One PATCH per record with its edits in order: two PATCHes of one record sent from
-        # parallel threads could land in either order, and the oracle needs the last one.
-        dynamics_edits: dict[str, tuple[Person, dict[str, Any]]] = {}
+        # Per person: Marketo edits in two passes (a second edit of one field), Dynamics edits as
+        # one PATCH with its edits in order: two PATCHes of one record sent from parallel threads
+        # could land in either order, and the oracle needs the last one.
+        plans: dict[str, tuple[Person, list[list[dict[str, Any]]], dict[str, Any]]] = {}
+
+        def plan(person: Person) -> tuple[Person, list[list[dict[str, Any]]], dict[str, Any]]:
+            return plans.setdefault(person.key, (person, [[], []], {}))
 
         def pick(person: Person) -> str:
             return rng.choice(fields_for(person.entity))
 
         def edit_marketo(person: Person, name: str, second_pass: bool = False) -> None:
             value = self._value(name, number)
-            marketo_edits[1 if second_pass else 0].append({"id": person.marketo_id, name: value})
+            plan(person)[1][1 if second_pass else 0].append({"id": person.marketo_id, name: value})
             self.oracle.edit(MARKETO, person.key, name, value)
 
         def edit_dynamics(person: Person, name: str) -> None:
             value = self._value(name, number)
-            dynamics_edits.setdefault(person.key, (person, {}))[1][str(column(person.entity, name))] = value
+            plan(person)[2][str(column(person.entity, name))] = value
             self.oracle.edit(DYNAMICS, person.key, name, value)
 
         for person in people:
@@ -292,14 +326,33 @@ class Campaign:
                 edit_marketo(person, name, second_pass=True)
                 edit_dynamics(person, name)
                 self.tally.collisions_made += 1
-        for items in marketo_edits:
+        live, held = Edits(), Edits()
+        for person, passes, changes in plans.values():
+            marketo_fields = {k for items in passes for item in items for k in item if k != "id"}
+            both = any(column(person.entity, name) in changes for name in marketo_fields)
+            target = held if both else live
+            for i, items in enumerate(passes):
+                target.marketo[i] += items
+            if changes:
+                target.dynamics.append((person, changes))
+        return live, held
+
+    def send_edits(self, edits: Edits) -> None:
+        for items in edits.marketo:
             if items:
                 self.marketo.bulk(items)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda pe: self.dataverse.update(_set(pe[0].entity), pe[0].dynamics_id, pe[1]),
-                          dynamics_edits.values()))
-        self.tally.edits[MARKETO] += sum(len(i) for i in marketo_edits)
-        self.tally.edits[DYNAMICS] += sum(len(changes) for _, changes in dynamics_edits.values())
+                          edits.dynamics))
+        self.tally.edits[MARKETO] += sum(len(i) for i in edits.marketo)
+        self.tally.edits[DYNAMICS] += sum(len(changes) for _, changes in edits.dynamics)
+
+    def wait_events(self) -> None:
+        """Until no event is left anywhere (see chaos.events)."""
+        assert self.stack is not None and self.azurite is not None
+        connection = self.azurite.connection_string
+        events.wait_idle(lambda: events.idle(self.marketo, self.dataverse, connection),
+                         lambda: self._run_poll(POLL_DATAVERSE) and None)
 
     # -- real-time webhook ------------------------------------------------------------------
     def start_realtime(self, number: int) -> list[threading.Thread]:
@@ -471,6 +524,14 @@ class Campaign:
     def compare(self) -> list[Any]:
         marketo, dynamics, _ = self.snapshot()
         return self.oracle.compare(marketo, dynamics)
+
+
+@dataclass
+class Edits:
+    """Edits to make: Marketo in two passes (bulk each), Dynamics one PATCH per record."""
+
+    marketo: list[list[dict[str, Any]]] = field(default_factory=lambda: [[], []])
+    dynamics: list[tuple[Person, dict[str, Any]]] = field(default_factory=list)
 
 
 def _set(entity: str) -> str:

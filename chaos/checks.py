@@ -33,6 +33,7 @@ class Check:
     figure: str
     examples: list[str] = field(default_factory=list)
     numbers: dict[str, int] = field(default_factory=dict)  # for chaos/results.json, by dotted name
+    problems: int = 0  # how many things were wrong (examples holds the first few)
 
 
 def run_checks(c: Campaign) -> list[Check]:
@@ -52,7 +53,7 @@ def lost_updates(c: Campaign, marketo: dict[int, dict[str, Any]], dynamics: dict
     fields = sum(len(p.agreed) * 2 for p in c.oracle.people.values())
     return Check("lost updates", not mismatches, f"{len(mismatches)} of {fields} field values off",
                  [f"{m.person} {m.side}.{m.field}: expected {m.expected!r}, found {m.actual!r}"
-                  for m in mismatches[:10]])
+                  for m in mismatches[:10]], problems=len(mismatches))
 
 
 def duplicates(c: Campaign, marketo: dict[int, dict[str, Any]], rows: list[dict[str, Any]]) -> Check:
@@ -66,7 +67,8 @@ def duplicates(c: Campaign, marketo: dict[int, dict[str, Any]], rows: list[dict[
     missing += [f"webhook person {who} never got its Dynamics lead" for who in c.tally.realtime_missing]
     problems = twice + missing
     return Check("duplicates", not problems,
-                 f"{len(twice)} emails held twice, {len(missing)} missing; {len(ours)} people", problems[:10])
+                 f"{len(twice)} emails held twice, {len(missing)} missing; {len(ours)} people", problems[:10],
+                 problems=len(problems))
 
 
 def rule_violations(c: Campaign) -> Check:
@@ -92,7 +94,7 @@ def rule_violations(c: Campaign) -> Check:
     problems += [f"{x.person} {x.field} (round {x.round}): collision not in the activity log" for x in unlogged]
     return Check("rule violations", not problems,
                  f"{len(entries)} collision entries, {len(c.oracle.collisions)} expected, {len(problems)} wrong",
-                 problems[:10])
+                 problems[:10], problems=len(problems))
 
 
 def poison(c: Campaign) -> Check:

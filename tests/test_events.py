@@ -195,6 +195,24 @@ def test_a_bad_marketo_event_is_a_400_and_nothing_is_buffered(clean: None, body:
     assert buffered() == [] and drain_all() == []
 
 
+BAD_MARKETO = {
+    # A valid body but for its size: whitespace between tokens is JSON, so only the size is wrong.
+    "oversized": (b'{"leadId": 1' + b" " * 5000 + b"}", "larger than"),
+    # Marketo renders the template once: a JSON string holding the object is not its webhook.
+    "double-encoded": (json.dumps(json.dumps({"leadId": 1})).encode(), 'one key "leadId"'),
+    "a-list": (b'[{"leadId": 1}]', 'flat JSON object'),
+}
+
+
+@pytest.mark.parametrize("name", BAD_MARKETO)
+def test_a_bad_marketo_event_is_a_400_saying_why_and_nothing_is_buffered(clean: None, name: str) -> None:
+    body, reason = BAD_MARKETO[name]
+    response = registered()["marketo_events_http"](mk_request(body))
+    answer = json.loads(response.get_body())
+    assert response.status_code == 400 and answer["status"] == "bad_request" and reason in answer["error"], answer
+    assert buffered() == [] and drain_all() == []
+
+
 def test_a_burst_of_a_thousand_events_becomes_a_few_work_messages(clean: None) -> None:
     """1,000 calls (400 people, some edited several times), from 8 callers at once: the drain
     sends each person once, 300 to a message."""

@@ -112,9 +112,19 @@ def test_a_delete_event_for_a_record_that_still_exists_deletes_nothing(h: Harnes
     assert link is not None and link.dynamics_id == lead_id.lower()
 
 
-def test_without_the_function_key_an_event_is_refused(h: Harness) -> None:
-    response = httpx.post(f"{h.stack.app_url}/api/events/marketo", content=b'{"leadId": 1}', timeout=30)
+@pytest.mark.parametrize("source,body", [
+    ("marketo", b'{"leadId": 1}'),
+    ("dataverse", json.dumps(context("Update", "lead", str(uuid.uuid4()))).encode()),
+])
+@pytest.mark.parametrize("code", [None, "wrong-key"])
+def test_without_the_function_key_an_event_is_refused_and_nothing_is_buffered(h: Harness, source: str, body: bytes,
+                                                                              code: str | None) -> None:
+    """The host checks the key (`?code=`, as Dataverse's WebhookKey sends it) before the function runs."""
+    eventually(lambda: services().events.pending() == {}, timeout=60)  # what earlier tests buffered is drained
+    response = httpx.post(f"{h.stack.app_url}/api/events/{source}", params={"code": code} if code else None,
+                          content=body, headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == 401
+    assert services().events.pending() == {}
 
 
 def test_a_burst_of_a_thousand_events_costs_a_few_marketo_reads(h: Harness) -> None:

@@ -189,10 +189,20 @@ def admin_routes(emu: Emulator) -> list[Route]:
         return JSONResponse({"value": rows})
 
     async def bulk(request: Request) -> Response:
+        """POST creates `records`; PATCH updates them, each naming its row by the primary id (an import's update)."""
         set_name = entity_set(request)
         if set_name is None:
             return err(404, "unknown entity set")
         records = (await body(request)).get("records") or []
+        if request.method == "PATCH":
+            key = emu.store.entity(set_name).primary_id
+            try:
+                with emu.store.lock, emu.store.transaction():
+                    for r in records:
+                        emu.store.update(set_name, str(r.get(key) or ""), r, validate=False)
+            except ApiError as exc:
+                return err(exc.status, exc.message)
+            return JSONResponse({"updated": len(records)})
         try:
             with emu.store.lock, emu.store.transaction():
                 ids = [emu.store.create(set_name, r, validate=False)[emu.store.entity(set_name).primary_id]
@@ -265,7 +275,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
         Route("/_admin/tokens/revoke", revoke, methods=["POST"]),
         Route("/_admin/leads/{id}/qualify", qualify, methods=["POST"]),
         Route("/_admin/merge", merge, methods=["POST"]),
-        Route("/_admin/{set}/bulk", bulk, methods=["POST"]),
+        Route("/_admin/{set}/bulk", bulk, methods=["POST", "PATCH"]),
         Route("/_admin/{set}/{id}", one, methods=["GET", "PATCH", "DELETE"]),
         Route("/_admin/{set}", collection, methods=["GET", "POST"]),
     ]

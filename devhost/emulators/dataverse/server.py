@@ -133,6 +133,10 @@ class DataverseAdmin:
     def bulk(self, entity_set: str, records: list[dict[str, Any]]) -> list[str]:
         return list(self._json("POST", f"/_admin/{entity_set}/bulk", json={"records": records})["ids"])
 
+    def bulk_update(self, entity_set: str, records: list[dict[str, Any]]) -> int:
+        """Update every record (each carries its primary id) in one commit, as an import does."""
+        return int(self._json("PATCH", f"/_admin/{entity_set}/bulk", json={"records": records})["updated"])
+
     def get(self, entity_set: str, record_id: str) -> dict[str, Any] | None:
         resp = self.http.get(f"/_admin/{entity_set}/{record_id}")
         if resp.status_code == 404:
