@@ -27,6 +27,10 @@ def targets(results: dict[str, Any], big: str, small: str) -> list[Target]:
     found.append(Target(f"scale.initial_{big}_vs_rate_limit", "<= 1.5x forced", lambda v: v <= 1.5))
     found.append(Target(f"scale.rss_ratio_{big}_{small}", "<= 1.2", lambda v: v <= 1.2))
     found.append(Target("realtime.p95_ms_20_concurrent", "<= 250 ms", lambda v: v <= 250))
+    found.append(Target("scale.instances4.vs_rate_limit", "<= 1.3x forced", lambda v: v <= 1.3))
+    found.append(Target("scale.instances4.self_inflicted_limit_errors", "= 0", lambda v: v == 0))
+    found.append(Target("budget.storage_share", "< 5 % of storage requests", lambda v: v < 0.05))
+    found.append(Target("budget.competing.vs_rate_limit", "<= 1.3x forced by the 70 % left", lambda v: v <= 1.3))
     return [t for t in found if t.key in results]
 
 
