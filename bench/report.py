@@ -30,6 +30,10 @@ def targets(results: dict[str, Any], big: str, small: str) -> list[Target]:
     found.append(Target("latency.events.p95_s", "<= 2 s", lambda v: v <= 2))
     found.append(Target("api_cost.events_burst_ratio", "<= 1.5x the polling path", lambda v: v <= 1.5))
     found.append(Target("latency.events_dropped20.lost", "= 0", lambda v: v == 0))
+    found.append(Target("scale.instances4.vs_rate_limit", "<= 1.3x forced", lambda v: v <= 1.3))
+    found.append(Target("scale.instances4.self_inflicted_limit_errors", "= 0", lambda v: v == 0))
+    found.append(Target("budget.storage_share", "< 5 % of storage requests", lambda v: v < 0.05))
+    found.append(Target("budget.competing.vs_rate_limit", "<= 1.3x forced by the 70 % left", lambda v: v <= 1.3))
     return [t for t in found if t.key in results]
 
 

@@ -80,33 +80,19 @@ class BenchSystem:
     def start_app(self, poll_seconds: int | None = None) -> None:
         """(Re)start the app in a fresh process; poll_seconds=None: pollers only on demand."""
         self.stop_app()
+        self.app, self.app_url = spawn_app(self.app_env(poll_seconds), self.log_path, self.function_key)
+
+    def app_env(self, poll_seconds: int | None = None) -> dict[str, str]:
+        """An app process's environment: the stack's settings, these poll schedules and worker count."""
         schedule = NEVER if poll_seconds is None else schedule_every(poll_seconds)
-        env = {**os.environ, **self.env, "MARKETO_POLL_SCHEDULE": schedule, "DATAVERSE_POLL_SCHEDULE": schedule,
-               "PYTHONUNBUFFERED": "1",
-               "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.worker_processes)}
-        port = _free_port()
-        log = open(self.log_path, "a")  # noqa: SIM115 - the child owns it until stop_app
-        self.app = subprocess.Popen(
-            [sys.executable, "-m", "bench.apphost", "--port", str(port), "--function-key", self.function_key],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
-        log.close()
-        assert self.app.stdout is not None
-        line = self.app.stdout.readline()
-        if not line.startswith("ready "):
-            raise RuntimeError(f"the app did not start (see {self.log_path}): {line!r}")
-        self.app_url = line.split()[1]
+        return {**os.environ, **self.env, "MARKETO_POLL_SCHEDULE": schedule, "DATAVERSE_POLL_SCHEDULE": schedule,
+                "PYTHONUNBUFFERED": "1",
+                "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.worker_processes)}
 
     def stop_app(self) -> None:
         if self.app is None:
             return
-        try:
-            assert self.app.stdin is not None
-            self.app.stdin.write("quit\n")
-            self.app.stdin.close()
-            self.app.wait(60)
-        except (BrokenPipeError, subprocess.TimeoutExpired):
-            self.app.kill()
-            self.app.wait()
+        stop_process(self.app)
         self.app = None
 
     # -- driving -------------------------------------------------------------------------
@@ -183,6 +169,32 @@ class BenchSystem:
     def sync_person(self, http: Any, lead_id: int) -> Any:
         return http.post(f"{self.app_url}/api/sync-person", content=b'{"leadId": %d}' % lead_id,
                          headers={"x-functions-key": self.function_key, "content-type": "application/json"})
+
+
+def spawn_app(env: dict[str, str], log_path: Path, function_key: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `bench.apphost` with `env` (its stderr appended to `log_path`); the process and its URL once ready."""
+    log = open(log_path, "a")  # noqa: SIM115 - the child owns it until it is stopped
+    app = subprocess.Popen(
+        [sys.executable, "-m", "bench.apphost", "--port", str(_free_port()), "--function-key", function_key],
+        cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+    log.close()
+    assert app.stdout is not None
+    line = app.stdout.readline()
+    if not line.startswith("ready "):
+        raise RuntimeError(f"the app did not start (see {log_path}): {line!r}")
+    return app, line.split()[1]
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """Ask a child that reads commands on stdin to quit; kill it if it does not within a minute."""
+    try:
+        assert process.stdin is not None
+        process.stdin.write("quit\n")
+        process.stdin.close()
+        process.wait(60)
+    except (BrokenPipeError, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -6,6 +6,8 @@ import cProfile
 import math
 import pstats
 
+import pytest
+
 from bench import profile, report
 from bench.cost import lower_bound
 from bench.latency import Edit, summarize
@@ -64,3 +66,64 @@ def test_profile_attribution_credits_a_category_once_from_outside() -> None:
     spent = profile.attribute(pstats.Stats(profiler))
     assert spent["merge"] > 0
     assert spent["storage_links"] == spent["http_marketo"] == 0
+
+
+def test_forced_time_at_a_share_of_the_rate_limit() -> None:
+    from bench.instances import forced_seconds_at, initial_sync_calls
+
+    assert initial_sync_calls(100_000) == 668
+    assert initial_sync_calls(10_000) == 68
+    assert forced_seconds_at(668) == forced_seconds(668) == 133.6
+    assert math.isclose(forced_seconds_at(68, 0.7), 68 / 3.5)  # what the 70 % a competitor leaves forces
+
+
+def test_limit_answers_are_the_growth_of_each_emulators_refusals() -> None:
+    from bench.instances import limit_answers
+
+    marketo_before = {"responses_by_code": {"200": 10, "606": 2}}
+    marketo_after = {"responses_by_code": {"200": 90, "606": 5, "615": 1}}
+    dataverse_before = {"responses_by_status": {"200": 3}}
+    dataverse_after = {"responses_by_status": {"200": 9, "429": 4}}
+    assert limit_answers(marketo_before, marketo_after, dataverse_before, dataverse_after) == {
+        "606": 3, "615": 1, "429": 4}
+
+
+def test_storage_share_counts_the_budget_resources_of_all_requests() -> None:
+    from bench.instances import storage_share
+
+    assert storage_share({"leadsynclinks": 90, "$batch:leadsyncbudget": 4, "leadsyncBudget": 6}, "budget") == 0.1
+    assert storage_share({"leadsynclinks": 10}, "budget") == 0.0
+    assert math.isnan(storage_share({}, "budget"))
+
+
+def test_the_storage_proxy_names_the_resource_a_request_addresses() -> None:
+    from bench.storageproxy import resource_of
+
+    assert resource_of(b"GET /devstoreaccount1/leadsynclinks(PartitionKey='a',RowKey='b') HTTP/1.1", b"") \
+        == "leadsynclinks"
+    assert resource_of(b"GET /devstoreaccount1/leadsync-from-dynamics/messages?numofmessages=32 HTTP/1.1", b"") \
+        == "leadsync-from-dynamics"
+    batch = (b"--changeset_1\r\nContent-Type: application/http\r\n\r\n"
+             b"PUT http://127.0.0.1:10002/devstoreaccount1/leadsyncbudget(PartitionKey='m',RowKey='w') HTTP/1.1\r\n")
+    assert resource_of(b"POST /devstoreaccount1/$batch HTTP/1.1", batch) == "$batch:leadsyncbudget"
+    assert resource_of(b"POST /devstoreaccount1/$batch HTTP/1.1", b"") == "$batch"
+
+
+def test_only_takes_known_phases() -> None:
+    from bench.__main__ import PHASES, parse_phases
+
+    assert parse_phases(None) == frozenset(PHASES)
+    assert parse_phases("instances, competing") == {"instances", "competing"}
+    for bad in ("instances,nope", ","):
+        with pytest.raises(ValueError):
+            parse_phases(bad)
+
+
+def test_the_scale_out_targets() -> None:
+    results = {"scale.instances4.vs_rate_limit": 1.31, "scale.instances4.self_inflicted_limit_errors": 0,
+               "budget.storage_share": 0.05, "budget.competing.vs_rate_limit": 1.2}
+    judged = report.verdicts(results, report.targets(results, "100k", "10k"))
+    assert judged["scale.instances4.vs_rate_limit"].startswith("FAIL")
+    assert judged["scale.instances4.self_inflicted_limit_errors"].startswith("PASS")
+    assert judged["budget.storage_share"].startswith("FAIL")  # under 5 %, strictly
+    assert judged["budget.competing.vs_rate_limit"].startswith("PASS")
