@@ -48,6 +48,25 @@ def test_an_answered_call_leaves_nothing_to_finish(h: Harness, svc: Services) ->
     assert pending_depth(svc) == 0
 
 
+def test_a_linked_persons_call_records_no_request_and_a_new_persons_call_always_does(h: Harness,
+                                                                                     svc: Services) -> None:
+    """A linked person is answered from its link, with nothing to finish; a person the call may
+    create a lead for is never served before its request is recorded (here: cannot be)."""
+    linked = h.marketo.create_lead(email=f"linked-{uuid.uuid4().hex[:8]}@example.com", lastName="Linked")
+    assert h.sync_person(linked).status_code == 201
+    new_email = f"unrecorded-{uuid.uuid4().hex[:8]}@example.com"
+    new = h.marketo.create_lead(email=new_email, lastName="Unrecorded")
+    queue = svc.storage.raw_queue(PENDING_QUEUE)
+    queue.delete_queue()  # no request can be recorded while it is gone
+    try:
+        again = h.sync_person(linked)
+        assert (again.status_code, again.json()["status"], again.json()["linked"]) == (200, "exists", True)
+        assert h.sync_person(new).status_code == 500
+    finally:
+        queue.create_queue()
+    assert h.dataverse.find("leads", emailaddress1=new_email) == []
+
+
 def test_the_webhooks_marketo_entries_go_in_one_call_at_the_next_marketo_poll(h: Harness) -> None:
     people = [h.marketo.create_lead(email=f"outbox-{uuid.uuid4().hex[:8]}@example.com", lastName=f"Box{i}")
               for i in range(3)]

@@ -19,10 +19,10 @@ from shared.errors import BadMessage, TransientError
 from shared.runtime import Services
 from shared.state import activity
 from shared.state.activity import Entry
-from shared.state.links import person_key
+from shared.state.links import CREATING, person_key
 from shared.state.pending import PENDING_QUEUE, Pending
 from shared.sync.poison import park_bad_message
-from shared.sync.realtime import Result, sync_person
+from shared.sync.realtime import Result, sync_linked, sync_person
 
 log = logging.getLogger("leadsync")
 
@@ -31,10 +31,18 @@ MAX_TRIES = 5
 
 
 def accept_and_sync(svc: Services, lead_id: int, *, operation_id: str) -> Result:
-    """Serve one webhook call; if this call dies before answering, the app finishes it later."""
+    """Serve one webhook call; if this call dies before answering, the app finishes it later.
+
+    A person already linked is answered from its link, with nothing written anywhere: such a
+    call leaves nothing to finish, so it records no request (two queue calls saved).
+    """
+    existing = svc.links.get(lead_id)
+    if existing is not None and existing.state != CREATING:
+        return sync_linked(svc, lead_id, existing, operation_id=operation_id)
     request = Pending(lead_id, operation_id)
     receipt = svc.pending.accept(request)
-    result = sync_person(svc, lead_id, operation_id=operation_id)
+    # The link read above still holds: only the atomic claim decides who creates the lead.
+    result = sync_linked(svc, lead_id, existing, operation_id=operation_id)
     svc.pending.done(receipt)
     # Marketo will not call again: after a pause, or while Dynamics is unavailable, the app does it.
     if result.status in ("paused", "unavailable"):

@@ -140,9 +140,14 @@ def _nesting(text: str) -> int:
 
 
 def sync_person(svc: Services, lead_id: int, *, operation_id: str, wait_s: float = 20.0) -> Result:
+    return sync_linked(svc, lead_id, svc.links.get(lead_id), operation_id=operation_id, wait_s=wait_s)
+
+
+def sync_linked(svc: Services, lead_id: int, existing: Link | None, *, operation_id: str,
+                wait_s: float = 20.0) -> Result:
+    """`sync_person` for a caller that has just read the person's link (`existing`, None if none)."""
     out = Outcomes(operation_id)
     try:
-        existing = svc.links.get(lead_id)
         if existing is not None and not existing.stale_claim():
             # Answered from the link, with no Marketo call: so it says nothing about the quota
             # and must not take (and spend) a pause's re-check turn.

@@ -26,19 +26,20 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
     to_marketo: list[tuple[Pending, dict[str, Any]]] = []
     to_dynamics: list[tuple[Pending, WriteOp]] = []
     binders = {}
+    specs = {entity: svc.fields.for_entity(entity) for entity in ("lead", "contact")}
+    # Each person's Marketo values, converted once for the binder and the merge.
+    values = {id(p): svc.fields.from_marketo(p.marketo) for p in pending}
     for entity in ("lead", "contact"):  # lookups and currencies: one read per related table for the batch
         mine = [p for p in pending if p.link.entity == entity]
         for p, record in zip(mine, dereferenced(svc, entity, [p.dynamics for p in mine]), strict=True):
             p.dynamics = record
-        binders[entity] = Binder(svc, entity, [svc.fields.from_marketo(p.marketo) for p in mine])
+        binders[entity] = Binder(svc, entity, [values[id(p)] for p in mine])
     for p in pending:
         link = p.link
         entity = str(link.entity)
         if link.state == PARKED and link.parked_fingerprint == parked_fingerprint(p, entity, svc):
             continue  # still the values that failed: no retry loop until someone edits
-        specs = svc.fields.for_entity(entity)
-        p.result = merge(specs, entity, link.base, svc.fields.from_marketo(p.marketo),
-                         svc.fields.from_dynamics(entity, p.dynamics))
+        p.result = merge(specs[entity], entity, link.base, values[id(p)], svc.fields.from_dynamics(entity, p.dynamics))
         if p.result.to_dynamics:
             body, problems = binders[entity].bind(svc.fields.to_dynamics(entity, p.result.to_dynamics), p.dynamics)
             problems += validate(svc.rules(entity), body, creating=False)
