@@ -17,6 +17,7 @@ from devhost.emulators.dataverse import DataverseAdmin, DataverseEmulator
 from shared.clients.dataverse import DataverseClient
 from shared.clients.marketo import MarketoClient
 from shared.clients.ratelimit import CallBudget, LeaseRequest
+from shared.errors import MarketoError
 from shared.state.budget import TableAllowance
 from shared.state.budgetrow import BudgetLimits
 from shared.state.storage import Storage
@@ -232,3 +233,46 @@ def test_a_dataverse_429_blocks_every_process_for_its_retry_after(
     assert blocked.calls == 0 and blocked.retry_in == pytest.approx(1.0, abs=0.01)
     clock.now += 1.0
     assert elsewhere.lease(LeaseRequest("e.2", 25, 1, 0)).calls == 25
+
+
+def test_processes_adapt_to_another_integration_spending_the_same_rate_limit(
+        marketo: MarketoEnv, marketo_client: Make, storage: Storage) -> None:
+    # Scaled down: Marketo allows 20 calls / 2 s; LeadSync's share is 18 of them, and another
+    # integration spends 8 every 2 s, so the full share would be refused again and again.
+    marketo.admin.set_limits(rate_calls=20, rate_window_s=2.0, concurrency=None)
+    limits = BudgetLimits(calls=18, window_s=2.0, concurrency=5, horizon_s=0.3, skew_s=0.05, calm_s=4.0)
+    sources = [TableAllowance(storage, "marketo", limits) for _ in range(2)]
+    budgets = [CallBudget(18, 2.0, 5, source=s, block=3, idle_s=0.5) for s in sources]
+    ours = [marketo_client(budget=b, max_attempts=20) for b in budgets]
+    other = marketo_client(budget=CallBudget(8, 2.0, 1), max_attempts=1)
+    stop = threading.Event()
+    refused: list[str] = []
+
+    def compete() -> None:
+        while not stop.is_set():
+            try:
+                other.usage()
+            except MarketoError as exc:
+                refused.append(exc.code)
+
+    def work(client: MarketoClient) -> None:
+        for _ in range(30):
+            client.usage()
+
+    competitor = threading.Thread(target=compete)
+    competitor.start()
+    workers = [threading.Thread(target=work, args=(c,)) for c in ours for _ in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    competitor.join()
+    for b in budgets:
+        b.close()
+    state, _ = sources[0].read()
+    ours_calls = sum(c.calls for c in ours)
+    limited = marketo.admin.stats()["responses_by_code"].get("606", 0) - len(refused)
+    assert state.pressures >= 1
+    # Measured: about 6 % refused; with the share held at 100 % (no adaptation) about 68 %.
+    assert limited <= ours_calls // 5
