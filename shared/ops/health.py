@@ -130,6 +130,14 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class EventsHealth:
+    """The change-event buffer: ids waiting per lane, and when each source last sent one."""
+
+    waiting: dict[str, int]
+    last_received: dict[str, datetime]
+
+
+@dataclass(frozen=True)
 class HealthSnapshot:
     at: datetime
     status: str
@@ -144,6 +152,7 @@ class HealthSnapshot:
     quota: Quota
     paused: Pause | None = None
     trends: Trends | None = None
+    events: EventsHealth | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
@@ -178,8 +187,9 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
     trends = collect(svc.storage, now, {h: (c.synced, c.failed) for h, c in hourly.items()},
                      waiting_now=sum(q.depth for q in queues if not q.poison),
                      lag_now={f.feed: f.lag_s for f in feeds})
+    events = EventsHealth(svc.events.pending(), svc.events.last_received())
     return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota,
-                          paused, trends)
+                          paused, trends, events)
 
 
 def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:
