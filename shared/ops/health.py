@@ -11,6 +11,8 @@ What a snapshot reads:
                          and the latest collisions and failures
     Marketo quota        API calls used today against the daily quota (`shared.ops.quota`).
     trends               the last 24 hours by hour (`shared.ops.trends`)
+    change events        ids waiting in the event buffer per lane, and when each source last
+                         sent an event (`shared.state.eventbuffer`); shown, never judged
     pause                the shared pause row (`shared.state.pause`), read fresh every time: while
                          it holds, the quota is not asked for (it is used up)
 
