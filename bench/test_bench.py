@@ -54,6 +54,16 @@ def test_targets_judge_only_the_figures_measured() -> None:
     assert "api_cost.m2d.bound_ratio" not in judged
 
 
+def test_the_events_figures_have_their_own_keys_and_targets() -> None:
+    out = summarize([Edit("marketo", "a", "v", made=0.0, seen=1.5)], poll_s=300, duration_s=60, key="latency.events")
+    assert (out["latency.events.p95_s"], out["latency.events.unseen"]) == (1.5, 0)
+    results = {**out, "api_cost.events_burst_ratio": 4.4, "latency.events_dropped20.lost": 0}
+    judged = report.verdicts(results, report.targets(results, "100k", "10k"))
+    assert judged["latency.events.p95_s"].startswith("PASS")
+    assert judged["api_cost.events_burst_ratio"].startswith("FAIL")
+    assert judged["latency.events_dropped20.lost"].startswith("PASS")
+
+
 def test_profile_attribution_credits_a_category_once_from_outside() -> None:
     from shared.rules import merge
 

@@ -34,7 +34,7 @@ from shared.runtime import Services
 from shared.state import activity
 from shared.state.activity import Entry
 from shared.state.cursors import MARKETO_CHANGES, MARKETO_DELETES, dataverse_feed
-from shared.state.eventbuffer import lane_of
+from shared.state.eventbuffer import DRAIN_QUEUE, lane_of
 from shared.state.heartbeat import record_poll
 from shared.state.trends import Counters, HourSample, Recorder, TrendStore, hour_of
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
@@ -502,3 +502,22 @@ def test_a_backlog_nobody_works_on_has_no_eta_and_hidden_messages_are_counted_at
     assert snap.backlog.rate_per_h is None and snap.backlog.eta_s is None
     assert (f"Backlog: <b>about {2 * svc.settings.batch_size + 2:,}</b> people waiting &middot; ETA <b>—</b> "
             "(nothing handled in the last hour)") in render(snap)
+
+
+def test_the_event_buffer_shows_what_waits_and_when_each_source_last_sent(svc: Services) -> None:
+    before = snapshot(svc)
+    assert before.events is not None and before.events.waiting == {} and before.events.last_received == {}
+    assert "never" in render(before)
+    start = datetime.now(UTC)
+    try:
+        svc.events.add(lane_of("marketo", "changed", None), [11, 12])
+        svc.events.add(lane_of("dynamics", "changed", "lead"), ["5f3b2a8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"])
+        snap = snapshot(svc)
+    finally:
+        svc.storage.queue(DRAIN_QUEUE).clear_messages()  # nobody drains here
+    assert snap.events is not None and snap.events.waiting == {"marketo-changed": 2, "dynamics-lead-changed": 1}
+    assert sorted(snap.events.last_received) == ["dynamics", "marketo"]
+    assert all(start - timedelta(seconds=5) <= at <= snap.at for at in snap.events.last_received.values())
+    assert snap.to_dict()["events"]["last_received"]["marketo"].endswith("Z")
+    page = render(snap)
+    assert "id=change-events" in page and "<td class=name>Marketo campaign</td><td class='num depth'>2</td>" in page

@@ -11,6 +11,8 @@ What a snapshot reads:
                          and the latest collisions and failures
     Marketo quota        API calls used today against the daily quota (`shared.ops.quota`).
     trends               the last 24 hours by hour (`shared.ops.trends`)
+    change events        ids waiting in the event buffer per lane, and when each source last
+                         sent an event (`shared.state.eventbuffer`); shown, never judged
     pause                the shared pause row (`shared.state.pause`), read fresh every time: while
                          it holds, the quota is not asked for (it is used up)
     backlog              people waiting and an ETA at the last hour's pace (`shared.ops.backlog`)
@@ -133,6 +135,14 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class EventsHealth:
+    """The change-event buffer: ids waiting per lane, and when each source last sent one."""
+
+    waiting: dict[str, int]
+    last_received: dict[str, datetime]
+
+
+@dataclass(frozen=True)
 class HealthSnapshot:
     at: datetime
     status: str
@@ -148,6 +158,7 @@ class HealthSnapshot:
     paused: Pause | None = None
     trends: Trends | None = None
     backlog: backlogs.Backlog | None = None
+    events: EventsHealth | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: datetimes as ISO 8601 UTC strings."""
@@ -184,11 +195,13 @@ def snapshot(svc: Services, *, now: datetime | None = None, env: Mapping[str, st
     trends = collect(svc.storage, now, {h: (c.synced, c.failed) for h, c in hourly.items()},
                      waiting_now=sum(q.depth for q in queues if not q.poison),
                      lag_now={f.feed: f.lag_s for f in feeds})
+    waiting = svc.events.pending()
     backlog = backlogs.measure(svc.storage, {q.name: q.depth for q in queues}, hour.by_kind,
-                               batch_size=svc.settings.batch_size, buffered=svc.events.pending().values(),
+                               batch_size=svc.settings.batch_size, buffered=waiting.values(),
                                pending=svc.queues.depth(PENDING_QUEUE), paused=paused is not None)
+    events = EventsHealth(waiting, svc.events.last_received())
     return HealthSnapshot(now, status, reasons, feeds, queues, hour, day, complete, collisions, failures, quota,
-                          paused, trends, backlog)
+                          paused, trends, backlog, events)
 
 
 def _quota(svc: Services, now: datetime) -> tuple[Pause | None, Quota]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from shared.ops.backlog import Backlog, eta_text
-from shared.ops.health import Counts, Event, FeedHealth, HealthSnapshot, QueueHealth, duration
+from shared.ops.health import Counts, Event, EventsHealth, FeedHealth, HealthSnapshot, QueueHealth, duration
 from shared.ops.quota import Quota
 from shared.ops.trends import CSS as TRENDS_CSS
 from shared.ops.trends import section as trends_section
@@ -40,6 +40,7 @@ def render(s: HealthSnapshot, *, nonce: str = "") -> str:
 <div class=grid>
   {_feeds(s.feeds, s.at)}
   {_queues(s.queues, s.backlog)}
+  {_change_events(s.events, s.at)}
   {_activity(s.last_hour, s.last_day, s.counts_complete)}
   {_quota(s.quota)}
 </div>
@@ -97,6 +98,21 @@ def _backlog(b: Backlog | None) -> str:
             if b.rate_per_h else " (nothing handled in the last hour)")
     return (f"<p class=note id=backlog>Backlog: <b>{about}{b.people:,}</b> {'person' if b.people == 1 else 'people'} "
             f"waiting &middot; ETA <b>{escape(eta_text(b.eta_s))}</b>{escape(rate)}</p>")
+
+
+def _change_events(events: EventsHealth | None, at: datetime) -> str:
+    """Per source: ids waiting in the event buffer and when an event last arrived."""
+    if events is None:
+        return ""
+    rows = []
+    for source, label in (("dynamics", "Dynamics webhook"), ("marketo", "Marketo campaign")):
+        waiting = sum(n for lane, n in events.waiting.items() if lane.startswith(source))
+        last = events.last_received.get(source)
+        when = (f"<td class=when title='{_time(last, at)} UTC'>{escape(duration((at - last).total_seconds()))} ago</td>"
+                if last else "<td class=when>never</td>")
+        rows.append(f"<tr><td class=name>{label}</td><td class='num depth'>{waiting:,}</td>{when}</tr>")
+    return _card("Change events", "change-events", "<tr><th>source</th><th>waiting</th><th>last received</th></tr>",
+                 rows)
 
 
 def _activity(hour: Counts, day: Counts, complete: bool) -> str:

@@ -12,6 +12,8 @@ The design, in one table (`<prefix>events`) and one queue (`leadsync-events`):
                 then tries to insert the lane's marker row `!drain`. Whoever inserts it (one
                 caller per quiet lane, atomically, on any instance) sends a drain message
                 to `leadsync-events`, invisible for `delay_s` (the coalescing window).
+    last        partition `!last`, one row per lane: when a receiver last scheduled its drain
+                (once per coalescing window, not per call), for the health page.
     drain       (a queue trigger) first deletes the marker, then reads the lane's rows,
                 sends them as work messages of up to 300 ids, and deletes each row it read
                 if its ETag is unchanged (a row re-upserted meanwhile stays for the next drain).
@@ -25,7 +27,8 @@ And the pollers still run: an event is a latency hint, never the only way a chan
 
 Cost per event, in storage requests: each call upserts its row and tries the marker (a 409
 while a drain is pending): 2. Each drain: 1 marker delete, 1 query per 1,000 rows, 1 delete
-per distinct id, 1 queue send per 300 ids, and the drain message itself. Measured once on
+per distinct id, 1 queue send per 300 ids, the drain message itself and the `!last` upsert
+of the receiver that scheduled it (measured before that row existed). Measured once on
 Azurite with a request counter, 1,000 Marketo events for 400 people from 8 callers: 2,000
 table requests in the receivers, 1 drain message, 402 table requests in the drain, 2 work
 messages (a Marketo read each when applied, where one message per call would be 1,000);
@@ -54,6 +57,7 @@ log = logging.getLogger("leadsync")
 TABLE = "events"
 DRAIN_QUEUE = "leadsync-events"
 MARKER = "!drain"  # sorts before every id, so a lane's query meets it first
+LAST = "!last"  # the partition of the "last event received" rows (no lane's, so no drain or sweep reads it)
 DELAY_S = 1  # the coalescing window (LEADSYNC_EVENTS_COALESCE_S): events in it become one drain's work
 
 
@@ -116,6 +120,7 @@ class EventBuffer:
         except BaseException:
             delete_row(table, lane.key, MARKER)  # let the next call schedule it (the sweep, if none comes)
             raise
+        tablerows.upsert(table, {"PartitionKey": LAST, "RowKey": lane.key, "at": now})
         return True
 
     def drain(self, lane_key: str) -> Drained:
@@ -156,9 +161,20 @@ class EventBuffer:
         table = self._storage.table(TABLE)
         counts: dict[str, int] = {}
         for row in table.list_entities(select=["PartitionKey", "RowKey"]):
-            if row["RowKey"] != MARKER:
+            if row["RowKey"] != MARKER and row["PartitionKey"] != LAST:
                 counts[row["PartitionKey"]] = counts.get(row["PartitionKey"], 0) + 1
         return counts
+
+    def last_received(self) -> dict[str, datetime]:
+        """Per source ("marketo", "dynamics"): when an event last opened a coalescing window
+        (within one window of the last event received); sources never heard from are absent."""
+        table = self._storage.table(TABLE)
+        out: dict[str, datetime] = {}
+        for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": LAST}, select=["RowKey", "at"]):
+            source = Lane.from_key(row["RowKey"]).source
+            at = datetime.fromisoformat(row["at"])
+            out[source] = max(at, out.get(source, at))
+        return out
 
 
 def parse_drain(body: bytes | str) -> str:
