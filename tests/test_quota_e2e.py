@@ -49,7 +49,7 @@ def h() -> Iterator[Harness]:
         host_json.write_text(json.dumps(host))
         config = StackConfig(app_port=0, host_json=host_json, extra_env={
             "MARKETO_POLL_SCHEDULE": NEVER, "DATAVERSE_POLL_SCHEDULE": NEVER, "MARKETO_DELETES_EVERY_S": "0",
-            "MARKETO_QUOTA_RECHECK_S": "1"})
+            "MARKETO_QUOTA_RECHECK_S": "1", "LEADSYNC_CLOSED_LEAD_ACTION": "mark:leadStatus"})
         with running(config) as harness:
             yield harness
 
@@ -314,4 +314,23 @@ def test_a_607_on_a_dynamics_merge_defers_it_and_the_people_are_merged_once_the_
     assert h.marketo.get_lead(loser) is None  # merged away in Marketo after the pause
     assert activity.MERGED in [e.kind for e in h.activity(f"m{winner}")]
     assert activity.REJECTED not in [e.kind for e in h.activity(f"m{winner}")]
+    assert poisoned() == 0 and services().pauses.current(fresh=True) is None
+
+
+def test_a_607_on_a_closed_leads_mark_defers_it_and_the_mark_lands_once_the_quota_is_back(h: Harness) -> None:
+    """The read of the person goes through, the mark meets the 607: the message waits and its
+    replay marks and parks the lead, rather than logging a refusal and parking it unmarked."""
+    ((lead_id, marketo_id),) = linked_people(h, 1)
+    h.marketo.set_limits(daily_quota=h.marketo.spend(0) + 1)  # the applier's read, then 607 on the mark
+    h.dataverse.update("leads", lead_id, {"statecode": 2, "statuscode": 4})  # disqualified: Lost
+    h.poll(marketo=False)
+    eventually(lambda: services().pauses.current(fresh=True), timeout=60)
+    h.marketo.advance_to_daily_reset()
+    h.marketo.set_limits(daily_quota=50_000)
+    h.sync(2)
+    assert (h.marketo.get_lead(marketo_id) or {}).get("leadStatus") == "Lost"
+    kinds = [e.kind for e in h.activity(f"m{marketo_id}")]
+    assert kinds.count(activity.DISQUALIFIED) == 1 and activity.REJECTED not in kinds, kinds
+    link = link_of(marketo_id)
+    assert link is not None and link.state == "parked"
     assert poisoned() == 0 and services().pauses.current(fresh=True) is None
