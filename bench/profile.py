@@ -5,13 +5,18 @@ Time is attributed to the LeadSync module a call entered from outside every cate
 HTTP to Marketo or Dataverse (their clients, including JSON and retries), storage (links,
 activity log, queues: Azure SDK calls to Azurite), mapping (fieldmap), merge, validation.
 Storage is split into links, activity log and queues. What is left is the applier's own
-glue (apply.py, report.py, fingerprints, logging).
+glue (apply.py, report.py, fingerprints, logging). CPU per person (this process, and the
+link and activity stores' thread pools alone) is reported beside the wall time: on a shared
+machine it is the figure that compares.
 """
 
 from __future__ import annotations
 
 import cProfile
+import os
 import pstats
+import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +40,7 @@ CATEGORIES = {
     "validation": ("validation.py",),
 }
 TOP = 10
+POOLS = ("links", "activity")  # the stores' thread pools, where the storage requests run
 
 
 def _category(filename: str) -> str | None:
@@ -79,14 +85,23 @@ def measure(system: BenchSystem, pairs: list[tuple[str, int]]) -> dict[str, Any]
 
 def _profile(svc: Services, name: str, work: Work) -> dict[str, Any]:
     profiler = cProfile.Profile()
+    threads_before = _thread_cpu()
+    cpu_started = time.process_time()
     started = time.perf_counter()
     outcomes = profiler.runcall(apply_work, svc, work)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    threads = _thread_cpu()
     stats = pstats.Stats(profiler)
     key = f"profile.{name}"
     out: dict[str, Any] = {f"{key}.wall_ms": round(wall * 1000, 1),
                            f"{key}.per_record_ms": round(wall * 1000 / len(work.ids), 2),
-                           f"{key}.synced": outcomes.counts.get("synced", 0)}
+                           f"{key}.synced": outcomes.counts.get("synced", 0),
+                           f"{key}.cpu_per_record_ms": round(cpu * 1000 / len(work.ids), 2)}
+    for pool in POOLS:
+        if pool in threads:
+            spent_ms = (threads[pool] - threads_before.get(pool, 0.0)) * 1000
+            out[f"{key}.cpu_per_record_ms.{pool}"] = round(spent_ms / len(work.ids), 2)
     spent = attribute(stats)
     groups = {"http": ("http_marketo", "http_dataverse"),
               "storage": ("storage_links", "storage_activity", "storage_queues")}
@@ -101,6 +116,21 @@ def _profile(svc: Services, name: str, work: Work) -> dict[str, Any]:
     for rank, ((filename, line, function), (_cc, calls, tottime, cumtime, _)) in enumerate(top, start=1):
         where = f"{_short(filename)}:{line}({function})"
         out[f"{key}.top.{rank}"] = f"{where} self {tottime * 1000:.1f} ms, cum {cumtime * 1000:.1f} ms, {calls} calls"
+    return out
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's live threads, summed by name without digits (Linux only)."""
+    names = {t.native_id: re.sub(r"[-_]?\d+", "", t.name) for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    for tid, name in names.items():
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 

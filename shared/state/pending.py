@@ -2,12 +2,13 @@
 
 Marketo calls a webhook once and never again, so a `sync-person` call that dies (a host
 kill, a scale-in, a transient error answered with 500) would leave its person without a
-lead until the campaign runs again. Before doing anything else the endpoint puts a
+lead until the campaign runs again. Before it writes anything the endpoint puts a
 message on `leadsync-realtime-pending`, invisible for `finish_after_s`; a call that
-reaches an answer deletes it. A message that becomes visible belongs to a call that did
-not: the Marketo poll timer (`shared.sync.finish.finish_due`) runs the same request again. The request is
-idempotent (a claim and an email lookup decide who creates the lead), so a person gets
-exactly one lead however many times it runs.
+reaches an answer deletes it. A person already linked needs none: its call only reads.
+A message that becomes visible belongs to a call that did not: the Marketo poll timer
+(`shared.sync.finish.finish_due`) runs the same request again. The request is idempotent
+(a claim and an email lookup decide who creates the lead), so a person gets exactly one
+lead however many times it runs.
 
     leadsync-realtime-pending    {"v": 1, "leadId": 1042, "op": "<operation id of the call>", "try": 1}
 """
