@@ -103,6 +103,8 @@ def measure(run: SyncRun, say: Callable[[str], None]) -> dict[str, Any]:
         finally:
             if competitor is not None:
                 competitor.stop()
+            for process in others:  # all asked at once: each finishes its messages in flight before it exits
+                _ask_to_quit(process)
             for process in others:
                 stop_process(process)
             system.stop_app()
@@ -161,6 +163,14 @@ def _timed_sync(system: BenchSystem, proxy: StorageProxy, run: SyncRun, tag: str
     if not complete:
         out["stopped_after_s"] = round(elapsed, 1)
     return out
+
+
+def _ask_to_quit(process: Any) -> None:
+    try:
+        process.stdin.write("quit\n")
+        process.stdin.flush()
+    except (BrokenPipeError, ValueError):  # it has exited already (ValueError: stdin closed)
+        pass
 
 
 def _depth(system: BenchSystem, queue: str) -> int:
