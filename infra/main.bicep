@@ -29,18 +29,18 @@ param marketoClientId string
 param marketoClientSecret string
 
 // Flex Consumption runs each timer and queue function, and the HTTP functions together,
-// on instances of their own ("per-function scaling"), and each instance keeps its own
-// call budget. Five groups x 18 calls = 90 of Marketo's 100 calls per 20 s, and
-// 5 x 2 = 10 of its 10 concurrent calls, with maximumInstanceCount = 1.
-@description('Marketo calls per 20 s for ONE instance. Keep (scale groups x instances x this) under 100.')
+// on instances of their own ("per-function scaling"), and scales each out. Every instance
+// and worker process draws on ONE budget kept in the state storage account (README,
+// "Scaling out"), so these are shares of the services' own limits, not per-instance caps.
+@description('Percent of Marketo\'s limits (100 calls / 20 s, 10 in flight) LeadSync may use, all instances together.')
 @minValue(1)
 @maxValue(100)
-param marketoCallsPer20s int = 18
+param marketoSharePercent int = 90
 
-@description('Concurrent Marketo calls for ONE instance. Keep (scale groups x instances x this) at or under 10.')
+@description('Percent of Dataverse\'s service-protection limits (6,000 requests / 5 min, 52 in flight) LeadSync may use.')
 @minValue(1)
-@maxValue(10)
-param marketoMaxConcurrency int = 2
+@maxValue(100)
+param dataverseSharePercent int = 90
 
 @description('When to read Marketo\'s lead changes: six-field NCRONTAB or hh:mm:ss.')
 param marketoPollSchedule string = '*/30 * * * * *'
@@ -101,10 +101,10 @@ param fieldMap string = ''
 @description('Prefix of LeadSync\'s state tables.')
 param tablePrefix string = 'leadsync'
 
-@description('Most instances per scale group. Raising it multiplies Marketo calls: lower marketoCallsPer20s to match.')
+@description('Most instances per scale group. The shared budget keeps any number inside the services\' limits.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 1
+param maximumInstanceCount int = 40
 
 @description('Memory of one Flex Consumption instance.')
 @allowed([
@@ -227,8 +227,8 @@ module appSettings 'modules/appsettings.bicep' = {
     webhookSecretUri: vault.outputs.webhookSecretUri
     marketoBaseUrl: marketoBaseUrl
     marketoClientId: marketoClientId
-    marketoCallsPer20s: marketoCallsPer20s
-    marketoMaxConcurrency: marketoMaxConcurrency
+    marketoSharePercent: marketoSharePercent
+    dataverseSharePercent: dataverseSharePercent
     marketoPollSchedule: marketoPollSchedule
     marketoDeletedField: marketoDeletedField
     marketoActivityType: marketoActivityType

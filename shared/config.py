@@ -33,6 +33,14 @@ def app_env() -> Mapping[str, str]:
     return _injected if _injected is not None else os.environ
 
 DEFAULT_POLL_SCHEDULE = "*/30 * * * * *"
+# The services' own limits (per Marketo subscription, per Dataverse application user).
+MARKETO_CALLS_PER_20S = 100
+MARKETO_CONCURRENCY = 10
+DATAVERSE_REQUESTS_PER_5MIN = 6000
+DATAVERSE_CONCURRENCY = 52
+# Settings of earlier versions, refused so that a stale value is not silently ignored.
+REPLACED = {"MARKETO_CALLS_PER_20S": "LEADSYNC_MARKETO_SHARE_PCT",
+            "MARKETO_MAX_CONCURRENCY": "LEADSYNC_MARKETO_SHARE_PCT"}
 _NCRONTAB = re.compile(r"^\s*(\S+\s+){5}\S+\s*$")
 _TIMESPAN = re.compile(r"^\d{1,2}:\d{2}:\d{2}$")
 
@@ -78,9 +86,9 @@ class Settings:
     dataverse_certificate_thumbprint: str | None = None
     dataverse_authority_host: str = "https://login.microsoftonline.com"
     dataverse_ca_bundle: str | None = None
-    marketo_calls_per_20s: int = 90
-    marketo_max_concurrency: int = 8
-    worker_processes: int = 1  # FUNCTIONS_WORKER_PROCESS_COUNT: the processes sharing this instance's budget
+    marketo_share_pct: int = 90  # of Marketo's rate and concurrency limits, for every instance together
+    dataverse_share_pct: int = 90  # of Dataverse's service-protection limits, for every instance together
+    worker_processes: int = 1  # FUNCTIONS_WORKER_PROCESS_COUNT
     marketo_activity_type: str = "leadsyncEvent"
     marketo_deleted_field: str = "msftIsDeleted"
     sync_filter_field: str = "new_synctomkto"
@@ -110,6 +118,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise ConfigError naming the first bad one."""
         e = app_env() if env is None else env
+        for old, new in REPLACED.items():
+            if e.get(old, "").strip():
+                raise ConfigError(old, f"is replaced by {new}: one budget for every instance, not a cap per instance")
 
         def required(name: str) -> str:
             value = e.get(name, "").strip()
@@ -193,8 +204,8 @@ class Settings:
                 else "https://login.microsoftonline.com"
             ),
             dataverse_ca_bundle=ca_bundle,
-            marketo_calls_per_20s=integer("MARKETO_CALLS_PER_20S", 90, 1, 100),
-            marketo_max_concurrency=integer("MARKETO_MAX_CONCURRENCY", 8, 1, 10),
+            marketo_share_pct=integer("LEADSYNC_MARKETO_SHARE_PCT", 90, 1, 100),
+            dataverse_share_pct=integer("LEADSYNC_DATAVERSE_SHARE_PCT", 90, 1, 100),
             worker_processes=integer("FUNCTIONS_WORKER_PROCESS_COUNT", 1, 1, 10),
             marketo_activity_type=optional("MARKETO_ACTIVITY_TYPE") or "leadsyncEvent",
             marketo_deleted_field=optional("MARKETO_DELETED_FIELD") or "msftIsDeleted",
@@ -223,13 +234,16 @@ class Settings:
         )
 
     def marketo_budget(self) -> tuple[int, int]:
-        """This process's share of the instance's Marketo budget: (calls per 20 s, concurrent calls).
+        """LeadSync's share of Marketo's limits: (calls per 20 s, concurrent calls), for every
+        instance and process together (the shared budget, `shared.state.budget`)."""
+        return (max(1, MARKETO_CALLS_PER_20S * self.marketo_share_pct // 100),
+                max(1, MARKETO_CONCURRENCY * self.marketo_share_pct // 100))
 
-        The budget settings are per instance; each of its worker processes keeps its own
-        count, so each takes an equal share (never below one call).
-        """
-        return (max(1, self.marketo_calls_per_20s // self.worker_processes),
-                max(1, self.marketo_max_concurrency // self.worker_processes))
+    def dataverse_budget(self) -> tuple[int, int]:
+        """LeadSync's share of Dataverse's service-protection limits: (requests per 5 min,
+        concurrent requests), for every instance and process together."""
+        return (max(1, DATAVERSE_REQUESTS_PER_5MIN * self.dataverse_share_pct // 100),
+                max(1, DATAVERSE_CONCURRENCY * self.dataverse_share_pct // 100))
 
     def __repr__(self) -> str:
         # Secret already masks itself; listing fields keeps the repr useful in logs.

@@ -10,6 +10,7 @@ the clients. Settings come from the process environment (app settings, as on Azu
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -21,7 +22,8 @@ from typing import Any
 
 from shared import config
 from shared.clients.dataverse import DataverseClient
-from shared.clients.marketo import MarketoClient, budget_for
+from shared.clients.marketo import MarketoClient
+from shared.clients.ratelimit import CallBudget
 from shared.config import Settings
 from shared.errors import ConfigError, StateConflict
 from shared.rules import fieldmap as fieldmap_mod
@@ -29,6 +31,8 @@ from shared.rules.fieldmap import FieldMap
 from shared.rules.typevalidation import Limits
 from shared.rules.validation import ColumnRule, EntityRules, labelled
 from shared.state.activity import ActivityLog
+from shared.state.budget import TableAllowance
+from shared.state.budgetrow import BudgetLimits
 from shared.state.cursors import CursorStore
 from shared.state.eventbuffer import EventBuffer
 from shared.state.links import LinkStore
@@ -44,6 +48,46 @@ log = logging.getLogger("leadsync")
 ENTITY_SETS = {"lead": "leads", "contact": "contacts"}
 PRIMARY_KEYS = {"lead": "leadid", "contact": "contactid"}
 ACTIVITY_TYPE_CURSOR = "marketo-activity-type-id"
+# Per service: the limit's window, the block of calls a process leases at a time, and how
+# long a calm spell must last before pressure gives back a step of the share.
+BUDGET_SHAPES = {"marketo": (20.0, 10, 20.0), "dataverse": (300.0, 25, 60.0)}
+
+_budgets: dict[tuple[object, ...], CallBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def shared_budget(settings: Settings, service: str) -> CallBudget:
+    """This process's `CallBudget` for `service` ("marketo" or "dataverse"), drawing on the one
+    budget row every instance and process of the deployment shares (`shared.state.budget`).
+
+    One per process and storage, so every rebuild of the services draws on the same one.
+    """
+    calls, concurrency = settings.marketo_budget() if service == "marketo" else settings.dataverse_budget()
+    window_s, block, calm_s = BUDGET_SHAPES[service]
+    limits = BudgetLimits(calls, window_s, concurrency, calm_s=calm_s)
+    where = settings.storage_account or settings.storage_connection.reveal()
+    key = (service, where, settings.table_prefix, limits)
+    with _budgets_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            # Its own storage: the budget outlives any one build of the services.
+            storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix,
+                              account=settings.storage_account)
+            budget = _budgets[key] = CallBudget(calls, window_s, concurrency, block=min(block, calls),
+                                                source=TableAllowance(storage, service, limits))
+            if len(_budgets) == 1:
+                atexit.register(_give_back_budgets)
+        return budget
+
+
+def _give_back_budgets() -> None:
+    """At exit, hand back unstarted calls and slots, so a short-lived process (a CLI command)
+    does not keep them from the other instances until they expire."""
+    for budget in list(_budgets.values()):
+        try:
+            budget.close()
+        except Exception:  # noqa: BLE001 - exiting anyway; what is held expires by itself
+            log.debug("could not give back the shared call budget at exit", exc_info=True)
 
 
 @dataclass
@@ -74,10 +118,9 @@ class Services:
         storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix,
                           account=settings.storage_account)
         if marketo is None:
-            calls, concurrency = settings.marketo_budget()
             marketo = MarketoClient(
                 settings.marketo_base_url, settings.marketo_client_id, settings.marketo_client_secret.reveal(),
-                budget=budget_for(settings.marketo_base_url, calls=calls, window_s=20, concurrency=concurrency),
+                budget=shared_budget(settings, "marketo"),
             )
         if dataverse is None:
             certificate: dict[str, Any] | None = None
@@ -91,6 +134,7 @@ class Services:
                 client_certificate=certificate,
                 authority_host=settings.dataverse_authority_host,
                 ca_bundle=settings.dataverse_ca_bundle,
+                budget=shared_budget(settings, "dataverse"),
             )
         return cls(settings, fmap, storage, LinkStore(storage), CursorStore(storage), ActivityLog(storage),
                    WorkQueues(storage), marketo, dataverse)

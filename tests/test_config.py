@@ -62,7 +62,7 @@ def test_complete_settings_load_with_defaults() -> None:
     assert s.marketo_client_secret.reveal() == MARKETO_SECRET
     assert s.dataverse_client_secret.reveal() == DATAVERSE_SECRET
     assert s.storage_connection.reveal() == ENV["AzureWebJobsStorage"]
-    assert (s.marketo_calls_per_20s, s.marketo_max_concurrency, s.batch_size) == (90, 8, 300)
+    assert (s.marketo_share_pct, s.dataverse_share_pct, s.batch_size) == (90, 90, 300)
     assert s.table_prefix == "leadsync"
     assert s.dataverse_authority_host == "https://login.microsoftonline.com"
     assert s.field_map is None and s.dataverse_ca_bundle is None
@@ -84,8 +84,9 @@ def test_http_marketo_url_is_allowed_for_the_emulator() -> None:
 
 
 def test_integer_settings_at_their_limits() -> None:
-    s = Settings.from_env(env(MARKETO_CALLS_PER_20S="100", MARKETO_MAX_CONCURRENCY="1", LEADSYNC_BATCH_SIZE=" 300 "))
-    assert (s.marketo_calls_per_20s, s.marketo_max_concurrency, s.batch_size) == (100, 1, 300)
+    s = Settings.from_env(env(LEADSYNC_MARKETO_SHARE_PCT="100", LEADSYNC_DATAVERSE_SHARE_PCT="1",
+                              LEADSYNC_BATCH_SIZE=" 300 "))
+    assert (s.marketo_share_pct, s.dataverse_share_pct, s.batch_size) == (100, 1, 300)
 
 
 def test_the_events_coalescing_window() -> None:
@@ -93,45 +94,26 @@ def test_the_events_coalescing_window() -> None:
     assert Settings.from_env(env(LEADSYNC_EVENTS_COALESCE_S="0")).events_coalesce_s == 0
 
 
-def test_worker_processes_share_the_instance_budget() -> None:
-    assert Settings.from_env(ENV).marketo_budget() == (90, 8)
-    two = Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="2"))
-    assert two.worker_processes == 2 and two.marketo_budget() == (45, 4)
-    ten = Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="10", MARKETO_CALLS_PER_20S="18",
-                                MARKETO_MAX_CONCURRENCY="2"))
-    assert ten.marketo_budget() == (1, 1)  # never below one call: a process with no budget could not sync
+def test_the_shares_are_of_each_services_limits_for_every_instance_together() -> None:
+    # Worker processes and instances no longer divide the share: they draw on one budget.
+    for workers in ("1", "10"):
+        s = Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT=workers))
+        assert s.marketo_budget() == (90, 9) and s.dataverse_budget() == (5400, 46)
+    low = Settings.from_env(env(LEADSYNC_MARKETO_SHARE_PCT="5", LEADSYNC_DATAVERSE_SHARE_PCT="1"))
+    assert low.marketo_budget() == (5, 1)  # never below one call in flight: the sync must move
+    assert low.dataverse_budget() == (60, 1)
     with pytest.raises(ConfigError, match="FUNCTIONS_WORKER_PROCESS_COUNT"):
         Settings.from_env(env(FUNCTIONS_WORKER_PROCESS_COUNT="11"))
 
 
-def test_ca_bundle_that_exists(tmp_path: Path) -> None:
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    assert Settings.from_env(env(DATAVERSE_CA_BUNDLE=str(bundle))).dataverse_ca_bundle == str(bundle)
+@pytest.mark.parametrize("old", ["MARKETO_CALLS_PER_20S", "MARKETO_MAX_CONCURRENCY"])
+def test_the_per_instance_caps_of_earlier_versions_are_refused_with_their_replacement(old: str) -> None:
+    assert str(refused(env(**{old: "18"}))) == (
+        f"setting {old}: is replaced by LEADSYNC_MARKETO_SHARE_PCT: one budget for every instance, "
+        "not a cap per instance")
+    assert Settings.from_env(env(**{old: " "})).marketo_share_pct == 90
 
 
-# -- missing settings ------------------------------------------------------------------
-@pytest.mark.parametrize("name", REQUIRED)
-def test_each_missing_required_setting_is_named(name: str) -> None:
-    assert_names(refused(env(**{name: None})), name)
-
-
-@pytest.mark.parametrize("name", REQUIRED)
-def test_a_blank_required_setting_counts_as_missing(name: str) -> None:
-    assert_names(refused(env(**{name: "   "})), name)
-
-
-def test_certificate_needs_its_thumbprint() -> None:
-    error = refused(env(DATAVERSE_CLIENT_SECRET=None, DATAVERSE_CERTIFICATE_PATH="/certs/dv.pem"))
-    assert_names(error, "DATAVERSE_CERTIFICATE_THUMBPRINT")
-
-
-def test_empty_environment_names_a_setting() -> None:
-    error = refused({})
-    assert error.setting in REQUIRED and "\n" not in str(error)
-
-
-# -- malformed settings ----------------------------------------------------------------
 @pytest.mark.parametrize(("name", "value"), [
     ("DATAVERSE_URL", "http://contoso.crm.dynamics.com"),
     ("DATAVERSE_URL", "contoso.crm.dynamics.com"),
@@ -139,12 +121,12 @@ def test_empty_environment_names_a_setting() -> None:
     ("MARKETO_BASE_URL", "123-ABC-456.mktorest.com"),
     ("MARKETO_BASE_URL", "ftp://123-ABC-456.mktorest.com"),
     ("DATAVERSE_AUTHORITY_HOST", "http://login.microsoftonline.com"),
-    ("MARKETO_CALLS_PER_20S", "ninety"),
-    ("MARKETO_CALLS_PER_20S", "9.5"),
-    ("MARKETO_CALLS_PER_20S", "0"),
-    ("MARKETO_CALLS_PER_20S", "101"),
-    ("MARKETO_CALLS_PER_20S", "-5"),
-    ("MARKETO_MAX_CONCURRENCY", "11"),
+    ("LEADSYNC_MARKETO_SHARE_PCT", "ninety"),
+    ("LEADSYNC_MARKETO_SHARE_PCT", "9.5"),
+    ("LEADSYNC_MARKETO_SHARE_PCT", "0"),
+    ("LEADSYNC_MARKETO_SHARE_PCT", "101"),
+    ("LEADSYNC_MARKETO_SHARE_PCT", "-5"),
+    ("LEADSYNC_DATAVERSE_SHARE_PCT", "101"),
     ("LEADSYNC_BATCH_SIZE", "301"),
     ("MARKETO_POLL_SCHEDULE", "*/30 * * * *"),
     ("DATAVERSE_POLL_SCHEDULE", "every 30 seconds"),
@@ -175,8 +157,8 @@ def test_the_background_pause_setting(raw: str, paused: bool) -> None:
 
 
 def test_out_of_range_says_the_range() -> None:
-    assert str(refused(env(MARKETO_CALLS_PER_20S="101"))) == (
-        "setting MARKETO_CALLS_PER_20S: must be between 1 and 100, got 101")
+    assert str(refused(env(LEADSYNC_MARKETO_SHARE_PCT="101"))) == (
+        "setting LEADSYNC_MARKETO_SHARE_PCT: must be between 1 and 100, got 101")
 
 
 def test_missing_ca_bundle_file_is_named(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from shared import runtime
 from shared.config import Settings
 from shared.runtime import Services
 from shared.state import activity
+from shared.state.budget import TableAllowance
 from shared.state.workqueue import FROM_MARKETO
 from shared.sync.poison import POISON_PERSON
 from tests.marketo_fixtures import MarketoEnv
@@ -130,6 +131,11 @@ def test_every_build_in_a_process_draws_on_one_marketo_budget(app_env: dict[str,
     first, second = Services.from_settings(settings), Services.from_settings(settings)
     try:
         assert first.marketo.budget is second.marketo.budget is runtime.services(checked=False).marketo.budget
+        assert first.dataverse.budget is second.dataverse.budget is not None
+        # ... and that budget is the one every instance shares, kept in the deployment's storage.
+        source = first.marketo.budget.source
+        assert isinstance(source, TableAllowance) and source.resource == "marketo"
+        assert source.limits.calls == 90 and source.limits.concurrency == 9
     finally:
         first.close()
         second.close()

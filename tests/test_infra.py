@@ -47,12 +47,10 @@ NOT_DEPLOYED = {
     "DATAVERSE_CERTIFICATE_PATH": "the deployment authenticates with the client secret from Key Vault",
     "DATAVERSE_CERTIFICATE_THUMBPRINT": "as DATAVERSE_CERTIFICATE_PATH",
     "DATAVERSE_CA_BUNDLE": "only for a private endpoint or the emulator",
-    "FUNCTIONS_WORKER_PROCESS_COUNT": "the host's own setting, left at 1: Flex Consumption adds instances instead; "
-                                      "LeadSync reads it to share the Marketo budget between worker processes",
+    "FUNCTIONS_WORKER_PROCESS_COUNT": "the host's own setting, left at 1: Flex Consumption adds instances instead",
+    "MARKETO_CALLS_PER_20S": "an earlier version's per-instance cap, refused at start (LEADSYNC_MARKETO_SHARE_PCT)",
+    "MARKETO_MAX_CONCURRENCY": "as MARKETO_CALLS_PER_20S",
 }
-
-# Non-HTTP functions that never call Marketo: their instances spend none of its budget.
-NO_MARKETO_CALLS = {"drain_events"}  # packs buffered event ids into work messages: storage only
 
 # Settings LeadSync reads that the deployment leaves at their defaults.
 DEFAULTED = {"MARKETO_DELETES_EVERY_S", "LEADSYNC_BATCH_SIZE"}
@@ -260,19 +258,19 @@ def test_function_app_runs_python_311_on_flex_consumption() -> None:
     assert call(app["tags"]) == ("union", {"arg_1": "tags", "arg_2": {"'azd-service-name'": "api"}})
 
 
-def test_marketo_budget_defaults_fit_marketo_limits_across_scale_groups() -> None:
-    # Flex Consumption gives each non-HTTP function, and the HTTP functions together,
-    # instances of their own; each instance keeps its own Marketo call budget.
-    decorators = "".join(p.read_text() for p in (ROOT / "functions").glob("*.py"))
-    functions = re.findall(r"^@\w+\.\w+_trigger\(.*?^def (\w+)\(", decorators, re.M | re.S)
-    assert len(functions) == len(re.findall(r"^@\w+\.\w+_trigger\(", decorators, re.M))
-    triggers = len(set(functions) - NO_MARKETO_CALLS)
-    scale_groups = triggers + (1 if re.search(r"^@\w+\.route\(", decorators, re.M) else 0)
-    assert scale_groups >= 5  # two pollers, two appliers, HTTP
+def test_the_template_scales_out_on_one_shared_budget_not_per_instance_caps() -> None:
+    # Every instance of every scale group draws on the one budget in storage: the template
+    # sets LeadSync's share of the services' limits, and does not pin the instance count.
     params = template("main.bicep")["parameters"]
-    instances = params["maximumInstanceCount"]["default"]
-    assert scale_groups * instances * params["marketoCallsPer20s"]["default"] <= 100
-    assert scale_groups * instances * params["marketoMaxConcurrency"]["default"] <= 10
+    assert "marketoCallsPer20s" not in params and "marketoMaxConcurrency" not in params
+    assert params["maximumInstanceCount"]["default"] >= 40
+    for name in ("marketoSharePercent", "dataverseSharePercent"):
+        assert 1 <= params[name]["default"] <= 90  # headroom for the customer's other integrations
+    settings = app_settings()
+    assert "MARKETO_CALLS_PER_20S" not in settings and "MARKETO_MAX_CONCURRENCY" not in settings
+    _, passed = main_module("appSettings")
+    assert passed["marketoSharePercent"] == "marketoSharePercent"
+    assert passed["dataverseSharePercent"] == "dataverseSharePercent"
 
 
 # --- storage: identity only ------------------------------------------------------------

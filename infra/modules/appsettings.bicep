@@ -21,8 +21,8 @@ param webhookSecretUri string
 
 param marketoBaseUrl string
 param marketoClientId string
-param marketoCallsPer20s int
-param marketoMaxConcurrency int
+param marketoSharePercent int
+param dataverseSharePercent int
 param marketoPollSchedule string
 param marketoDeletedField string
 param marketoActivityType string
@@ -57,8 +57,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MARKETO_BASE_URL: marketoBaseUrl
     MARKETO_CLIENT_ID: marketoClientId
     MARKETO_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${marketoClientSecretUri})'
-    MARKETO_CALLS_PER_20S: string(marketoCallsPer20s)
-    MARKETO_MAX_CONCURRENCY: string(marketoMaxConcurrency)
+    LEADSYNC_MARKETO_SHARE_PCT: string(marketoSharePercent)
+    LEADSYNC_DATAVERSE_SHARE_PCT: string(dataverseSharePercent)
     MARKETO_POLL_SCHEDULE: marketoPollSchedule
     MARKETO_DELETES_EVERY_S: '300'
     MARKETO_QUOTA_RECHECK_S: '300'

@@ -17,6 +17,7 @@ import random
 import ssl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -39,6 +40,7 @@ from shared.clients.dataverse_models import (
     primary_key,
     write_result,
 )
+from shared.clients.ratelimit import CallBudget
 from shared.errors import ConcurrencyConflict, ConfigError, CursorExpired, DataverseError, DataverseTransient
 
 __all__ = ["AttributeMetadata", "DataverseClient", "DeltaPage", "EntityMetadata", "Record", "WriteOp", "WriteResult"]
@@ -106,6 +108,7 @@ class DataverseClient:
         timeout: float = 120.0,
         bulk_chunk_size: int = 1000,
         url_budget: int = 16_000,
+        budget: CallBudget | None = None,
     ) -> None:
         if (client_secret is None) == (client_certificate is None):
             raise ConfigError("DATAVERSE_CLIENT_SECRET", "give exactly one of client_secret or client_certificate")
@@ -125,6 +128,7 @@ class DataverseClient:
         self.retry_after_max = retry_after_max
         self.bulk_chunk_size = bulk_chunk_size
         self.url_budget = url_budget
+        self.budget = budget  # the service-protection budget every request draws on (None: unlimited)
         self.requests_made = 0
         self._lock = threading.Lock()
         self._token_lock = threading.Lock()
@@ -220,7 +224,9 @@ class DataverseClient:
             with self._lock:
                 self.requests_made += 1
             try:
-                resp = self.http.request(method, url, params=params, json=json_body, content=content, headers=base)
+                with self.budget.slot() if self.budget is not None else nullcontext():
+                    resp = self.http.request(method, url, params=params, json=json_body, content=content,
+                                             headers=base)
             except httpx.TimeoutException as exc:
                 raise _Retry(DataverseTransient(0, "timeout", f"{method} {url}: {exc!r}")) from exc
             except httpx.TransportError as exc:
@@ -229,6 +235,8 @@ class DataverseClient:
                 token = self._token(rejected=token)
                 continue
             break
+        if resp.status_code == 429 and self.budget is not None:
+            self.budget.pressure(_retry_after(resp))  # the budget allowed it: someone else spends the limit
         if resp.status_code in RETRY_STATUSES:
             code, message = _error_of(resp)
             raise _Retry(DataverseTransient(resp.status_code, code, message or resp.reason_phrase),

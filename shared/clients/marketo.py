@@ -1,8 +1,9 @@
 """Marketo REST client for the sync: tokens, call budget, retries, paging, typed results.
 
 What callers can rely on:
-- Every call goes through the instance's `CallBudget` (shared per base URL in this process),
-  so the sync alone never trips 606/615.
+- Every call goes through a `CallBudget` (in the app, the budget every instance and process
+  shares), so the sync alone never trips 606/615; a 606/615/429 it did not predict is
+  reported to it as pressure from another integration.
 - Retriable failures (502, 604, 606, 608, 611, 614, 615, 713, 719, any 5xx, 429, timeouts,
   dropped connections) are retried with exponential backoff and jitter, honouring
   `Retry-After`; after `max_attempts` they raise `MarketoTransient` (the queue retries).
@@ -56,6 +57,7 @@ __all__ = [
     "FieldInfo", "LeadChange", "MarketoClient", "Reason", "RecordResult", "TokenCache", "budget_for", "next_reset",
 ]
 
+PRESSURE_CODES = frozenset({"606", "615"})  # rate and concurrency limits: the call budget's business
 RETRYABLE_CODES = frozenset({"502", "604", "606", "608", "611", "614", "615", "713", "719"})
 TOKEN_CODES = frozenset({"600", "601", "602"})
 EXPIRED_CURSOR_CODE = "701"  # what the emulator answers for a too-old paging token (Adobe documents none)
@@ -246,6 +248,8 @@ class MarketoClient:
                 raise MarketoTransient(code, message, request_id)
             if code == "607":
                 raise QuotaExhausted(message, next_reset(), request_id)
+            if code in PRESSURE_CODES:
+                self._budget.pressure()  # the budget allowed this call: someone else spends the limit
             if code in RETRYABLE_CODES:
                 raise MarketoTransient(code, message, request_id)
             raise MarketoError(code, message, request_id)
@@ -283,6 +287,8 @@ class MarketoClient:
         if status >= 500 or status == 429:
             retry_after = response.headers.get("retry-after")
             seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+            if status == 429:
+                self._budget.pressure(seconds)
             raise _RetryLater(str(status), f"HTTP {status} from {path}", seconds)
         if status != 200:
             raise MarketoError(str(status), f"HTTP {status} from {path}")

@@ -1,0 +1,179 @@
+"""The shared budget's arithmetic (`shared.state.budgetrow`): pure, checked over any interleaving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from shared.clients.ratelimit import LeaseRequest
+from shared.state import budgetrow
+from shared.state.budgetrow import BudgetLimits, BudgetState
+
+LIMITS = BudgetLimits(calls=90, window_s=20.0, concurrency=9, horizon_s=2.0, skew_s=0.0, slot_ttl_s=15.0)
+
+
+def ask(holder: str, n: int, *, calls: int = 10, slots: int = 0, in_use: int = 0,
+        spent: dict[str, tuple[int, float]] | None = None) -> tuple[str, LeaseRequest]:
+    return holder, LeaseRequest(f"{holder}.{n}", calls, slots, in_use, spent or {})
+
+
+# One process's step: wait `dt`, then ask for `calls` (reporting how many of its last block it
+# started), or report pressure.
+steps = st.lists(st.tuples(st.floats(0, 8, allow_nan=False), st.integers(0, 3), st.integers(0, 30),
+                           st.floats(0, 1), st.booleans()), max_size=120)
+
+
+@dataclass
+class Process:
+    last: str | None = None
+    granted: int = 0
+    seq: int = 0
+    slots: int = 0
+    slots_until: float = 0.0
+    calls: list[tuple[float, float, int]] = field(default_factory=list)  # (grant time, last start, calls)
+
+
+def run(script: list[tuple[float, int, int, float, bool]], limits: BudgetLimits) -> tuple[list[Process], float]:
+    state, now = BudgetState(), 1000.0
+    procs = [Process() for _ in range(4)]
+    for dt, who, want, spend_frac, press in script:
+        now += dt
+        p = procs[who]
+        if press and want % 7 == 0:
+            state = budgetrow.pressure(state, limits, now, retry_after=float(want % 3))
+            continue
+        spent: dict[str, tuple[int, float]] = {}
+        if p.last is not None:
+            # The block's calls started somewhere between its grant and its horizon (or now);
+            # report how many, and when the last one started.
+            started = int(p.granted * spend_frac)
+            at, _, _ = p.calls[-1]
+            within = (min(now, at + limits.horizon_s) - at) * spend_frac
+            spent[p.last] = (started, within)
+            p.calls[-1] = (at, at + within, started)
+            p.last = None
+        in_use = p.slots if now < p.slots_until else 0
+        p.seq += 1
+        out = budgetrow.lease(state, limits, f"p{who}",
+                              LeaseRequest(f"p{who}.{p.seq}", want, want % 5, min(in_use, want % 5), spent), now)
+        state = out.state
+        if out.answer.calls:
+            granted = [g for g in state.grants if g.id == f"p{who}.{p.seq}"]
+            p.last, p.granted = f"p{who}.{p.seq}", out.answer.calls
+            p.calls.append((granted[0].at, granted[0].at + limits.horizon_s, out.answer.calls))
+        p.slots, p.slots_until = out.answer.slots, now + limits.slot_ttl_s
+        held = sum(s.count for s in state.slots.values() if s.expires > now)
+        assert held <= limits.concurrency
+    return procs, now
+
+
+# Three full blocks, then three more just after the first leave the window: their calls can
+# land in one window with the first's late calls unless the horizon is counted.
+@example([(0.0, 0, 30, 1.0, False), (0.0, 1, 30, 1.0, False), (0.0, 2, 30, 1.0, False),
+          (20.5, 3, 30, 1.0, False)])
+@settings(max_examples=400)
+@given(steps)
+def test_no_sliding_window_ever_holds_more_calls_than_the_share(script: list[tuple[float, int, int, float, bool]]
+                                                                ) -> None:
+    procs, _ = run(script, LIMITS)
+    # Worst case: each block's calls all start at the one instant that overfills a window
+    # (any instant between its grant and its horizon or its report).
+    blocks = [c for p in procs for c in p.calls]
+    instants = {t for first, last, _ in blocks for t in (first, last)}
+    for start in instants:
+        end = start + LIMITS.window_s
+        inside = sum(n for first, last, n in blocks if first < end and last >= start)
+        assert inside <= LIMITS.calls
+
+
+@given(steps)
+def test_slots_in_use_never_exceed_the_concurrency_share(script: list[tuple[float, int, int, float, bool]]) -> None:
+    run(script, BudgetLimits(calls=20, window_s=5.0, concurrency=3, horizon_s=1.0, skew_s=0.0, slot_ttl_s=4.0))
+
+
+def test_a_block_is_granted_until_the_span_is_full_and_then_again_when_it_frees() -> None:
+    state, granted = BudgetState(), []
+    for i in range(10):
+        out = budgetrow.lease(state, LIMITS, *ask("a", i), now=100.0 + i)
+        state = out.state
+        granted.append(out.answer.calls)
+    assert granted == [10] * 9 + [0]
+    # The first block's calls may start until 102: room again a window later.
+    last = budgetrow.lease(state, LIMITS, *ask("a", 99), now=109.0)
+    assert last.answer.calls == 0 and abs(last.answer.retry_in - (122.0 - 109.0)) < 1e-6
+    assert budgetrow.lease(state, LIMITS, *ask("a", 100), now=122.01).answer.calls == 10
+
+
+def test_calls_a_process_did_not_start_go_back_to_everyone() -> None:
+    state = BudgetState()
+    for i in range(9):
+        state = budgetrow.lease(state, LIMITS, *ask("a", i), now=100.0).state
+    assert budgetrow.lease(state, LIMITS, *ask("b", 0), now=101.0).answer.calls == 0
+    # "a" started only 3 calls of its last block: 7 come back for "b".
+    state = budgetrow.lease(state, LIMITS, *ask("a", 9, calls=0, spent={"a.8": (3, 0.5)}), now=101.0).state
+    assert budgetrow.lease(state, LIMITS, *ask("b", 1), now=101.0).answer.calls == 7
+
+
+def test_a_block_finished_early_leaves_the_window_early() -> None:
+    state = BudgetState()
+    for i in range(9):
+        state = budgetrow.lease(state, LIMITS, *ask("a", i), now=100.0).state
+    # Every block's calls all started within 0.3 s: they leave the reach at 120.3, not 122.
+    state = budgetrow.lease(state, LIMITS, *ask("a", 9, calls=0, spent={f"a.{i}": (10, 0.3) for i in range(9)}),
+                            now=101.0).state
+    assert budgetrow.lease(state, LIMITS, *ask("b", 0), now=120.2).answer.calls == 0
+    assert budgetrow.lease(state, LIMITS, *ask("b", 1), now=120.31).answer.calls == 10
+
+
+def test_a_crashed_holders_slots_come_back_when_they_expire() -> None:
+    out = budgetrow.lease(BudgetState(), LIMITS, *ask("a", 0, calls=0, slots=9), now=100.0)
+    assert out.answer.slots == 9
+    waiting = budgetrow.lease(out.state, LIMITS, *ask("b", 0, calls=0, slots=2), now=105.0)
+    assert waiting.answer.slots == 0 and 0 < waiting.answer.retry_in <= LIMITS.slot_poll_s
+    later = budgetrow.lease(out.state, LIMITS, *ask("b", 1, calls=0, slots=2), now=115.0)
+    assert later.answer.slots == 2
+
+
+def test_a_holder_keeps_its_slots_in_use_and_gives_back_the_rest() -> None:
+    state = budgetrow.lease(BudgetState(), LIMITS, *ask("a", 0, calls=0, slots=9), now=100.0).state
+    state = budgetrow.lease(state, LIMITS, *ask("a", 1, calls=0, slots=2, in_use=2), now=101.0).state
+    assert state.slots["a"].count == 2 and state.slots["a"].expires == 101.0 + LIMITS.slot_ttl_s
+    assert budgetrow.lease(state, LIMITS, *ask("b", 0, calls=0, slots=9), now=101.0).answer.slots == 7
+
+
+def test_pressure_halves_the_share_once_per_burst_and_calm_gives_it_back_step_by_step() -> None:
+    state = budgetrow.pressure(BudgetState(), LIMITS, 100.0, None)
+    assert budgetrow.call_cap(state, LIMITS, 100.0) == 45 and budgetrow.slot_cap(state, LIMITS, 100.0) == 4
+    # Every instance reporting the same burst does not halve it again.
+    state = budgetrow.pressure(state, LIMITS, 101.0, None)
+    assert budgetrow.call_cap(state, LIMITS, 101.0) == 45
+    state = budgetrow.pressure(state, LIMITS, 110.0, None)  # a later burst does
+    assert budgetrow.call_cap(state, LIMITS, 110.0) == 22
+    caps = [budgetrow.call_cap(state, LIMITS, 110.0 + LIMITS.calm_s * k) for k in range(9)]
+    assert caps == [22, 31, 40, 49, 58, 67, 76, 85, 90]
+    assert budgetrow.call_cap(BudgetState(), LIMITS, 0.0) == 90
+
+
+def test_pressure_never_leaves_less_than_the_floor_or_less_than_one_call() -> None:
+    state = BudgetState()
+    for k in range(20):
+        state = budgetrow.pressure(state, LIMITS, 100.0 + 10 * k, None)
+    assert state.factor == LIMITS.floor and budgetrow.call_cap(state, LIMITS, 300.0) == 9
+    tiny = BudgetLimits(calls=3, window_s=20.0, concurrency=1)
+    assert budgetrow.call_cap(budgetrow.pressure(BudgetState(), tiny, 1.0, None), tiny, 1.0) == 1
+
+
+def test_retry_after_stops_every_new_grant_until_it_has_passed() -> None:
+    state = budgetrow.pressure(BudgetState(), LIMITS, 100.0, retry_after=30.0)
+    blocked = budgetrow.lease(state, LIMITS, *ask("b", 0, slots=1), now=110.0)
+    assert blocked.answer.calls == 0 and blocked.answer.slots == 0 and blocked.answer.retry_in == 20.0
+    assert budgetrow.lease(state, LIMITS, *ask("b", 1, slots=1), now=130.0).answer.calls == 10
+
+
+def test_a_lease_that_changes_nothing_needs_no_write() -> None:
+    state = BudgetState()
+    for i in range(9):
+        state = budgetrow.lease(state, LIMITS, *ask("a", i), now=100.0).state
+    assert budgetrow.lease(state, LIMITS, *ask("b", 0), now=101.0).changed is False
