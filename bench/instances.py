@@ -154,6 +154,8 @@ def _timed_sync(system: BenchSystem, proxy: StorageProxy, run: SyncRun, tag: str
         "storage_requests": int(storage["total"]),
         "budget_storage_requests": sum(v for k, v in by_resource.items() if run.budget_marker in k.lower()),
         "storage_share": storage_share(by_resource, run.budget_marker),
+        "storage_top": ", ".join(f"{name} {count}" for name, count in
+                                 sorted(by_resource.items(), key=lambda item: -item[1])[:8]),
         "cpu_ms_per_person_app": round(cpu_app * 1000 / max(1, len(people)), 2),
         "cpu_s_storage_proxy": round(cpu_proxy, 1),  # the measuring's own cost, on the same two cores
         "loadavg_1m_end": round(os.getloadavg()[0], 2),
