@@ -103,6 +103,8 @@ def measure(run: SyncRun, say: Callable[[str], None]) -> dict[str, Any]:
         finally:
             if competitor is not None:
                 competitor.stop()
+            for process in others:  # all asked at once: each finishes its messages in flight before it exits
+                _ask_to_quit(process)
             for process in others:
                 stop_process(process)
             system.stop_app()
@@ -152,6 +154,8 @@ def _timed_sync(system: BenchSystem, proxy: StorageProxy, run: SyncRun, tag: str
         "storage_requests": int(storage["total"]),
         "budget_storage_requests": sum(v for k, v in by_resource.items() if run.budget_marker in k.lower()),
         "storage_share": storage_share(by_resource, run.budget_marker),
+        "storage_top": ", ".join(f"{name} {count}" for name, count in
+                                 sorted(by_resource.items(), key=lambda item: -item[1])[:8]),
         "cpu_ms_per_person_app": round(cpu_app * 1000 / max(1, len(people)), 2),
         "cpu_s_storage_proxy": round(cpu_proxy, 1),  # the measuring's own cost, on the same two cores
         "loadavg_1m_end": round(os.getloadavg()[0], 2),
@@ -161,6 +165,14 @@ def _timed_sync(system: BenchSystem, proxy: StorageProxy, run: SyncRun, tag: str
     if not complete:
         out["stopped_after_s"] = round(elapsed, 1)
     return out
+
+
+def _ask_to_quit(process: Any) -> None:
+    try:
+        process.stdin.write("quit\n")
+        process.stdin.flush()
+    except (BrokenPipeError, ValueError):  # it has exited already (ValueError: stdin closed)
+        pass
 
 
 def _depth(system: BenchSystem, queue: str) -> int:
