@@ -44,7 +44,13 @@ def run_quota_phase(c: Campaign, number: int, plan: QuotaPlan | None = None) -> 
     started = time.monotonic()
     poison_before = _poisoned(c)
     c.oracle.begin_round(number)
-    c.edit_round(number)
+    live, held = c.edit_round(number)
+    if c.cfg.events:  # the oracle's collisions are two edits made before either is synced (chaos.events)
+        c.events.hold()
+    c.send_edits(live)
+    c.send_edits(held)
+    if c.cfg.events:
+        c.events.clear()  # our own writes come back as events from here on, as deployed
 
     # Both polls read the edits with the quota still there; the appliers then run out of it
     # a few calls into the work just enqueued.
@@ -81,6 +87,9 @@ def run_quota_phase(c: Campaign, number: int, plan: QuotaPlan | None = None) -> 
     c.settle()
     c.finish_realtime()
     c.settle()
+    if c.cfg.events:
+        c.wait_events()  # late events must have changed nothing
+        c.settle()
     c.oracle.end_round()
     c.collect_realtime()
     c.tally.round_mismatches.append(len(c.compare()))
