@@ -15,7 +15,9 @@ Why 16 person buckets instead of a partition per person: a batch logs up to 300 
 once, and only rows that share a partition can go in one entity-group transaction (up to
 100 rows, one request). With a partition per person that was 300 requests a batch; with
 16 buckets it is about 16, and a person's entries are still one range read. The by-hour
-copies of one batch share a partition too. Entries are immutable: written once.
+copies of one batch share a partition too. Entries are immutable: written once. An entry
+written before its outcome is certain (a collision's decision, logged before the writes that
+apply it) has a `row_id` of its own, so a retry can find it and a failed write can withdraw it.
 
 Why summaries by hour: what reads that view counts routine outcomes and lists the others,
 so a row per routine outcome would only make an initial sync write, and the health page
@@ -31,7 +33,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -96,11 +98,18 @@ class Entry:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     operation_id: str = ""
     count: int = 1  # above 1: a by-hour summary of that many routine outcomes (person "")
+    # Both rows' RowKey tail ("<inverted ticks>-<suffix>"); "" until written: a fresh one each write.
+    row_id: str = field(default="", compare=False)
 
 
-def _row_key(at: datetime) -> str:
+def _row_key(at: datetime, suffix: str = "") -> str:
     ticks = int(at.timestamp() * 1_000_000)
-    return f"{_MAX_TICKS - ticks:019d}-{uuid.uuid4().hex[:8]}"
+    return f"{_MAX_TICKS - ticks:019d}-{suffix or uuid.uuid4().hex[:8]}"
+
+
+def with_row_id(entry: Entry, key: str) -> Entry:
+    """`entry` with a RowKey tail ending in `key`: written again it lands on the same rows."""
+    return replace(entry, row_id=_row_key(entry.at, key))
 
 
 def person_partition(person: str) -> str:
@@ -140,7 +149,7 @@ def _details_json(details: dict[str, Any]) -> str:
 def _from_entity(e: Any) -> Entry:
     return Entry(person=e["person"], kind=e["kind"], message=e["message"], direction=e.get("direction", ""),
                  details=json.loads(e.get("details") or "{}"), at=e["at"], operation_id=e.get("operation_id", ""),
-                 count=int(e.get("count") or 1))
+                 count=int(e.get("count") or 1), row_id=str(e["RowKey"]).rpartition("|")[2])
 
 
 def by_hour(entries: Sequence[Entry]) -> list[Entry]:
@@ -180,9 +189,17 @@ class ActivityLog:
     def write(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{_row_key(e.at)}") for e in entries]
-        hourly = [_to_entity(e, _hour(e.at), _row_key(e.at)) for e in by_hour(entries)]
+        entries = [e if e.row_id else replace(e, row_id=_row_key(e.at)) for e in entries]
+        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{e.row_id}") for e in entries]
+        hourly = [_to_entity(e, _hour(e.at), e.row_id or _row_key(e.at)) for e in by_hour(entries)]
         tablebatch.upsert_all(self._table, person_rows + hourly, self._pool)
+
+    def withdraw(self, entries: Sequence[Entry]) -> None:
+        """Delete both rows of entries written with a `row_id` that no longer hold (not routine kinds)."""
+        for e in entries:
+            assert e.row_id and e.kind not in ROUTINE_KINDS
+            self._table.delete_entity(person_partition(e.person), f"{e.person}|{e.row_id}")
+            self._table.delete_entity(_hour(e.at), e.row_id)
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
         # "|" sorts after every character a person key holds, "}" right after "|": the
