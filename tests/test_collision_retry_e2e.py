@@ -33,8 +33,9 @@ def h() -> Iterator[Harness]:
 
 def collided_lead(h: Harness) -> tuple[str, int]:
     """A synced Dynamics lead whose title was then changed on both sides (Marketo wins for leads)."""
+    address = f"p{uuid.uuid4().hex[:10]}@example.com"
     lead = h.dataverse.create("leads", {"firstname": "Ada", "lastname": "Lovelace", "companyname": "Analytical",
-                                        "emailaddress1": f"p{uuid.uuid4().hex[:10]}@example.com", "jobtitle": "Analyst"})
+                                        "emailaddress1": address, "jobtitle": "Analyst"})
     h.sync()
     (person,) = h.marketo.find_leads(lead["emailaddress1"])
     marketo_id = int(person["id"])
