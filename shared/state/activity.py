@@ -215,6 +215,10 @@ class ActivityLog:
                 break
         return out
 
+    def newest(self, persons: Sequence[str], limit: int = 50) -> dict[str, list[Entry]]:
+        """Each person's newest `limit` entries, the people read in parallel."""
+        return dict(zip(persons, self._pool.map(lambda p: self.for_person(p, limit), persons), strict=True))
+
     def since(self, start: datetime, kinds: Iterable[str] | None = None) -> Iterator[Entry]:
         """Entries from `start` to now, newest first, optionally of some kinds only; routine
         outcomes come as summaries (`count`, no person: `for_person` has each one)."""

@@ -46,6 +46,7 @@ class Outcomes:
     notes: list[MarketoNote] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     decided: dict[str, list[Entry]] = field(default_factory=dict)  # person -> collisions already logged
+    logged_here: set[str] = field(default_factory=set)  # the row ids of those this attempt wrote
 
     def add(self, person: str, kind: str, message: str, *, direction: str = "",
             details: dict[str, Any] | None = None) -> None:
@@ -90,16 +91,16 @@ class Decision:
 def log_decisions(svc: Services, out: Outcomes, decisions: Sequence[Decision]) -> None:
     """Write the collisions' entries before the writes that apply them. A retry that reaches the
     same decision (same link version, same values) finds its entry instead of adding another."""
+    decisions = [d for d in decisions if d.collisions]
+    newest = svc.activity.newest([d.person for d in decisions])
     fresh: list[Entry] = []
     for d in decisions:
-        if not d.collisions:
-            continue
         mine = {_decision_key(d.version, c): out.collision_entry(d.person, d.entity, c) for c in d.collisions}
-        logged = {e.row_id.rpartition("-")[2]: e for e in svc.activity.for_person(d.person, limit=50)
-                  if e.kind == activity.COLLISION}
+        logged = {e.row_id.rpartition("-")[2]: e for e in newest[d.person] if e.kind == activity.COLLISION}
         out.decided[d.person] = [logged.get(key) or activity.with_row_id(e, key) for key, e in mine.items()]
         fresh += [e for e in out.decided[d.person] if e.row_id.rpartition("-")[2] not in logged]
     svc.activity.write(fresh)
+    out.logged_here.update(e.row_id for e in fresh)
 
 
 def applied(out: Outcomes, person: str) -> None:
@@ -108,9 +109,11 @@ def applied(out: Outcomes, person: str) -> None:
 
 
 def withdraw_decisions(svc: Services, out: Outcomes, persons: Sequence[str]) -> None:
-    """Delete the logged decisions of people whose writes did not land: no entry claims a value
-    that was never written (a retry decides again)."""
-    svc.activity.withdraw([e for p in persons for e in out.decided.pop(p, [])])
+    """Delete the decisions this attempt logged for people whose writes did not land: no entry
+    claims a value that was never written (a retry decides again). An entry found already logged
+    stays: another instance may have applied that decision (its write is why ours met a 412)."""
+    withdrawn = [e for p in persons for e in out.decided.pop(p, [])]
+    svc.activity.withdraw([e for e in withdrawn if e.row_id in out.logged_here])
 
 
 def _decision_key(version: str, c: Collision) -> str:
