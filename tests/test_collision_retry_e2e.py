@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import AzureError
 
 from devhost.harness import Harness, by_hand, running
 from shared.errors import TransientError
+from shared.rules.merge import Collision, Side
 from shared.runtime import services
 from shared.state import activity
 from shared.state.tablebatch import TransactionFailed
 from shared.state.workqueue import Work
 from shared.sync.apply import apply_work
+from shared.sync.report import Decision, Outcomes, log_decisions, withdraw_decisions
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +48,7 @@ def collided_lead(h: Harness) -> tuple[str, int]:
 
 
 def collisions(marketo_id: int) -> list[activity.Entry]:
-    return [e for e in services().activity.for_person(f"m{marketo_id}") if e.kind == activity.COLLISION]
+    return collisions_of(f"m{marketo_id}")
 
 
 def test_a_collision_is_logged_when_the_activity_log_fails_during_its_batch(h: Harness) -> None:
@@ -81,3 +84,29 @@ def test_a_retry_after_a_failed_write_logs_the_collision_once(h: Harness) -> Non
     assert h.dataverse.get("leads", lead_id)["jobtitle"] == "Marketing Title"  # type: ignore[index]
     (collision,) = collisions(marketo_id)
     assert collision.details["winner"] == "marketo"
+
+
+def test_a_decision_logged_again_is_found_and_withdrawn_only_by_the_attempt_that_wrote_it(h: Harness) -> None:
+    svc = services()
+    person = f"m{uuid.uuid4().int % 10**9}"
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    c = Collision("title", "Marketing Title", "Sales Title", "Analyst", Side.MARKETO, "marketo-wins")
+
+    def logged() -> tuple[int, int]:
+        hourly = [e for e in svc.activity.since(since, [activity.COLLISION]) if e.person == person]
+        return len(collisions_of(person)), len(hourly)
+
+    first, retry = Outcomes("op-1"), Outcomes("op-1")
+    log_decisions(svc, first, [Decision(person, "lead", "etag-1", [c])])
+    log_decisions(svc, retry, [Decision(person, "lead", "etag-1", [c])])  # the same decision, retried
+    assert logged() == (1, 1)
+    withdraw_decisions(svc, retry, [person])  # found, not written: another attempt may have applied it
+    assert logged() == (1, 1)
+    log_decisions(svc, Outcomes("op-2"), [Decision(person, "lead", "etag-2", [c])])  # a later link version
+    assert logged() == (2, 2)
+    withdraw_decisions(svc, first, [person])
+    assert logged() == (1, 1)
+
+
+def collisions_of(person: str) -> list[activity.Entry]:
+    return [e for e in services().activity.for_person(person) if e.kind == activity.COLLISION]

@@ -15,9 +15,12 @@ Why 16 person buckets instead of a partition per person: a batch logs up to 300 
 once, and only rows that share a partition can go in one entity-group transaction (up to
 100 rows, one request). With a partition per person that was 300 requests a batch; with
 16 buckets it is about 16, and a person's entries are still one range read. The by-hour
-copies of one batch share a partition too. Entries are immutable: written once. An entry
-written before its outcome is certain (a collision's decision, logged before the writes that
-apply it) has a `row_id` of its own, so a retry can find it and a failed write can withdraw it.
+copies of one batch share a partition too. Entries are immutable: written once.
+
+An entry logged before its outcome is certain (a collision's decision, logged before the
+writes that apply it: `log_once`) has a key; a marker row "<person>!<key>" (outside the
+person's RowKey range) is created in one transaction with its person row, so a retry or a
+second applier that reaches the same decision finds it instead of logging it again.
 
 Why summaries by hour: what reads that view counts routine outcomes and lists the others,
 so a row per routine outcome would only make an initial sync write, and the health page
@@ -38,7 +41,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared.state import tablebatch
+from shared.errors import StateConflict
+from shared.state import tablebatch, tablerows
 from shared.state.storage import Storage
 
 
@@ -98,7 +102,7 @@ class Entry:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     operation_id: str = ""
     count: int = 1  # above 1: a by-hour summary of that many routine outcomes (person "")
-    # Both rows' RowKey tail ("<inverted ticks>-<suffix>"); "" until written: a fresh one each write.
+    # Both rows' RowKey tail ("<inverted ticks>-<key>") of an entry `log_once` logged.
     row_id: str = field(default="", compare=False)
 
 
@@ -107,9 +111,8 @@ def _row_key(at: datetime, suffix: str = "") -> str:
     return f"{_MAX_TICKS - ticks:019d}-{suffix or uuid.uuid4().hex[:8]}"
 
 
-def with_row_id(entry: Entry, key: str) -> Entry:
-    """`entry` with a RowKey tail ending in `key`: written again it lands on the same rows."""
-    return replace(entry, row_id=_row_key(entry.at, key))
+def _marker_key(entry: Entry) -> str:
+    return f"{entry.person}!{entry.row_id.rpartition('-')[2]}"
 
 
 def person_partition(person: str) -> str:
@@ -149,7 +152,7 @@ def _details_json(details: dict[str, Any]) -> str:
 def _from_entity(e: Any) -> Entry:
     return Entry(person=e["person"], kind=e["kind"], message=e["message"], direction=e.get("direction", ""),
                  details=json.loads(e.get("details") or "{}"), at=e["at"], operation_id=e.get("operation_id", ""),
-                 count=int(e.get("count") or 1), row_id=str(e["RowKey"]).rpartition("|")[2])
+                 count=int(e.get("count") or 1))
 
 
 def by_hour(entries: Sequence[Entry]) -> list[Entry]:
@@ -189,17 +192,43 @@ class ActivityLog:
     def write(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        entries = [e if e.row_id else replace(e, row_id=_row_key(e.at)) for e in entries]
-        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{e.row_id}") for e in entries]
-        hourly = [_to_entity(e, _hour(e.at), e.row_id or _row_key(e.at)) for e in by_hour(entries)]
+        person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{_row_key(e.at)}") for e in entries]
+        hourly = [_to_entity(e, _hour(e.at), _row_key(e.at)) for e in by_hour(entries)]
         tablebatch.upsert_all(self._table, person_rows + hourly, self._pool)
 
+    def log_once(self, keyed: Sequence[tuple[Entry, str]]) -> list[tuple[Entry, bool]]:
+        """Log each (entry, key) unless an entry with that key is logged already: the entry that
+        stands, and whether this call logged it. Not for routine kinds (they are summarised)."""
+        done = list(self._pool.map(self._log_once, keyed))
+        hourly = [_to_entity(e, _hour(e.at), e.row_id) for e, _ in done]  # idempotent: re-made if lost
+        tablebatch.upsert_all(self._table, hourly, self._pool)
+        return done
+
+    def _log_once(self, item: tuple[Entry, str]) -> tuple[Entry, bool]:
+        entry, key = item
+        assert entry.kind not in ROUTINE_KINDS and key.isalnum()
+        entry = replace(entry, row_id=_row_key(entry.at, key))
+        pk = person_partition(entry.person)
+        marker = {"PartitionKey": pk, "RowKey": _marker_key(entry), "row_id": entry.row_id, "at": entry.at}
+        row = _to_entity(entry, pk, f"{entry.person}|{entry.row_id}")
+        try:
+            tablebatch.submit(self._table, [tablebatch.Op("create", marker), tablebatch.Op("upsert", row)])
+            return entry, True
+        except tablebatch.TransactionFailed as exc:
+            if exc.status != 409:
+                raise
+        found = tablerows.get(self._table, pk, _marker_key(entry))
+        if found is None:  # withdrawn meanwhile: the queue retries the message
+            raise StateConflict(f"activity entry {_marker_key(entry)} was withdrawn while being logged")
+        return replace(entry, at=found["at"], row_id=found["row_id"]), False
+
     def withdraw(self, entries: Sequence[Entry]) -> None:
-        """Delete both rows of entries written with a `row_id` that no longer hold (not routine kinds)."""
+        """Delete entries `log_once` logged whose outcome did not come about (rows and marker)."""
         for e in entries:
-            assert e.row_id and e.kind not in ROUTINE_KINDS
-            self._table.delete_entity(person_partition(e.person), f"{e.person}|{e.row_id}")
+            pk = person_partition(e.person)
+            self._table.delete_entity(pk, f"{e.person}|{e.row_id}")
             self._table.delete_entity(_hour(e.at), e.row_id)
+            self._table.delete_entity(pk, _marker_key(e))  # last: until then a retry finds the entry
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
         # "|" sorts after every character a person key holds, "}" right after "|": the
@@ -214,10 +243,6 @@ class ActivityLog:
             if len(out) >= limit:
                 break
         return out
-
-    def newest(self, persons: Sequence[str], limit: int = 50) -> dict[str, list[Entry]]:
-        """Each person's newest `limit` entries, the people read in parallel."""
-        return dict(zip(persons, self._pool.map(lambda p: self.for_person(p, limit), persons), strict=True))
 
     def since(self, start: datetime, kinds: Iterable[str] | None = None) -> Iterator[Entry]:
         """Entries from `start` to now, newest first, optionally of some kinds only; routine

@@ -46,7 +46,7 @@ class Outcomes:
     notes: list[MarketoNote] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     decided: dict[str, list[Entry]] = field(default_factory=dict)  # person -> collisions already logged
-    logged_here: set[str] = field(default_factory=set)  # the row ids of those this attempt wrote
+    logged_here: set[str] = field(default_factory=set)  # the row ids of those this attempt logged
 
     def add(self, person: str, kind: str, message: str, *, direction: str = "",
             details: dict[str, Any] | None = None) -> None:
@@ -91,16 +91,12 @@ class Decision:
 def log_decisions(svc: Services, out: Outcomes, decisions: Sequence[Decision]) -> None:
     """Write the collisions' entries before the writes that apply them. A retry that reaches the
     same decision (same link version, same values) finds its entry instead of adding another."""
-    decisions = [d for d in decisions if d.collisions]
-    newest = svc.activity.newest([d.person for d in decisions])
-    fresh: list[Entry] = []
-    for d in decisions:
-        mine = {_decision_key(d.version, c): out.collision_entry(d.person, d.entity, c) for c in d.collisions}
-        logged = {e.row_id.rpartition("-")[2]: e for e in newest[d.person] if e.kind == activity.COLLISION}
-        out.decided[d.person] = [logged.get(key) or activity.with_row_id(e, key) for key, e in mine.items()]
-        fresh += [e for e in out.decided[d.person] if e.row_id.rpartition("-")[2] not in logged]
-    svc.activity.write(fresh)
-    out.logged_here.update(e.row_id for e in fresh)
+    keyed = [(out.collision_entry(d.person, d.entity, c), _decision_key(d.version, c))
+             for d in decisions for c in d.collisions]
+    for entry, ours in svc.activity.log_once(keyed):
+        out.decided.setdefault(entry.person, []).append(entry)
+        if ours:
+            out.logged_here.add(entry.row_id)
 
 
 def applied(out: Outcomes, person: str) -> None:
