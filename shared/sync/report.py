@@ -105,9 +105,9 @@ def applied(out: Outcomes, person: str) -> None:
 
 
 def withdraw_decisions(svc: Services, out: Outcomes, persons: Sequence[str]) -> None:
-    """Delete the decisions this attempt logged for people whose writes did not land: no entry
-    claims a value that was never written (a retry decides again). An entry found already logged
-    stays: another instance may have applied that decision (its write is why ours met a 412)."""
+    """Delete the decisions this attempt logged for people a side refused: no entry claims a
+    value that was never written. An entry found already logged stays: another applier that
+    reached the same decision may have applied it."""
     withdrawn = [e for p in persons for e in out.decided.pop(p, [])]
     svc.activity.withdraw([e for e in withdrawn if e.row_id in out.logged_here])
 

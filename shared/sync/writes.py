@@ -91,15 +91,16 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
 
 def _store_bases(batch: Batch, done: list[Pending]) -> None:
     svc, out = batch.svc, batch.out
-    # A decision whose writes did not land is withdrawn before any base moves past it.
-    withdraw_decisions(svc, out, [p.link.person for p in done if p.conflict or p.dynamics_failed or p.marketo_failed])
+    # A decision a side refused is withdrawn before any base moves past it. One that met a 412
+    # stays: the write that beat ours may be another applier's of this very decision.
+    withdraw_decisions(svc, out, [p.link.person for p in done if p.dynamics_failed or p.marketo_failed])
     updates: list[tuple[Pending, Link]] = []
     for p in done:
         assert p.result is not None
         link, entity = p.link, str(p.link.entity)
         if p.conflict:
             batch.retry_marketo.append(link.marketo_id)
-            continue  # its collisions are logged by the round that lands them, once
+            continue  # a retry that reaches the same decision finds its entry: logged once
         if not (p.dynamics_failed or p.marketo_failed):
             applied(out, link.person)
         base = dict(p.result.base)
