@@ -110,3 +110,17 @@ def test_a_decision_logged_again_is_found_and_withdrawn_only_by_the_attempt_that
 
 def collisions_of(person: str) -> list[activity.Entry]:
     return [e for e in services().activity.for_person(person) if e.kind == activity.COLLISION]
+
+
+def test_decisions_logged_together_are_found_together_on_a_retry(h: Harness) -> None:
+    svc = services()
+    first = f"m{uuid.uuid4().int % 10**9}"
+    same_bucket = next(p for p in (f"m{uuid.uuid4().int % 10**9}" for _ in range(1000))
+                       if activity.person_partition(p) == activity.person_partition(first))
+    c = Collision("city", "Paris", "Lyon", "Nice", Side.MARKETO, "marketo-wins")
+    decisions = [Decision(first, "lead", "etag-1", [c]), Decision(same_bucket, "lead", "etag-1", [c])]
+    log_decisions(svc, Outcomes("op-1"), decisions)  # one transaction for the partition
+    retry = Outcomes("op-1")
+    log_decisions(svc, retry, decisions)
+    assert retry.logged_here == set()
+    assert (len(collisions_of(first)), len(collisions_of(same_bucket))) == (1, 1)

@@ -115,6 +115,14 @@ def _marker_key(entry: Entry) -> str:
     return f"{entry.person}!{entry.row_id.rpartition('-')[2]}"
 
 
+def _marked(entry: Entry) -> list[tablebatch.Op]:
+    """An entry's person row and its marker, which fails the transaction if the key is logged."""
+    pk = person_partition(entry.person)
+    marker = {"PartitionKey": pk, "RowKey": _marker_key(entry), "row_id": entry.row_id, "at": entry.at}
+    return [tablebatch.Op("create", marker),
+            tablebatch.Op("upsert", _to_entity(entry, pk, f"{entry.person}|{entry.row_id}"))]
+
+
 def person_partition(person: str) -> str:
     return f"p{zlib.crc32(person.encode()) % PERSON_BUCKETS:02x}"
 
@@ -199,20 +207,33 @@ class ActivityLog:
     def log_once(self, keyed: Sequence[tuple[Entry, str]]) -> list[tuple[Entry, bool]]:
         """Log each (entry, key) unless an entry with that key is logged already: the entry that
         stands, and whether this call logged it. Not for routine kinds (they are summarised)."""
-        done = list(self._pool.map(self._log_once, keyed))
+        entries = [replace(e, row_id=_row_key(e.at, key)) for e, key in keyed]
+        assert all(e.kind not in ROUTINE_KINDS and key.isalnum() for e, key in keyed)
+        groups: dict[str, list[Entry]] = {}
+        for e in entries:
+            groups.setdefault(person_partition(e.person), []).append(e)
+        chunks = [g[i:i + tablebatch.TRANSACTION_MAX // 2] for g in groups.values()
+                  for i in range(0, len(g), tablebatch.TRANSACTION_MAX // 2)]
+        done = [pair for chunk in self._pool.map(self._log_chunk, chunks) for pair in chunk]
         hourly = [_to_entity(e, _hour(e.at), e.row_id) for e, _ in done]  # idempotent: re-made if lost
         tablebatch.upsert_all(self._table, hourly, self._pool)
         return done
 
-    def _log_once(self, item: tuple[Entry, str]) -> tuple[Entry, bool]:
-        entry, key = item
-        assert entry.kind not in ROUTINE_KINDS and key.isalnum()
-        entry = replace(entry, row_id=_row_key(entry.at, key))
+    def _log_chunk(self, chunk: list[Entry]) -> list[tuple[Entry, bool]]:
+        """One transaction for a partition's entries; when one is logged already, one each."""
+        if len(chunk) > 1:
+            try:
+                tablebatch.submit(self._table, [op for e in chunk for op in _marked(e)])
+                return [(e, True) for e in chunk]
+            except tablebatch.TransactionFailed as exc:
+                if exc.status != 409:
+                    raise
+        return [self._log_one(e) for e in chunk]
+
+    def _log_one(self, entry: Entry) -> tuple[Entry, bool]:
         pk = person_partition(entry.person)
-        marker = {"PartitionKey": pk, "RowKey": _marker_key(entry), "row_id": entry.row_id, "at": entry.at}
-        row = _to_entity(entry, pk, f"{entry.person}|{entry.row_id}")
         try:
-            tablebatch.submit(self._table, [tablebatch.Op("create", marker), tablebatch.Op("upsert", row)])
+            tablebatch.submit(self._table, _marked(entry))
             return entry, True
         except tablebatch.TransactionFailed as exc:
             if exc.status != 409:
