@@ -20,10 +20,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
 @pytest.fixture(scope="module")
 def campaign() -> Iterator[tuple[Campaign, Tally, dict[str, Check]]]:
-    # Polls alone here: with events wired, 2 of 4 runs of this campaign missed 2-3 collision entries
-    # in the activity log (values right); see chaos/README.md. tests/test_event_faults_e2e.py covers events.
     config = Config(seed=11, people=60, rounds=3, realtime_per_round=2, kill_rounds=0.0, azurite_every=3,
-                    faults_per_kind=1, lease_s=8.0, merges_per_round=2, log=lambda _line: None, events=False)
+                    faults_per_kind=1, lease_s=8.0, merges_per_round=2, log=lambda _line: None, events=True)
     with Campaign(config) as c:
         tally = c.run()
         checks = run_checks(c)

@@ -17,6 +17,11 @@ once, and only rows that share a partition can go in one entity-group transactio
 16 buckets it is about 16, and a person's entries are still one range read. The by-hour
 copies of one batch share a partition too. Entries are immutable: written once.
 
+An entry logged before its outcome is certain (a collision's decision, logged before the
+writes that apply it: `log_once`) has a key; a marker row "<person>!<key>" (outside the
+person's RowKey range) is created in one transaction with its person row, so a retry or a
+second applier that reaches the same decision finds it instead of logging it again.
+
 Why summaries by hour: what reads that view counts routine outcomes and lists the others,
 so a row per routine outcome would only make an initial sync write, and the health page
 read back, one row per person where one per batch says the same.
@@ -31,12 +36,13 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared.state import tablebatch
+from shared.errors import StateConflict
+from shared.state import tablebatch, tablerows
 from shared.state.storage import Storage
 
 
@@ -96,11 +102,25 @@ class Entry:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     operation_id: str = ""
     count: int = 1  # above 1: a by-hour summary of that many routine outcomes (person "")
+    # Both rows' RowKey tail ("<inverted ticks>-<key>") of an entry `log_once` logged.
+    row_id: str = field(default="", compare=False)
 
 
-def _row_key(at: datetime) -> str:
+def _row_key(at: datetime, suffix: str = "") -> str:
     ticks = int(at.timestamp() * 1_000_000)
-    return f"{_MAX_TICKS - ticks:019d}-{uuid.uuid4().hex[:8]}"
+    return f"{_MAX_TICKS - ticks:019d}-{suffix or uuid.uuid4().hex[:8]}"
+
+
+def _marker_key(entry: Entry) -> str:
+    return f"{entry.person}!{entry.row_id.rpartition('-')[2]}"
+
+
+def _marked(entry: Entry) -> list[tablebatch.Op]:
+    """An entry's person row and its marker, which fails the transaction if the key is logged."""
+    pk = person_partition(entry.person)
+    marker = {"PartitionKey": pk, "RowKey": _marker_key(entry), "row_id": entry.row_id, "at": entry.at}
+    return [tablebatch.Op("create", marker),
+            tablebatch.Op("upsert", _to_entity(entry, pk, f"{entry.person}|{entry.row_id}"))]
 
 
 def person_partition(person: str) -> str:
@@ -183,6 +203,53 @@ class ActivityLog:
         person_rows = [_to_entity(e, person_partition(e.person), f"{e.person}|{_row_key(e.at)}") for e in entries]
         hourly = [_to_entity(e, _hour(e.at), _row_key(e.at)) for e in by_hour(entries)]
         tablebatch.upsert_all(self._table, person_rows + hourly, self._pool)
+
+    def log_once(self, keyed: Sequence[tuple[Entry, str]]) -> list[tuple[Entry, bool]]:
+        """Log each (entry, key) unless an entry with that key is logged already: the entry that
+        stands, and whether this call logged it. Not for routine kinds (they are summarised)."""
+        entries = [replace(e, row_id=_row_key(e.at, key)) for e, key in keyed]
+        assert all(e.kind not in ROUTINE_KINDS and key.isalnum() for e, key in keyed)
+        groups: dict[str, list[Entry]] = {}
+        for e in entries:
+            groups.setdefault(person_partition(e.person), []).append(e)
+        chunks = [g[i:i + tablebatch.TRANSACTION_MAX // 2] for g in groups.values()
+                  for i in range(0, len(g), tablebatch.TRANSACTION_MAX // 2)]
+        done = [pair for chunk in self._pool.map(self._log_chunk, chunks) for pair in chunk]
+        hourly = [_to_entity(e, _hour(e.at), e.row_id) for e, _ in done]  # idempotent: re-made if lost
+        tablebatch.upsert_all(self._table, hourly, self._pool)
+        return done
+
+    def _log_chunk(self, chunk: list[Entry]) -> list[tuple[Entry, bool]]:
+        """One transaction for a partition's entries; when one is logged already, one each."""
+        if len(chunk) > 1:
+            try:
+                tablebatch.submit(self._table, [op for e in chunk for op in _marked(e)])
+                return [(e, True) for e in chunk]
+            except tablebatch.TransactionFailed as exc:
+                if exc.status != 409:
+                    raise
+        return [self._log_one(e) for e in chunk]
+
+    def _log_one(self, entry: Entry) -> tuple[Entry, bool]:
+        pk = person_partition(entry.person)
+        try:
+            tablebatch.submit(self._table, _marked(entry))
+            return entry, True
+        except tablebatch.TransactionFailed as exc:
+            if exc.status != 409:
+                raise
+        found = tablerows.get(self._table, pk, _marker_key(entry))
+        if found is None:  # withdrawn meanwhile: the queue retries the message
+            raise StateConflict(f"activity entry {_marker_key(entry)} was withdrawn while being logged")
+        return replace(entry, at=found["at"], row_id=found["row_id"]), False
+
+    def withdraw(self, entries: Sequence[Entry]) -> None:
+        """Delete entries `log_once` logged whose outcome did not come about (rows and marker)."""
+        for e in entries:
+            pk = person_partition(e.person)
+            self._table.delete_entity(pk, f"{e.person}|{e.row_id}")
+            self._table.delete_entity(_hour(e.at), e.row_id)
+            self._table.delete_entity(pk, _marker_key(e))  # last: until then a retry finds the entry
 
     def for_person(self, person: str, limit: int = 100) -> list[Entry]:
         # "|" sorts after every character a person key holds, "}" right after "|": the

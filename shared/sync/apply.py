@@ -10,7 +10,8 @@ The steps for a batch of up to 300 people:
    email or create one (a new Marketo person is never pushed to Dynamics here, except by
    `leadsync retry` after its real-time create failed: reason `retry-create`);
 2. read the other side in bulk (one Marketo call per 300, Dataverse In() queries);
-3. merge each person against its base (`merge.merge`), validate what goes to Dynamics;
+3. merge each person against its base (`merge.merge`), validate what goes to Dynamics,
+   and log each collision's decision (before the writes, which would leave a retry none to see);
 4. write in bulk: Marketo `updateOnly` by id (300 per call), Dataverse `$batch` with each
    record's ETag (If-Match), continue-on-error so one bad record cannot sink the rest;
 5. store each new base (conditional on the link's ETag), then the activity log.

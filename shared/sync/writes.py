@@ -1,5 +1,7 @@
 """Merge each linked person against its base, validate, write both sides in bulk, then store
 the new bases: writes happen before the base, so a crash in between costs a no-op next time.
+Collisions are logged before the writes: after them a retry finds both sides equal and
+could no longer tell that there was a collision to log.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from shared.state.links import LINKED, PARKED, Link
 from shared.sync import owners
 from shared.sync.batch import D2M, M2D, Batch, Pending
 from shared.sync.lookups import Binder, dereferenced, unsendable_to_marketo
+from shared.sync.report import Decision, applied, log_decisions, withdraw_decisions
 
 
 def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
@@ -59,6 +62,8 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
             else:
                 to_marketo.append((p, {"id": link.marketo_id, **svc.fields.to_marketo(p.result.to_marketo)}))
     owners.add_owner_emails(svc, pending, to_marketo)
+    log_decisions(svc, out, [Decision(p.link.person, str(p.link.entity), p.link.etag or "", p.result.collisions)
+                             for p in pending if p.result is not None and not (p.dynamics_failed or p.marketo_failed)])
     if to_dynamics:
         results = svc.dataverse.batch_write([op for _, op in to_dynamics])
         for (p, _), res in zip(to_dynamics, results, strict=True):
@@ -86,16 +91,18 @@ def merge_and_write(batch: Batch, pending: list[Pending]) -> None:
 
 def _store_bases(batch: Batch, done: list[Pending]) -> None:
     svc, out = batch.svc, batch.out
+    # A decision a side refused is withdrawn before any base moves past it. One that met a 412
+    # stays: the write that beat ours may be another applier's of this very decision.
+    withdraw_decisions(svc, out, [p.link.person for p in done if p.dynamics_failed or p.marketo_failed])
     updates: list[tuple[Pending, Link]] = []
     for p in done:
         assert p.result is not None
         link, entity = p.link, str(p.link.entity)
         if p.conflict:
             batch.retry_marketo.append(link.marketo_id)
-            continue  # its collisions are logged by the round that lands them, once
+            continue  # a retry that reaches the same decision finds its entry: logged once
         if not (p.dynamics_failed or p.marketo_failed):
-            for c in p.result.collisions:
-                out.collision(link.person, entity, c)
+            applied(out, link.person)
         base = dict(p.result.base)
         owners.remember_owner(svc, base, link.base, p.dynamics, written=not p.marketo_failed)
         # A direction that failed keeps its old base, so it is retried when the person changes.
