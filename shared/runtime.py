@@ -51,6 +51,8 @@ ACTIVITY_TYPE_CURSOR = "marketo-activity-type-id"
 # Per service: the limit's window, the block of calls a process leases at a time, and how
 # long a calm spell must last before pressure gives back a step of the share.
 BUDGET_SHAPES = {"marketo": (20.0, 10, 20.0), "dataverse": (300.0, 25, 60.0)}
+# While the budget has ample room, blocks and slots last this long (a crashed holder's come back after it).
+BUDGET_LONG_S = 60.0
 
 _budgets: dict[tuple[object, ...], CallBudget] = {}
 _budgets_lock = threading.Lock()
@@ -64,7 +66,7 @@ def shared_budget(settings: Settings, service: str) -> CallBudget:
     """
     calls, concurrency = settings.marketo_budget() if service == "marketo" else settings.dataverse_budget()
     window_s, block, calm_s = BUDGET_SHAPES[service]
-    limits = BudgetLimits(calls, window_s, concurrency, calm_s=calm_s)
+    limits = BudgetLimits(calls, window_s, concurrency, calm_s=calm_s, long_s=BUDGET_LONG_S)
     where = settings.storage_account or settings.storage_connection.reveal()
     key = (service, where, settings.table_prefix, limits)
     with _budgets_lock:
