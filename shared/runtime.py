@@ -58,15 +58,22 @@ _budgets: dict[tuple[object, ...], CallBudget] = {}
 _budgets_lock = threading.Lock()
 
 
+def budget_limits(settings: Settings, service: str) -> tuple[BudgetLimits, int]:
+    """The shared budget's limits for `service` ("marketo" or "dataverse") and the block of
+    calls a process leases at a time."""
+    calls, concurrency = settings.marketo_budget() if service == "marketo" else settings.dataverse_budget()
+    window_s, block, calm_s = BUDGET_SHAPES[service]
+    return BudgetLimits(calls, window_s, concurrency, calm_s=calm_s, long_s=BUDGET_LONG_S), min(block, calls)
+
+
 def shared_budget(settings: Settings, service: str) -> CallBudget:
     """This process's `CallBudget` for `service` ("marketo" or "dataverse"), drawing on the one
     budget row every instance and process of the deployment shares (`shared.state.budget`).
 
     One per process and storage, so every rebuild of the services draws on the same one.
     """
-    calls, concurrency = settings.marketo_budget() if service == "marketo" else settings.dataverse_budget()
-    window_s, block, calm_s = BUDGET_SHAPES[service]
-    limits = BudgetLimits(calls, window_s, concurrency, calm_s=calm_s, long_s=BUDGET_LONG_S)
+    limits, block = budget_limits(settings, service)
+    calls, window_s, concurrency = limits.calls, limits.window_s, limits.concurrency
     where = settings.storage_account or settings.storage_connection.reveal()
     key = (service, where, settings.table_prefix, limits)
     with _budgets_lock:
@@ -75,7 +82,7 @@ def shared_budget(settings: Settings, service: str) -> CallBudget:
             # Its own storage: the budget outlives any one build of the services.
             storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix,
                               account=settings.storage_account)
-            budget = _budgets[key] = CallBudget(calls, window_s, concurrency, block=min(block, calls),
+            budget = _budgets[key] = CallBudget(calls, window_s, concurrency, block=block,
                                                 source=TableAllowance(storage, service, limits))
             if len(_budgets) == 1:
                 atexit.register(_give_back_budgets)

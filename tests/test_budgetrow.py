@@ -34,6 +34,7 @@ class Process:
     seq: int = 0
     slots: int = 0
     slots_until: float = 0.0
+    at: float = 0.0  # when the current block was granted or last extended
     # (grant time, last start, calls): the block's calls all start in one window, the worst case
     # whether they are a total or a number per window.
     calls: list[tuple[float, float, int]] = field(default_factory=list)
@@ -49,25 +50,35 @@ def run(script: list[tuple[float, int, int, float, bool]], limits: BudgetLimits)
             state = budgetrow.pressure(state, limits, now, retry_after=float(want % 3))
             continue
         spent: dict[str, tuple[int, float]] = {}
+        report: tuple[float, float, int] | None = None
+        # Some processes ask to extend their block (kept whole if it is), the others finish it.
+        renew = p.last if p.last is not None and press else ""
         if p.last is not None:
             # The block's calls started somewhere between its grant and its horizon (or now);
             # report how many, and when the last one started.
             started = int(p.granted * spend_frac)
-            at, last, _ = p.calls[-1]
-            within = (min(now, last) - at) * spend_frac
+            first, last, _ = p.calls[-1]
+            within = (min(now, last) - p.at) * spend_frac
             spent[p.last] = (started, within)
-            p.calls[-1] = (at, at + within, started)
-            p.last = None
+            report = (first, p.at + within, started)
         in_use = p.slots if now < p.slots_until else 0
         p.seq += 1
-        out = budgetrow.lease(state, limits, f"p{who}",
-                              LeaseRequest(f"p{who}.{p.seq}", want, want % 5, min(in_use, want % 5), spent), now)
+        out = budgetrow.lease(state, limits, f"p{who}", LeaseRequest(
+            f"p{who}.{p.seq}", want, want % 5, min(in_use, want % 5), spent, renew=renew), now)
         state = out.state
-        if out.answer.calls:
-            granted = [g for g in state.grants if g.id == f"p{who}.{p.seq}"]
-            p.last, p.granted = f"p{who}.{p.seq}", out.answer.calls
-            assert granted[0].last == granted[0].at + out.answer.spend_within_s
-            p.calls.append((granted[0].at, granted[0].last, out.answer.calls))
+        if out.answer.renewed:
+            block = next(g for g in state.grants if g.id == renew)
+            assert block.calls == p.granted and block.last == block.at + out.answer.spend_within_s
+            p.calls[-1] = (p.calls[-1][0], block.last, p.granted)  # its calls per window, from its first grant
+            p.at = block.at
+        else:
+            if report is not None:
+                p.calls[-1], p.last = report, None
+            if out.answer.calls:
+                granted = [g for g in state.grants if g.id == f"p{who}.{p.seq}"]
+                p.last, p.granted, p.at = f"p{who}.{p.seq}", out.answer.calls, granted[0].at
+                assert granted[0].last == granted[0].at + out.answer.spend_within_s
+                p.calls.append((granted[0].at, granted[0].last, out.answer.calls))
         p.slots, p.slots_until = out.answer.slots, now + out.answer.slot_ttl_s
         held = sum(s.count for s in state.slots.values() if s.expires > now)
         assert held <= limits.concurrency
@@ -226,3 +237,21 @@ def test_under_pressure_nothing_lasts_long() -> None:
     out = budgetrow.lease(state, AMPLE, *ask("a", 0, slots=1), now=101.0)
     assert out.answer.calls == 10 and out.answer.spend_within_s == AMPLE.horizon_s and not out.answer.ample
     assert out.answer.slot_ttl_s == AMPLE.slot_ttl_s
+
+
+def test_a_long_block_is_extended_while_room_stays_ample_and_finished_when_it_does_not() -> None:
+    state = budgetrow.lease(BudgetState(), AMPLE, *ask("a", 0, slots=1), now=100.0).state
+    out = budgetrow.lease(state, AMPLE, "a", LeaseRequest("a.1", 10, 1, 0, {"a.0": (4, 30.0)}, renew="a.0"), 161.0)
+    # The same block, now until 221 (not a second one beside it), and its slot with it.
+    assert out.answer.renewed and out.answer.calls == 10 and out.answer.spend_within_s == 60.0
+    assert [(g.id, g.calls, g.last) for g in out.state.grants] == [("a.0", 10, 221.0)]
+    assert out.state.slots["a"].expires == 221.0
+    state = out.state
+    for i in range(4):  # others fill the share past half
+        state = budgetrow.lease(state, AMPLE, *ask("b", i), now=225.0).state
+    out = budgetrow.lease(state, AMPLE, "a", LeaseRequest("a.2", 10, 1, 0, {"a.0": (4, 1.0)}, renew="a.0"), 230.0)
+    # Not extended: finished as reported (4 calls, the last a second after its extension at 161)
+    # and a short block granted.
+    assert not out.answer.renewed and out.answer.spend_within_s == AMPLE.horizon_s
+    assert [(g.id, g.calls, g.last) for g in out.state.grants if g.id.startswith("a")] == [
+        ("a.0", 4, 162.0), ("a.2", 10, 232.0)]

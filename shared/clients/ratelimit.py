@@ -38,6 +38,9 @@ class LeaseRequest:
     in_use: int  # slots it holds and cannot give back (calls in flight)
     # Finished block id -> (calls it started, seconds from asking for it to its last start).
     spent: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    # A block (its id) to extend, while the budget has room, instead of finishing it (`spent`)
+    # and granting `grant_id`: the process keeps counting its calls per window across both.
+    renew: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class LeaseAnswer:
     slot_ttl_s: float
     window_s: float = 0.0  # the limit's window (0: the block's calls are a total, not per window)
     ample: bool = False  # the budget has room to spare: what is unused may age out instead of going back
+    renewed: bool = False  # the block in `LeaseRequest.renew` was extended (no new block)
 
 
 class AllowanceSource(Protocol):
@@ -174,8 +178,6 @@ class CallBudget:
             try:
                 while True:
                     now = self._clock()
-                    if now >= self._spend_by:
-                        self._pool = 0  # a block's calls must start within its horizon, or not at all
                     if now >= self._slots_until:
                         self._held = self._in_use  # expired slots are someone else's now
                     room = self._block_room(now)
@@ -189,36 +191,39 @@ class CallBudget:
                         self._cond.wait(1.0 if self._leasing else max(0.001, self._retry_at - now))
                         continue
                     finished = not room
+                    # A long block that ran out of time, not of calls per window: ask to extend it.
+                    renew = finished and self._ample and self._pool > 0 and now >= self._spend_by
                     self._lease_locked(finish=finished, calls=self.block if finished else 0,
-                                       slots=min(self.concurrency, self._in_use + self._waiting))
+                                       slots=min(self.concurrency, self._in_use + self._waiting), renew=renew)
             finally:
                 self._waiting -= 1
 
     def _block_room(self, now: float) -> bool:
         """Whether the current block lets one more call start now (holding `_cond`)."""
-        if self._pool <= 0:
-            return False
+        if self._pool <= 0 or now >= self._spend_by:
+            return False  # a block's calls must start within its horizon, or not at all
         if self._block_window <= 0:
             return self._used < self._pool
         while self._starts and self._starts[0] <= now - self._block_window:
             self._starts.popleft()
         return len(self._starts) < self._pool
 
-    def _lease_locked(self, *, finish: bool, calls: int, slots: int) -> LeaseAnswer:
+    def _lease_locked(self, *, finish: bool, calls: int, slots: int, renew: bool = False) -> LeaseAnswer:
         """One round trip to the source; called and returns holding `_cond` (released meanwhile).
 
         `finish` closes the current block: the calls it never started go back to the budget.
         """
         assert self.source is not None
         spent: dict[str, tuple[int, float]] = {}
+        old = (self._grant_id, self._pool, self._used) if renew and self._grant_id is not None else None
         if finish and self._grant_id is not None:
             # The rest of the old block was never started, and none will start after its last one.
             spent[self._grant_id] = (self._used, self._last_start - self._asked_at)
             self._grant_id, self._pool, self._used = None, 0, 0
-            self._starts.clear()
         self._seq += 1
         grant_id = f"{self.source.holder}.{self._seq}"
-        request = LeaseRequest(grant_id, calls, max(slots, self._in_use), self._in_use, spent)
+        request = LeaseRequest(grant_id, calls, max(slots, self._in_use), self._in_use, spent,
+                               renew=old[0] if old else "")
         asked_at = self._clock()
         self._leasing = True
         self._cond.release()
@@ -229,7 +234,12 @@ class CallBudget:
             self._leasing = False
             self._cond.notify_all()
         self.leases += 1
-        if answer.calls > 0:
+        if answer.renewed and old is not None:
+            # The same block, longer: its calls so far still count, in this window and when reported.
+            self._grant_id, self._pool, self._used = old
+            self._spend_by = self._asked_at = asked_at
+            self._spend_by += answer.spend_within_s
+        elif answer.calls > 0:
             # Counting from before the request is conservative: the grant is recorded later.
             self._grant_id, self._pool, self._used = grant_id, answer.calls, 0
             self._starts.clear()

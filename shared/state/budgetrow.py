@@ -113,6 +113,9 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
     changed = False
     grants = [g for g in state.grants if g.last > now - limits.reach_s]
     changed |= len(grants) != len(state.grants)
+    renewed = _renew(state, limits, holder, grants, request, now)
+    if renewed is not None:
+        return renewed
     if request.spent:
         kept = []
         for g in grants:
@@ -171,6 +174,30 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
     new = replace(state, grants=tuple(grants), slots=slots)
     answer = LeaseAnswer(calls, held, max(0.01, retry_in), horizon, ttl, limits.window_s, ample)
     return Outcome(new, answer, changed)
+
+
+def _renew(state: BudgetState, limits: BudgetLimits, holder: str, grants: list[Grant], request: LeaseRequest,
+           now: float) -> Outcome | None:
+    """Extend `request.renew` by `long_s` from now if the row still has ample room, else None.
+
+    Safe as a new grant of the same calls would be: the extension is checked against every
+    other block in reach now, and the holder counts the block's calls per window across the
+    old part and the new, so no window sees more than `calls` of it.
+    """
+    old = next((g for g in grants if g.id == request.renew), None)
+    if old is None or limits.long_s <= 0 or now < state.blocked_until or factor_at(state, limits, now) < 1.0:
+        return None
+    at = max([now] + [g.at for g in grants])
+    others = [g for g in grants if g is not old]
+    if in_reach(others, limits, at) + old.calls > call_cap(state, limits, now) / 2:
+        return None
+    # Its slots too: the same lease, with the request's rest applied to the extended row.
+    horizon = max(limits.horizon_s, limits.long_s)
+    rest = lease(replace(state, grants=tuple(others) + (replace(old, at=at, last=at + horizon),)), limits,
+                 holder, replace(request, calls=0, spent={}, renew=""), now)
+    answer = replace(rest.answer, calls=old.calls, spend_within_s=horizon,
+                     ample=True, renewed=True)
+    return Outcome(rest.state, answer, True)
 
 
 def _until_room(grants: list[Grant], limits: BudgetLimits, cap: int, at: float) -> float:
