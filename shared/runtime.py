@@ -51,9 +51,19 @@ ACTIVITY_TYPE_CURSOR = "marketo-activity-type-id"
 # Per service: the limit's window, the block of calls a process leases at a time, and how
 # long a calm spell must last before pressure gives back a step of the share.
 BUDGET_SHAPES = {"marketo": (20.0, 10, 20.0), "dataverse": (300.0, 25, 60.0)}
+# While the budget has ample room, blocks and slots last this long (a crashed holder's come back after it).
+BUDGET_LONG_S = 60.0
 
 _budgets: dict[tuple[object, ...], CallBudget] = {}
 _budgets_lock = threading.Lock()
+
+
+def budget_limits(settings: Settings, service: str) -> tuple[BudgetLimits, int]:
+    """The shared budget's limits for `service` ("marketo" or "dataverse") and the block of
+    calls a process leases at a time."""
+    calls, concurrency = settings.marketo_budget() if service == "marketo" else settings.dataverse_budget()
+    window_s, block, calm_s = BUDGET_SHAPES[service]
+    return BudgetLimits(calls, window_s, concurrency, calm_s=calm_s, long_s=BUDGET_LONG_S), min(block, calls)
 
 
 def shared_budget(settings: Settings, service: str) -> CallBudget:
@@ -62,9 +72,8 @@ def shared_budget(settings: Settings, service: str) -> CallBudget:
 
     One per process and storage, so every rebuild of the services draws on the same one.
     """
-    calls, concurrency = settings.marketo_budget() if service == "marketo" else settings.dataverse_budget()
-    window_s, block, calm_s = BUDGET_SHAPES[service]
-    limits = BudgetLimits(calls, window_s, concurrency, calm_s=calm_s)
+    limits, block = budget_limits(settings, service)
+    calls, window_s, concurrency = limits.calls, limits.window_s, limits.concurrency
     where = settings.storage_account or settings.storage_connection.reveal()
     key = (service, where, settings.table_prefix, limits)
     with _budgets_lock:
@@ -73,7 +82,7 @@ def shared_budget(settings: Settings, service: str) -> CallBudget:
             # Its own storage: the budget outlives any one build of the services.
             storage = Storage(settings.storage_connection.reveal(), table_prefix=settings.table_prefix,
                               account=settings.storage_account)
-            budget = _budgets[key] = CallBudget(calls, window_s, concurrency, block=min(block, calls),
+            budget = _budgets[key] = CallBudget(calls, window_s, concurrency, block=block,
                                                 source=TableAllowance(storage, service, limits))
             if len(_budgets) == 1:
                 atexit.register(_give_back_budgets)

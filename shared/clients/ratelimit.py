@@ -38,15 +38,21 @@ class LeaseRequest:
     in_use: int  # slots it holds and cannot give back (calls in flight)
     # Finished block id -> (calls it started, seconds from asking for it to its last start).
     spent: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    # A block (its id) to extend, while the budget has room, instead of finishing it (`spent`)
+    # and granting `grant_id`: the process keeps counting its calls per window across both.
+    renew: str = ""
 
 
 @dataclass(frozen=True)
 class LeaseAnswer:
-    calls: int  # calls granted, to be started within `spend_within_s`
+    calls: int  # calls granted, to be started within `spend_within_s`, at most this many per `window_s`
     slots: int  # concurrency slots now held, valid for `slot_ttl_s` unless renewed
     retry_in: float  # seconds to wait before asking again when short of either
     spend_within_s: float
     slot_ttl_s: float
+    window_s: float = 0.0  # the limit's window (0: the block's calls are a total, not per window)
+    ample: bool = False  # the budget has room to spare: what is unused may age out instead of going back
+    renewed: bool = False  # the block in `LeaseRequest.renew` was extended (no new block)
 
 
 class AllowanceSource(Protocol):
@@ -69,8 +75,9 @@ class CallBudget:
     Thread-safe. `slot()` is a context manager held for the duration of one HTTP call.
     Without `source` the ceiling is this process's alone (`calls` per `window_s`,
     `concurrency` in flight). With `source`, `concurrency` only caps this process and the
-    shared budget decides the rest: blocks of `block` calls, slots renewed while busy and
-    given back after `idle_s` without calls.
+    shared budget decides the rest: blocks of `block` calls (per window, while the block
+    lasts), slots renewed while busy and given back after `idle_s` without calls, unless
+    the budget said it has room to spare (then they expire by themselves: no storage request).
     """
 
     def __init__(
@@ -100,8 +107,11 @@ class CallBudget:
         # The shared budget's local view: the current block and the leased slots.
         self._seq = 0
         self._grant_id: str | None = None
-        self._pool = 0
+        self._pool = 0  # calls the current block allows per window (0: none)
         self._used = 0
+        self._starts: deque[float] = deque()  # the current block's call starts within its window
+        self._block_window = 0.0
+        self._ample = False
         self._spend_by = 0.0
         self._asked_at = 0.0
         self._last_start = 0.0
@@ -168,12 +178,11 @@ class CallBudget:
             try:
                 while True:
                     now = self._clock()
-                    if now >= self._spend_by:
-                        self._pool = 0  # a block's calls must start within its horizon, or not at all
                     if now >= self._slots_until:
                         self._held = self._in_use  # expired slots are someone else's now
-                    if self._in_use < self._held and self._pool > 0:
-                        self._pool -= 1
+                    room = self._block_room(now)
+                    if self._in_use < self._held and room:
+                        self._starts.append(now)
                         self._used += 1
                         self._in_use += 1
                         self._last_start = now
@@ -181,26 +190,40 @@ class CallBudget:
                     if self._leasing or now < self._retry_at:
                         self._cond.wait(1.0 if self._leasing else max(0.001, self._retry_at - now))
                         continue
-                    finished = self._pool == 0
+                    finished = not room
+                    # A long block that ran out of time, not of calls per window: ask to extend it.
+                    renew = finished and self._ample and self._pool > 0 and now >= self._spend_by
                     self._lease_locked(finish=finished, calls=self.block if finished else 0,
-                                       slots=min(self.concurrency, self._in_use + self._waiting))
+                                       slots=min(self.concurrency, self._in_use + self._waiting), renew=renew)
             finally:
                 self._waiting -= 1
 
-    def _lease_locked(self, *, finish: bool, calls: int, slots: int) -> LeaseAnswer:
+    def _block_room(self, now: float) -> bool:
+        """Whether the current block lets one more call start now (holding `_cond`)."""
+        if self._pool <= 0 or now >= self._spend_by:
+            return False  # a block's calls must start within its horizon, or not at all
+        if self._block_window <= 0:
+            return self._used < self._pool
+        while self._starts and self._starts[0] <= now - self._block_window:
+            self._starts.popleft()
+        return len(self._starts) < self._pool
+
+    def _lease_locked(self, *, finish: bool, calls: int, slots: int, renew: bool = False) -> LeaseAnswer:
         """One round trip to the source; called and returns holding `_cond` (released meanwhile).
 
         `finish` closes the current block: the calls it never started go back to the budget.
         """
         assert self.source is not None
         spent: dict[str, tuple[int, float]] = {}
+        old = (self._grant_id, self._pool, self._used) if renew and self._grant_id is not None else None
         if finish and self._grant_id is not None:
             # The rest of the old block was never started, and none will start after its last one.
             spent[self._grant_id] = (self._used, self._last_start - self._asked_at)
             self._grant_id, self._pool, self._used = None, 0, 0
         self._seq += 1
         grant_id = f"{self.source.holder}.{self._seq}"
-        request = LeaseRequest(grant_id, calls, max(slots, self._in_use), self._in_use, spent)
+        request = LeaseRequest(grant_id, calls, max(slots, self._in_use), self._in_use, spent,
+                               renew=old[0] if old else "")
         asked_at = self._clock()
         self._leasing = True
         self._cond.release()
@@ -211,11 +234,19 @@ class CallBudget:
             self._leasing = False
             self._cond.notify_all()
         self.leases += 1
-        if answer.calls > 0:
+        if answer.renewed and old is not None:
+            # The same block, longer: its calls so far still count, in this window and when reported.
+            self._grant_id, self._pool, self._used = old
+            self._spend_by = self._asked_at = asked_at
+            self._spend_by += answer.spend_within_s
+        elif answer.calls > 0:
             # Counting from before the request is conservative: the grant is recorded later.
             self._grant_id, self._pool, self._used = grant_id, answer.calls, 0
+            self._starts.clear()
+            self._block_window = answer.window_s
             self._spend_by = self._asked_at = self._last_start = asked_at
             self._spend_by += answer.spend_within_s
+        self._ample = answer.ample
         self._held = answer.slots
         self._slot_ttl = answer.slot_ttl_s
         self._slots_until = asked_at + answer.slot_ttl_s
@@ -229,14 +260,19 @@ class CallBudget:
     def maintain(self) -> None:
         """Renew slots in use before they expire; give back slots and calls after `idle_s` idle.
 
-        The background thread calls this; tests with an injected clock call it themselves.
+        When the budget last said it has room to spare, nothing idle goes back: it expires by
+        itself, which costs no storage request. The background thread calls this; tests with
+        an injected clock call it themselves.
         """
         with self._cond:
             if self.source is None or self._leasing or (self._held == 0 and self._grant_id is None):
                 return
             now = self._clock()
-            idle = self._in_use == 0 and self._waiting == 0 and now - self._last_busy >= self.idle_s
+            busy = self._in_use > 0 or self._waiting > 0
+            idle = not busy and now - self._last_busy >= self.idle_s
             renew = self._held > 0 and now >= self._slots_until - self._slot_ttl / 2
+            if self._ample and not busy:
+                return
             if idle:
                 self._pool = 0
                 self._lease_locked(finish=True, calls=0, slots=0)

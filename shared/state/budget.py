@@ -4,8 +4,10 @@ Every LeadSync process (instance, worker process, function group) draws its Mark
 and Dataverse requests through a `TableAllowance`, the `AllowanceSource` of the clients'
 `CallBudget`. A lease is one read and, when something changes, one ETag-conditional write;
 a process leases a block of calls at a time, so storage requests stay a small fraction of
-API calls. Two processes writing at once: one gets 412 and re-reads after a short random
-wait. The arithmetic (what may be granted, pressure, recovery) is `shared.state.budgetrow`.
+API calls. It keeps the row it last read or wrote, with its ETag, and writes against that
+copy without reading again (one request) unless its recent copies were stale; a write
+that meets 412 (another process wrote first) re-reads, after a short random wait when
+two were racing. The arithmetic (what may be granted, pressure, recovery) is `shared.state.budgetrow`.
 
     PK "budget"   RK "<service>"   grants (JSON [at, calls, id, last]), slots (JSON), factor, pressure_at,
                                    blocked_until, pressures
@@ -38,6 +40,7 @@ log = logging.getLogger("leadsync")
 
 PARTITION = "budget"
 MAX_CONFLICTS = 50  # re-reads after 412 before a lease gives up (the caller's retry takes over)
+MAX_SKIP = 8  # leases that read first after the kept copy turned out stale, at most
 
 _jitter = random.Random()
 
@@ -85,6 +88,9 @@ class TableAllowance:
         self._lock = threading.Lock()
         self.storage_requests = 0
         self.conflicts = 0
+        self._copy: tuple[BudgetState, str] | None = None  # the row as this process last saw it
+        self._skip = 0  # leases left that read first (the copy was stale lately)
+        self._skip_next = 1
 
     def read(self) -> tuple[BudgetState, str | None]:
         """The row as stored and its ETag (an empty state and None before the first grant)."""
@@ -98,25 +104,45 @@ class TableAllowance:
 
     def _update(self, change: Callable[[BudgetState, float], tuple[BudgetState, bool]]) -> BudgetState:
         """Apply `change` to the row with optimistic concurrency; returns the state written (or read)."""
+        with self._lock:
+            copy = self._copy if self._skip == 0 else None
+            self._skip = max(0, self._skip - 1)
         for attempt in range(MAX_CONFLICTS):
-            state, etag = self.read()
+            cached = copy is not None
+            state, etag = copy if copy is not None else self.read()
+            copy = None
             new, changed = change(state, self._clock())
             if not changed:
+                if cached:
+                    continue  # nothing to write, perhaps only because the copy is old: read the row
+                if etag is not None:
+                    with self._lock:
+                        self._copy = (state, etag)
                 return new
             with self._lock:
                 self.storage_requests += 1
             try:
                 if etag is None:
-                    self._table.create_entity(_to_row(self.resource, new))
+                    meta = self._table.create_entity(_to_row(self.resource, new))
                 else:
-                    self._table.update_entity(_to_row(self.resource, new), mode=UpdateMode.REPLACE, etag=etag,
-                                              match_condition=MatchConditions.IfNotModified)
+                    meta = self._table.update_entity(_to_row(self.resource, new), mode=UpdateMode.REPLACE,
+                                                     etag=etag, match_condition=MatchConditions.IfNotModified)
+                with self._lock:
+                    written = meta.get("etag") if isinstance(meta, Mapping) else None
+                    self._copy = (new, str(written)) if written else None
+                    if cached:
+                        self._skip_next = 1
                 return new
             except (ResourceModifiedError, ResourceExistsError):
                 with self._lock:
                     self.conflicts += 1
-                # Spread the retries so the writers that lost do not collide again at once.
-                time.sleep(_jitter.uniform(0, 0.005 * min(attempt + 1, 10)))
+                    self._copy = None
+                    if cached:
+                        # Others write between this process's leases: read first for a while.
+                        self._skip, self._skip_next = self._skip_next, min(MAX_SKIP, 2 * self._skip_next)
+                if not cached:
+                    # Spread the retries so the writers that lost do not collide again at once.
+                    time.sleep(_jitter.uniform(0, 0.005 * min(attempt + 1, 10)))
         raise StateConflict(f"the {self.resource} budget row kept changing ({MAX_CONFLICTS} conflicts)")
 
     def lease(self, request: LeaseRequest) -> LeaseAnswer:

@@ -4,12 +4,16 @@ One row per limited resource (Marketo, Dataverse) holds what every process was g
 
 - `grants`: recent blocks of calls, (time, calls, id, last). A block's calls start between
   its grant and `last` (the grant plus `horizon_s` until the process reports when it
-  started its last call, and how many it started: the rest go back). A new block's calls
+  started its last call, and how many it started: the rest go back), never more than
+  `calls` of them in one sliding window. While the row has ample room (what is in reach
+  stays under half the share, no pressure), a block's horizon is `long_s` instead, so a
+  process calling slowly leases once a minute, not every few calls. A new block's calls
   can share a sliding window of `window_s` only with blocks whose `last` is less than
   `window_s` (plus twice the clock skew tolerated between instances) before it: it is
   granted only if those blocks and it stay within the share, so no window ever holds more.
-- `slots`: concurrency slots per holder with an expiry. A holder renews them while busy;
-  a crashed holder's slots come back when they expire.
+- `slots`: concurrency slots per holder with an expiry (`long_s` too while at most half
+  the slots are held). A holder renews them while busy; a crashed holder's slots come
+  back when they expire.
 - `factor`, `pressure_at`, `blocked_until`: pressure from other integrations. A refusal
   the budget did not predict halves the usable share (at most once per `window_s / 4`,
   never below `floor`); each calm `calm_s` since then gives back `step` of it; a
@@ -39,6 +43,7 @@ class BudgetLimits:
     step: float = 0.1
     floor: float = 0.1  # the least fraction of the share pressure can leave
     slot_poll_s: float = 0.5  # how soon to ask again for a slot held by a live holder
+    long_s: float = 0.0  # horizon and slot expiry while the row has ample room (0: never)
 
     def __post_init__(self) -> None:
         if self.calls < 1 or self.concurrency < 1 or self.window_s <= 0 or self.horizon_s <= 0:
@@ -108,6 +113,9 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
     changed = False
     grants = [g for g in state.grants if g.last > now - limits.reach_s]
     changed |= len(grants) != len(state.grants)
+    renewed = _renew(state, limits, holder, grants, request, now)
+    if renewed is not None:
+        return renewed
     if request.spent:
         kept = []
         for g in grants:
@@ -131,18 +139,26 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
     free_slots = max(0, slot_cap(state, limits, now) - others)
     want = request.slots if not blocked else min(request.slots, mine)
     held = max(request.in_use, min(want, free_slots))
-    if held != mine or (held and slots[holder].expires < now + limits.slot_ttl_s):
+    # Few slots held: a long expiry, so a slow process renews seldom (the rest stay free at once).
+    calm = limits.long_s > 0 and not blocked and factor_at(state, limits, now) >= 1.0
+    roomy = calm and others + held <= slot_cap(state, limits, now) / 2
+    ttl = max(limits.slot_ttl_s, limits.long_s) if roomy else limits.slot_ttl_s
+    if held != mine or (held and slots[holder].expires < now + ttl):
         changed = True
         if held:
-            slots[holder] = Slots(held, now + limits.slot_ttl_s)
+            slots[holder] = Slots(held, now + ttl)
         else:
             slots.pop(holder, None)
 
     at = max([now] + [g.at for g in grants])  # grant times never decrease
     used = in_reach(grants, limits, at)
-    calls = 0 if blocked else max(0, min(request.calls, call_cap(state, limits, now) - used))
+    cap = call_cap(state, limits, now)
+    calls = 0 if blocked else max(0, min(request.calls, cap - used))
+    # Half the share still free after this block, and no pressure: the block may last long.
+    ample = calm and used + max(calls, request.calls) <= cap / 2
+    horizon = max(limits.horizon_s, limits.long_s) if ample else limits.horizon_s
     if calls:
-        grants.append(Grant(at, calls, request.grant_id, at + limits.horizon_s))
+        grants.append(Grant(at, calls, request.grant_id, at + horizon))
         changed = True
 
     retry_in = 0.0
@@ -156,8 +172,32 @@ def lease(state: BudgetState, limits: BudgetLimits, holder: str, request: LeaseR
         slot_wait = min(limits.slot_poll_s, max(0.0, soonest - now))
         retry_in = max(retry_in, state.blocked_until - now if blocked else slot_wait)
     new = replace(state, grants=tuple(grants), slots=slots)
-    answer = LeaseAnswer(calls, held, max(0.01, retry_in), limits.horizon_s, limits.slot_ttl_s)
+    answer = LeaseAnswer(calls, held, max(0.01, retry_in), horizon, ttl, limits.window_s, ample)
     return Outcome(new, answer, changed)
+
+
+def _renew(state: BudgetState, limits: BudgetLimits, holder: str, grants: list[Grant], request: LeaseRequest,
+           now: float) -> Outcome | None:
+    """Extend `request.renew` by `long_s` from now if the row still has ample room, else None.
+
+    Safe as a new grant of the same calls would be: the extension is checked against every
+    other block in reach now, and the holder counts the block's calls per window across the
+    old part and the new, so no window sees more than `calls` of it.
+    """
+    old = next((g for g in grants if g.id == request.renew), None)
+    if old is None or limits.long_s <= 0 or now < state.blocked_until or factor_at(state, limits, now) < 1.0:
+        return None
+    at = max([now] + [g.at for g in grants])
+    others = [g for g in grants if g is not old]
+    if in_reach(others, limits, at) + old.calls > call_cap(state, limits, now) / 2:
+        return None
+    # Its slots too: the same lease, with the request's rest applied to the extended row.
+    horizon = max(limits.horizon_s, limits.long_s)
+    rest = lease(replace(state, grants=tuple(others) + (replace(old, at=at, last=at + horizon),)), limits,
+                 holder, replace(request, calls=0, spent={}, renew=""), now)
+    answer = replace(rest.answer, calls=old.calls, spend_within_s=horizon,
+                     ample=True, renewed=True)
+    return Outcome(rest.state, answer, True)
 
 
 def _until_room(grants: list[Grant], limits: BudgetLimits, cap: int, at: float) -> float:
