@@ -92,7 +92,7 @@ def test_integer_settings_at_their_limits() -> None:
 def test_the_events_coalescing_window() -> None:
     assert Settings.from_env(ENV).events_coalesce_s == 1
     assert Settings.from_env(env(LEADSYNC_EVENTS_COALESCE_S="0")).events_coalesce_s == 0
-    assert Settings.from_env(ENV).events_max_window_s == 10
+    assert Settings.from_env(ENV).events_max_window_s == 30
     assert Settings.from_env(env(LEADSYNC_EVENTS_MAX_WINDOW_S="30")).events_max_window_s == 30
 
 

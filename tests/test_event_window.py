@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.errors import BadMessage
-from shared.state.eventbuffer import BUSY_IDS, DrainRequest, parse_drain, should_stretch
+from shared.state.eventbuffer import BUSY_IDS, BUSY_PER_S, DrainRequest, parse_drain, should_stretch
 
 OPENED = datetime(2026, 11, 30, 9, 0, 0, tzinfo=UTC)
 
@@ -23,6 +23,12 @@ def test_a_busy_lane_stretches_while_its_window_stays_within_the_maximum() -> No
     assert stretch(BUSY_IDS, 1)
     assert stretch(150, 8.5)
     assert stretch(150, 9)  # the next drain comes 10 s after the opening: still within it
+
+
+def test_steady_edits_at_four_a_second_never_stretch() -> None:
+    """The latency case: ids at 4 a second reach BUSY_IDS but not a burst's rate."""
+    assert not any(stretch(4 * t, t) for t in range(1, 10))
+    assert stretch(BUSY_PER_S * 2, 2)
 
 
 def test_a_window_is_never_stretched_past_the_maximum() -> None:

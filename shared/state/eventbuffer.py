@@ -20,7 +20,7 @@ The design, in one table (`<prefix>events`) and one queue (`leadsync-events`):
     drain       (a queue trigger) first deletes the marker, then reads the lane's rows,
                 sends them as work messages of up to 300 ids, and deletes each row it read
                 if its ETag is unchanged (a row re-upserted meanwhile stays for the next drain).
-                A drain finding a burst (BUSY_IDS or more, less than a message) puts the
+                A drain finding a burst (BUSY_IDS or more at BUSY_PER_S, less than a message) puts the
                 marker back and sends the same window's next drain message instead, until
                 `max_window_s` from the window's opening. A lane of up to `direct_max` ids
                 is applied in the drain's own invocation when the caller passes `apply`
@@ -34,14 +34,14 @@ rows left without a marker, are drained by `sweep` from the Dataverse poll timer
 is older than `stale_s` (later receivers touch the marker, but their id rows age).
 And the pollers still run: an event is a latency hint, never the only way a change arrives.
 
-Cost per event, in storage requests: while a drain is pending, 1 (the transaction); before
-the row and marker transaction of 2026-11-30 it was 2 (an upsert, then a 409 on the marker). Each drain: 1 marker delete, 1 query per 1,000 rows, 1 delete
-per distinct id, 1 queue send per 300 ids, the drain message itself and the `!last` upsert
-of the receiver that scheduled it (measured before that row existed). Measured once on
-Azurite with a request counter, 1,000 Marketo events for 400 people from 8 callers: 2,000
-table requests in the receivers, 1 drain message, 402 table requests in the drain, 2 work
-messages (a Marketo read each when applied, where one message per call would be 1,000);
-2.4 storage requests per event.
+Cost per event, in storage requests: while a drain is pending, 1 (the transaction; it was 2,
+an upsert and a 409 on the marker, when the figures below were measured). Each drain: 1
+marker delete, 1 query per 1,000 rows, 1 delete per distinct id, 1 queue send per 300 ids,
+the drain message itself and the `!last` upsert of the receiver that scheduled it
+(measured before that row existed). Measured once on Azurite with a request counter, 1,000
+Marketo events for 400 people from 8 callers: 2,000 table requests in the receivers,
+1 drain message, 402 table requests in the drain, 2 work messages (a Marketo read each
+when applied, where one message per call would be 1,000); 2.4 storage requests per event.
 """
 
 from __future__ import annotations
@@ -68,10 +68,12 @@ DRAIN_QUEUE = "leadsync-events"
 MARKER = "!drain"  # sorts before every id, so a lane's query meets it first
 LAST = "!last"  # the partition of the "last event received" rows (no lane's, so no drain or sweep reads it)
 DELAY_S = 1  # the coalescing window (LEADSYNC_EVENTS_COALESCE_S): events in it become one drain's work
-MAX_WINDOW_S = 10  # how far a busy lane's window may stretch (LEADSYNC_EVENTS_MAX_WINDOW_S)
-# A window holding this many ids is a burst, not a trickle: a person editing records at a few
-# a second stays below it (and keeps the 1 s latency), a bulk import is far above it.
+MAX_WINDOW_S = 30  # how far a busy lane's window may stretch (LEADSYNC_EVENTS_MAX_WINDOW_S)
+# A lane is busy (a burst, not a trickle) from this many ids at this rate since its window
+# opened: steady edits at 4 a second, and their echoes, stay below it and keep the 1 s
+# window's latency; a bulk import's webhook calls are far above it.
 BUSY_IDS = 8
+BUSY_PER_S = 6
 _WITH_MARKER = tablebatch.TRANSACTION_MAX - 1  # id rows that fit in the marker's transaction
 DIRECT_MAX = 300  # a drain applies a lane of up to this many ids itself (one work message's worth)
 
@@ -132,7 +134,8 @@ def should_stretch(ids: int, opened: datetime | None, now: datetime, *, delay_s:
     `max_window_s` of its opening; so a burst's ids go in a few full messages, a trickle at once."""
     if opened is None or delay_s <= 0 or ids < BUSY_IDS or ids >= batch_size:
         return False
-    return (now - opened).total_seconds() + delay_s <= max_window_s
+    elapsed = (now - opened).total_seconds()
+    return ids >= BUSY_PER_S * max(elapsed, delay_s) and elapsed + delay_s <= max_window_s
 
 
 class EventBuffer:
