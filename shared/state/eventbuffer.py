@@ -20,11 +20,13 @@ The design, in one table (`<prefix>events`) and one queue (`leadsync-events`):
     drain       (a queue trigger) first deletes the marker, then reads the lane's rows,
                 sends them as work messages of up to 300 ids, and deletes each row it read
                 if its ETag is unchanged (a row re-upserted meanwhile stays for the next drain).
-                A drain finding a burst (BUSY_IDS or more at BUSY_PER_S, less than a message) puts the
-                marker back and sends the same window's next drain message instead, until
-                `max_window_s` from the window's opening. A lane of up to `direct_max` ids
-                is applied in the drain's own invocation when the caller passes `apply`
-                (one queue hop fewer); if that fails, the ids go in a work message.
+                A drain finding a burst (BUSY_IDS or more at BUSY_PER_S, fewer than a
+                message holds) puts the marker back and sends the same window's next drain
+                message instead, until `max_window_s` from the window's opening. A lane of
+                up to `direct_max` ids is applied in the drain's own invocation when the
+                caller passes `apply` (one queue hop fewer); if that fails, the ids go in
+                a work message.
+
 Why it loses nothing: the marker goes before the read, so a row written after the read
 finds no marker (its transaction fails whole), inserts a new one and schedules another
 drain; a row written before it is in the read. A direct apply deletes its rows only once it
