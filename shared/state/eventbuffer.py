@@ -166,7 +166,12 @@ class EventBuffer:
         upserts = [tablebatch.Op("upsert", row) for row in tail]
         written = False
         for _ in range(3):  # the marker comes and goes only as often as drains run
-            if _submit(table, [*upserts, tablebatch.Op("replace", marker, etag="*")], unless=404):
+            touch = [*upserts, tablebatch.Op("replace", marker, etag="*")]
+            try:
+                joined = _submit(table, touch, unless=404)
+            except ServiceResponseError:  # the SDK retries no POST; this one may be repeated as is
+                joined = _submit(table, touch, unless=404)
+            if joined:
                 return False  # a drain is scheduled and has not started: it will read our rows
             try:
                 written = _submit(table, [*upserts, tablebatch.Op("create", marker)], unless=409)
