@@ -167,11 +167,7 @@ class EventBuffer:
         written = False
         for _ in range(3):  # the marker comes and goes only as often as drains run
             touch = [*upserts, tablebatch.Op("replace", marker, etag="*")]
-            try:
-                joined = _submit(table, touch, unless=404)
-            except ServiceResponseError:  # the SDK retries no POST; this one may be repeated as is
-                joined = _submit(table, touch, unless=404)
-            if joined:
+            if _submit_repeatable(table, touch, unless=404):
                 return False  # a drain is scheduled and has not started: it will read our rows
             try:
                 written = _submit(table, [*upserts, tablebatch.Op("create", marker)], unless=409)
@@ -288,6 +284,17 @@ def _submit(table: Any, ops: list[tablebatch.Op], *, unless: int) -> bool:
             raise HttpResponseError(message=f"event buffer: {exc}") from exc
         return False
     return True
+
+
+def _submit_repeatable(table: Any, ops: list[tablebatch.Op], *, unless: int, tries: int = 3) -> bool:
+    """`_submit` for a transaction that may be repeated as is: the SDK retries no POST on a
+    dropped connection, as it would the single upserts such a transaction replaces."""
+    for _ in range(tries - 1):
+        try:
+            return _submit(table, ops, unless=unless)
+        except ServiceResponseError:
+            continue
+    return _submit(table, ops, unless=unless)
 
 
 def parse_drain(body: bytes | str) -> DrainRequest:
