@@ -15,7 +15,8 @@ FAST_TESTS := tests/test_merge.py tests/test_fieldmap.py tests/test_validation.p
               tests/test_preflight.py tests/test_governor.py tests/test_pause.py tests/test_preview.py \
               tests/test_resync_targets.py tests/test_failkinds.py tests/test_charts.py \
               tests/test_leadstate.py tests/test_fieldtypes.py tests/test_fieldtypes_checks.py tests/test_outbox.py \
-              tests/test_event_bodies.py tests/test_budgetrow.py tests/test_backlog.py
+              tests/test_event_bodies.py tests/test_budgetrow.py tests/test_backlog.py \
+              tests/test_event_window.py
 
 .PHONY: setup lint test test-fast screenshot demo run bench chaos clean chromium
 

@@ -22,7 +22,9 @@ from azure.core.exceptions import AzureError
 from shared.errors import BadMessage
 from shared.runtime import services
 from shared.state.eventbuffer import DRAIN_QUEUE, lane_of, parse_drain
+from shared.state.workqueue import Work
 from shared.sync.events import Event, parse_dataverse, parse_marketo
+from shared.sync.messages import handle_message
 from shared.sync.poison import park_bad_message
 from shared.sync.realtime import SECRET_HEADER, webhook_secret_ok
 
@@ -75,9 +77,15 @@ def marketo_events_http(req: func.HttpRequest) -> func.HttpResponse:
 def drain_events(msg: func.QueueMessage) -> None:
     svc = services(checked=False)
     try:
-        lane = parse_drain(msg.get_body())
+        request = parse_drain(msg.get_body())
     except BadMessage as exc:
         park_bad_message(svc, DRAIN_QUEUE, msg.get_body(), exc.reason, message_id=msg.id)
         return
-    drained = svc.events.drain(lane)
-    log.info("events %s: %d ids -> %d work messages", drained.lane, drained.ids, drained.messages)
+    drained = svc.events.drain(request, apply=_apply_here)
+    log.info("events %s: %d ids -> %d work messages, %d applied here%s", drained.lane, drained.ids,
+             drained.messages, drained.applied, " (window stretched)" if drained.stretched else "")
+
+
+def _apply_here(work: Work) -> None:
+    """Apply a drained lane as its work queue's trigger would, saving that queue's hop."""
+    handle_message(services(), work.queue, work.to_json().encode(), message_id=None, dequeue_count=None)

@@ -113,6 +113,7 @@ class Settings:
     marketo_partition: str | None = None  # MARKETO_PARTITION: where new Marketo people are created
     duplicate_detection: bool = True  # DATAVERSE_DUPLICATE_DETECTION: real-time creates obey the org's rules
     events_coalesce_s: int = 1  # change events arriving within this window become one drain's work messages
+    events_max_window_s: int = 30  # a busy lane's window stretches up to this while ids keep coming
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -231,6 +232,7 @@ class Settings:
             marketo_partition=optional("MARKETO_PARTITION"),
             duplicate_detection=boolean("DATAVERSE_DUPLICATE_DETECTION", True),
             events_coalesce_s=integer("LEADSYNC_EVENTS_COALESCE_S", 1, 0, 60),
+            events_max_window_s=integer("LEADSYNC_EVENTS_MAX_WINDOW_S", 30, 0, 300),
         )
 
     def marketo_budget(self) -> tuple[int, int]:

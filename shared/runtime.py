@@ -174,7 +174,7 @@ class Services:
     def events(self) -> EventBuffer:
         """Ids from the services' change events, coalesced into work messages (`shared.state.eventbuffer`)."""
         return EventBuffer(self.storage, self.queues, delay_s=self.settings.events_coalesce_s,
-                           batch_size=self.settings.batch_size)
+                           batch_size=self.settings.batch_size, max_window_s=self.settings.events_max_window_s)
 
     @cached_property
     def pending(self) -> PendingRequests:

@@ -92,6 +92,8 @@ def test_integer_settings_at_their_limits() -> None:
 def test_the_events_coalescing_window() -> None:
     assert Settings.from_env(ENV).events_coalesce_s == 1
     assert Settings.from_env(env(LEADSYNC_EVENTS_COALESCE_S="0")).events_coalesce_s == 0
+    assert Settings.from_env(ENV).events_max_window_s == 30
+    assert Settings.from_env(env(LEADSYNC_EVENTS_MAX_WINDOW_S="30")).events_max_window_s == 30
 
 
 def test_the_shares_are_of_each_services_limits_for_every_instance_together() -> None:
@@ -138,6 +140,7 @@ def test_the_per_instance_caps_of_earlier_versions_are_refused_with_their_replac
     ("MARKETO_DAILY_QUOTA", "0"),
     ("LEADSYNC_EVENTS_COALESCE_S", "61"),
     ("LEADSYNC_EVENTS_COALESCE_S", "-1"),
+    ("LEADSYNC_EVENTS_MAX_WINDOW_S", "301"),
 ])
 def test_malformed_setting_is_named(name: str, value: str) -> None:
     error = refused(env(**{name: value}))

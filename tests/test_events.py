@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
 
+from devhost.harness import eventually
 from shared import runtime
-from shared.state.eventbuffer import DRAIN_QUEUE, LAST, MARKER, TABLE, delete_row, lane_of
+from shared.state.eventbuffer import DRAIN_QUEUE, LAST, MARKER, TABLE, DrainRequest, delete_row, lane_of, parse_drain
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
 from shared.sync.events import MAX_DATAVERSE_BODY
 from tests.test_handlers import SECRET, app_env, registered  # noqa: F401 - app_env is a fixture
@@ -85,6 +87,7 @@ def clean(app_env: dict[str, str]) -> None:  # noqa: F811 - the imported fixture
     for name in (DRAIN_QUEUE, FROM_MARKETO, FROM_DYNAMICS):
         svc.storage.queue(name).clear_messages()
     svc.events.delay_s = 0  # the drain message is visible at once: the test runs the drain itself
+    svc.events.direct_max = 0  # the drain queues all its work, for the test to read
 
 
 def test_the_receivers_and_the_drain_are_registered() -> None:
@@ -284,3 +287,108 @@ def test_when_storage_is_unreachable_an_event_is_a_503(app_env: dict[str, str]) 
     runtime.configure({**app_env, "AzureWebJobsStorage": nowhere})
     response = registered()["marketo_events_http"](mk_request(b'{"leadId": 1042}'))
     assert response.status_code == 503 and json.loads(response.get_body())["status"] == "unavailable"
+
+
+def _buffer_ids(lane_key: str, ids: range) -> None:
+    svc = runtime.services(checked=False)
+    svc.events.add(lane_of("marketo", "changed", None), list(ids))
+    svc.storage.queue(DRAIN_QUEUE).clear_messages()  # the tests below run the drains themselves
+    assert svc.events.pending() == {lane_key: len(ids)}
+
+
+def test_a_busy_lanes_drain_stretches_its_window_and_keeps_every_id(clean: None) -> None:
+    """A burst's first drain finds more than a trickle: it puts the marker back and schedules
+    the next drain of the same window instead of sending a small work message."""
+    svc = runtime.services(checked=False)
+    svc.events.delay_s = 1
+    _buffer_ids("marketo-changed", range(10001, 10021))
+    opened = datetime.now(UTC)
+    drained = svc.events.drain(DrainRequest("marketo-changed", opened), now=opened + timedelta(seconds=1))
+    assert (drained.ids, drained.messages, drained.stretched) == (20, 0, True)
+    assert svc.events.pending() == {"marketo-changed": 20}
+    assert ("marketo-changed", MARKER) in buffered()  # receivers meanwhile rely on the drain scheduled
+    queue = svc.storage.queue(DRAIN_QUEUE)
+    assert queue.get_queue_properties().approximate_message_count == 1
+    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
+    assert parse_drain(message.content) == DrainRequest("marketo-changed", opened)  # the same window
+    queue.delete_message(message)
+    drained = svc.events.drain(parse_drain(message.content), now=opened + timedelta(seconds=10))
+    assert (drained.ids, drained.messages, drained.stretched) == (20, 1, False)  # the window's end
+    assert [sorted(w.ids) for w in drain_all()] == [list(range(10001, 10021))]
+    assert svc.events.pending() == {}
+
+
+def test_a_trickle_is_drained_at_once(clean: None) -> None:
+    svc = runtime.services(checked=False)
+    svc.events.delay_s = 1
+    _buffer_ids("marketo-changed", range(11001, 11004))
+    opened = datetime.now(UTC)
+    drained = svc.events.drain(DrainRequest("marketo-changed", opened), now=opened + timedelta(seconds=1))
+    assert (drained.ids, drained.messages, drained.stretched) == (3, 1, False)
+    assert [sorted(w.ids) for w in drain_all()] == [[11001, 11002, 11003]]
+
+
+def test_the_drain_applies_a_small_lane_itself(clean: None) -> None:
+    svc = runtime.services(checked=False)
+    svc.events.direct_max = 300
+    _buffer_ids("marketo-changed", range(12001, 12004))
+    applied: list[Work] = []
+    drained = svc.events.drain("marketo-changed", apply=applied.append)
+    assert (drained.ids, drained.messages, drained.applied) == (3, 0, 1)
+    assert [sorted(w.ids) for w in applied] == [[12001, 12002, 12003]]
+    assert drain_all() == [] and svc.events.pending() == {}  # no work message: one queue hop fewer
+
+
+def test_ids_whose_apply_in_the_drain_failed_go_to_a_work_message(clean: None) -> None:
+    svc = runtime.services(checked=False)
+    svc.events.direct_max = 300
+    _buffer_ids("marketo-changed", range(13001, 13004))
+
+    def fail(work: Work) -> None:
+        raise ConnectionError("Marketo is unreachable")
+
+    drained = svc.events.drain("marketo-changed", apply=fail)
+    assert (drained.ids, drained.messages, drained.applied) == (3, 1, 0)
+    assert [sorted(w.ids) for w in drain_all()] == [[13001, 13002, 13003]]
+    assert svc.events.pending() == {}
+
+
+def test_the_drain_trigger_applies_a_small_lane_without_a_work_message(clean: None) -> None:
+    """Through the registered drain: a Marketo person not linked yet is left alone by the
+    applier, as from a work message; the ids are gone from the buffer and no message was sent."""
+    svc = runtime.services(checked=False)
+    svc.events.direct_max = 300
+    registered()["marketo_events_http"](mk_request(b'{"leadId": 14001}'))
+    assert drain_all() == []
+    assert svc.events.pending() == {}
+
+
+def test_an_event_while_a_drain_is_pending_costs_one_storage_request(clean: None) -> None:
+    """A burst's events after the first: the id's row and the marker's touch in one
+    transaction (table requests counted at the wire, on the storage client's HTTP session)."""
+    svc = runtime.services(checked=False)
+    lane = lane_of("marketo", "changed", None)
+    assert svc.events.add(lane, [15001]) is True  # opens the window
+    requests: list[str] = []
+    hook = lambda response, *args, **kwargs: requests.append(response.request.method)  # noqa: E731
+    svc.storage._session.hooks["response"].append(hook)
+    try:
+        assert svc.events.add(lane, [15002]) is False
+    finally:
+        svc.storage._session.hooks["response"].remove(hook)
+    assert requests == ["POST"]  # one $batch
+    assert svc.events.pending() == {"marketo-changed": 2}
+    assert [sorted(w.ids) for w in drain_all()] == [[15001, 15002]]
+
+
+def test_an_event_after_the_drain_deleted_the_marker_opens_a_new_window(clean: None) -> None:
+    """The marker's touch fails when a drain has started (it deletes the marker before reading):
+    nothing of that transaction is written, and the call schedules the next drain itself."""
+    svc = runtime.services(checked=False)
+    lane = lane_of("marketo", "changed", None)
+    svc.events.add(lane, [16001])
+    delete_row(svc.storage.table(TABLE), lane.key, MARKER)  # as a drain starting does
+    svc.storage.queue(DRAIN_QUEUE).clear_messages()
+    assert svc.events.add(lane, [16002]) is True
+    assert ("marketo-changed", MARKER) in buffered()
+    assert [sorted(w.ids) for w in drain_all()] == [[16001, 16002]]
