@@ -69,6 +69,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     LEADSYNC_BACKGROUND_PAUSED: 'false'
     LEADSYNC_REALTIME_FINISH_AFTER_S: '150'
     LEADSYNC_EVENTS_COALESCE_S: '1'
+    LEADSYNC_EVENTS_MAX_WINDOW_S: '30'
     LEADSYNC_TRENDS_EVERY_S: '600'
     // Owners, closed leads, partitions: blank means Dataverse's and Marketo's own defaults (README, "Owners").
     LEADSYNC_LEAD_OWNER: ''
