@@ -29,7 +29,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from bench.competing import Competitor
-from bench.scale import MARKETO_CALLS_PER_S
+from bench.scale import MARKETO_CALLS_PER_S, sync_until
 from bench.storageproxy import StorageProxy
 from bench.system import BenchSystem, _process_tree_cpu, people_with, seed_leads, spawn_app, stop_process
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
@@ -121,14 +121,7 @@ def _timed_sync(system: BenchSystem, proxy: StorageProxy, run: SyncRun, tag: str
     proxy.reset()
     started = time.monotonic()
     deadline = started + run.budget_s
-    people: dict[str, int] = {}
-    for _ in range(4):  # records re-enqueued by the appliers (e.g. a lost race) land in another round
-        if not (system.poll_within(deadline - time.monotonic(), marketo=False)
-                and system.drained(deadline - time.monotonic())):
-            break
-        people = people_with(system, tag)
-        if len(people) >= run.n:
-            break
+    people = sync_until(system, tag, run.n, deadline)
     elapsed = time.monotonic() - started
     storage = proxy.stats()
     marketo_after, dataverse_after = system.marketo.stats(), system.dataverse.stats()

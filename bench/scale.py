@@ -29,6 +29,20 @@ def forced_seconds(calls: int) -> float:
     return calls / MARKETO_CALLS_PER_S
 
 
+def sync_until(system: BenchSystem, tag: str, n: int, deadline: float) -> dict[str, int]:
+    """Poll Dataverse and drain the queues until n people tagged `tag` are in Marketo, or the
+    (monotonic) deadline passes; the people found."""
+    people: dict[str, int] = {}
+    for _ in range(4):  # records re-enqueued by the appliers (e.g. a lost race) land in another round
+        if not (system.poll_within(deadline - time.monotonic(), marketo=False)
+                and system.drained(deadline - time.monotonic())):
+            break
+        people = people_with(system, tag)
+        if len(people) >= n:
+            break
+    return people
+
+
 def initial_sync(system: BenchSystem, n: int, *, echo: bool,
                  budget_s: float) -> tuple[dict[str, Any], str, dict[str, int]]:
     """Seed n leads, restart the app, poll Dataverse once and wait for all n in Marketo.
@@ -47,14 +61,7 @@ def initial_sync(system: BenchSystem, n: int, *, echo: bool,
     before = system.counters()
     started = time.monotonic()
     deadline = started + budget_s
-    people: dict[str, int] = {}
-    for _ in range(4):  # records re-enqueued by the appliers (e.g. a lost race) land in another round
-        if not (system.poll_within(deadline - time.monotonic(), marketo=False)
-                and system.drained(deadline - time.monotonic())):
-            break
-        people = people_with(system, tag)
-        if len(people) >= n:
-            break
+    people = sync_until(system, tag, n, deadline)
     elapsed = time.monotonic() - started
     used = system.counters() - before
     cpu = {name: seconds - cpu_before[name] for name, seconds in system.cpu_seconds().items()}
