@@ -89,14 +89,25 @@ def shared_budget(settings: Settings, service: str) -> CallBudget:
         return budget
 
 
+GIVE_BACK_S = 5.0  # the longest exit waits on storage; what is not given back expires by itself
+
+
 def _give_back_budgets() -> None:
     """At exit, hand back unstarted calls and slots, so a short-lived process (a CLI command)
-    does not keep them from the other instances until they expire."""
-    for budget in list(_budgets.values()):
+    does not keep them from the other instances until they expire. In parallel and for at
+    most GIVE_BACK_S: with storage unreachable, the SDK's retries would hold the exit up."""
+    def give_back(budget: CallBudget) -> None:
         try:
             budget.close()
         except Exception:  # noqa: BLE001 - exiting anyway; what is held expires by itself
             log.debug("could not give back the shared call budget at exit", exc_info=True)
+
+    threads = [threading.Thread(target=give_back, args=(b,), daemon=True) for b in list(_budgets.values())]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + GIVE_BACK_S
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass
