@@ -103,7 +103,8 @@ def seed(svc: Services) -> None:
     out = Outcomes("op-health")
     for person in ("m1001", "m1002", "m1003"):
         out.add(person, activity.SYNCED, "to Dynamics: jobtitle", direction="marketo->dynamics")
-    out.collision("m1042", "lead", Collision("lastName", "Lovelace", "Byron", "King", Side.MARKETO, "marketo-wins"))
+    collision = Collision("lastName", "Lovelace", "Byron", "King", Side.MARKETO, "marketo-wins")
+    out.entries.append(out.collision_entry("m1042", "lead", collision))
     out.failed("m2077", activity.VALIDATION_FAILED,
                [Problem("emailaddress1", "format",
                         "emailaddress1 is not a valid email address: 'ada.lovelace(at)example'")],

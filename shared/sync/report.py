@@ -54,12 +54,8 @@ class Outcomes:
         self.entries.append(Entry(person, kind, message, direction, details or {}, datetime.now(UTC),
                                   self.operation_id))
 
-    def collision(self, person: str, entity: str, c: Collision) -> None:
-        """Log a collision with the batch's other outcomes (the applier logs its own earlier: `log_decisions`)."""
-        self.counts[activity.COLLISION] += 1
-        self.entries.append(self.collision_entry(person, entity, c))
-
     def collision_entry(self, person: str, entity: str, c: Collision) -> Entry:
+        """A collision's entry; the applier writes it before the writes that apply it (`log_decisions`)."""
         what = "initial link: values differed" if c.initial else "changed on both sides"
         # Values stay in `details` (for `leadsync explain`), out of the message the health page shows.
         decided_by = c.decided_by or f"{c.rule} rule for {entity}s"  # the rule that picked the winner
