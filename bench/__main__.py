@@ -133,10 +133,10 @@ def _one_system(plan: Plan, system: BenchSystem, phases: frozenset[str], results
         done()
     if "latency" in phases:
         system.sync(2)
-        tag, pool = cost.linked_people(system, plan.latency_pool, "lat")
+        _, pool = cost.linked_people(system, plan.latency_pool, "lat")
         for poll_s, seconds in ((30, plan.poll30_s), (5, plan.poll5_s)):
             say(f"latency: {seconds:g} s of {plan.edits_per_s:g} edits/s, polling every {poll_s} s")
-            results.update(latency.measure(system, tag, pool, poll_s=poll_s, duration_s=seconds,
+            results.update(latency.measure(system, pool, poll_s=poll_s, duration_s=seconds,
                                            edits_per_s=plan.edits_per_s))
             done()
     if "scale" in phases:
@@ -183,6 +183,10 @@ def main(argv: list[str]) -> int:
                              "a sync cut short is extrapolated and marked incomplete")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="the app's FUNCTIONS_WORKER_PROCESS_COUNT (default: one per core, at most 10)")
+    parser.add_argument("--edits-per-s", type=float, default=None, metavar="RATE",
+                        help="the latency phases' edit rate (default 4, quick 2)")
+    parser.add_argument("--events-burst", type=int, default=None, metavar="N",
+                        help="edits in the events phase's burst, each way (default 5000, quick 1000)")
     parser.add_argument("--only", default=None, metavar="PHASE[,PHASE]",
                         help=f"run only these phases, in their usual order ({', '.join(PHASES)})")
     args = parser.parse_args(argv)
@@ -195,6 +199,10 @@ def main(argv: list[str]) -> int:
         plan = replace(plan, worker_processes=args.workers)
     if args.scale_budget is not None:
         plan = replace(plan, scale_budget_s=args.scale_budget)
+    if args.edits_per_s is not None:
+        plan = replace(plan, edits_per_s=args.edits_per_s)
+    if args.events_burst is not None:
+        plan = replace(plan, events_burst=args.events_burst)
     out = args.out or HERE / ("results.quick.json" if args.quick else "results.json")
     results = run(plan, args.quick, out, phases)
     small, big = scale.label(plan.scale_small), scale.label(plan.scale_big)

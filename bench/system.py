@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -146,6 +147,18 @@ class BenchSystem:
     # -- observing ----------------------------------------------------------------------
     def counters(self) -> Counters:
         return Counters(int(self.marketo.stats()["counted_calls"]), int(self.dataverse.stats()["total_requests"]))
+
+    def calls_by_endpoint(self) -> Counter[str]:
+        """Every call either emulator served so far, by service and endpoint (for breakdowns)."""
+        out: Counter[str] = Counter()
+        for name, count in self.marketo.stats()["calls_by_endpoint"].items():
+            out[f"marketo {name}"] += int(count)
+        for name, count in self.dataverse.stats()["requests_by_operation"].items():
+            out[f"dataverse {name}"] += int(count)
+        return out
+
+    def say(self, text: str) -> None:
+        print(text, file=self._log, flush=True)
 
     def app_memory_kb(self) -> dict[str, int]:
         """The app's current (VmRSS) and peak (VmHWM) resident memory, in kB: the host

@@ -6,8 +6,9 @@ their ids into work messages (`shared.state.eventbuffer`).
 
 Both need the function key (`?code=`, as Dataverse's WebhookKey auth sends it, or the
 `x-functions-key` header) and, when LEADSYNC_WEBHOOK_SECRET is set, the `x-leadsync-secret`
-header. They answer 202 once the id is buffered, 401/400 with a JSON reason for a bad call,
-503 when storage cannot take it.
+header. They answer 202 once the id is buffered (or, `"status": "ignored"`, for a Dataverse
+change LeadSync's own user made), 401/400 with a JSON reason for a bad call, 503 when
+storage cannot take it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def _receive(req: func.HttpRequest, parse: Callable[[func.HttpRequest], Event]) 
         event = parse(req)
     except BadMessage as exc:
         return _json(400, {"status": "bad_request", "error": exc.reason})
+    if svc.own_user.made(event.initiated_by):  # our own write coming back: no news for either side
+        return _json(202, {"status": "ignored", "reason": "a change LeadSync made", "source": event.source,
+                           "kind": event.kind, "entity": event.entity, "id": event.record_id})
     lane = lane_of(event.source, event.kind, event.entity)
     try:
         scheduled = svc.events.add(lane, [event.record_id])
@@ -82,8 +86,9 @@ def drain_events(msg: func.QueueMessage) -> None:
         park_bad_message(svc, DRAIN_QUEUE, msg.get_body(), exc.reason, message_id=msg.id)
         return
     drained = svc.events.drain(request, apply=_apply_here)
-    log.info("events %s: %d ids -> %d work messages, %d applied here%s", drained.lane, drained.ids,
-             drained.messages, drained.applied, " (window stretched)" if drained.stretched else "")
+    log.info("events %s: %d ids -> %d work messages, %d applied here%s%s", drained.lane, drained.ids,
+             drained.messages, drained.applied, " (window stretched)" if drained.stretched else "",
+             f" ({drained.held} ids left for the next window)" if drained.held else "")
 
 
 def _apply_here(work: Work) -> None:

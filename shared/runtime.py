@@ -23,6 +23,7 @@ from typing import Any
 from shared import config
 from shared.clients.dataverse import DataverseClient
 from shared.clients.marketo import MarketoClient
+from shared.clients.ownuser import OwnUser
 from shared.clients.ratelimit import CallBudget
 from shared.config import Settings
 from shared.errors import ConfigError, StateConflict
@@ -186,6 +187,11 @@ class Services:
         """Ids from the services' change events, coalesced into work messages (`shared.state.eventbuffer`)."""
         return EventBuffer(self.storage, self.queues, delay_s=self.settings.events_coalesce_s,
                            batch_size=self.settings.batch_size, max_window_s=self.settings.events_max_window_s)
+
+    @cached_property
+    def own_user(self) -> OwnUser:
+        """LeadSync's Dataverse user, so the event receiver can drop the echoes of our own writes."""
+        return OwnUser(self.dataverse.who_am_i, self.lookups.submit)
 
     @cached_property
     def pending(self) -> PendingRequests:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from devhost.emulators.dataverse import DataverseAdmin, DataverseEmulator
+from devhost.emulators.dataverse.principals import SALESPERSON_USER
 from devhost.harness import eventually
 from tests.test_dataverse_emulator import _part, _post_batch
 from tests.webhook_receiver import Received, Receiver
@@ -215,6 +216,9 @@ def test_update_posts_the_documented_context(dataverse: Env, api: httpx.Client, 
     assert attrs["revenue"] == {"__type": f"Money:{CONTRACTS}", "Value": 25000.0}
     assert attrs["leadid"] == lead and attrs["modifiedon"].startswith("/Date(")
     assert attrs["modifiedby"]["__type"] == f"EntityReference:{CONTRACTS}"
+    # A Web API change is the application user's: the one WhoAmI names.
+    who = api.get("WhoAmI").json()["UserId"]
+    assert attrs["modifiedby"]["Id"] == body["InitiatingUserId"] == body["UserId"] == who
     assert "emailaddress1" not in attrs  # Target carries only what the request set
     post = kv(body["PostEntityImages"])["post"]
     assert kv(post["Attributes"]) == {"emailaddress1": "ada@example.com", "leadid": lead,
@@ -291,6 +295,9 @@ def test_admin_edits_qualify_and_bulk_actions_fire(dataverse: Env, api: httpx.Cl
                   for c in calls)
     assert seen == sorted([("lead", "Update", lead), ("lead", "Update", lead), ("contact", "Create", contact)])
     assert all(c.query == {"k": ["v 1"]} for c in calls)
+    # The admin API's edits are a salesperson's, not the application user's: events tell them apart.
+    who = api.get("WhoAmI").json()["UserId"]
+    assert {doc(c)["InitiatingUserId"] for c in calls} == {SALESPERSON_USER} != {who}
     qualified = [kv(kv(doc(c)["InputParameters"])["Target"]["Attributes"]) for c in calls
                  if doc(c)["MessageName"] == "Update" and "statecode" in
                  kv(kv(doc(c)["InputParameters"])["Target"]["Attributes"])]
@@ -300,6 +307,7 @@ def test_admin_edits_qualify_and_bulk_actions_fire(dataverse: Env, api: httpx.Cl
         {"@odata.type": "Microsoft.Dynamics.CRM.lead", "leadid": lead, "subject": "bulk"}]})
     assert resp.status_code == 204
     last = arrived(rx, 4)[3]
+    assert doc(last)["InitiatingUserId"] == who
     assert kv(kv(doc(last)["InputParameters"])["Target"]["Attributes"])["subject"] == "bulk"
 
 

@@ -103,7 +103,7 @@ def test_product_host_json_is_read_with_its_queue_settings() -> None:
         new_batch_threshold=4,
         max_dequeue_count=5,
         visibility_timeout=parse_timespan("00:00:10"),
-        max_polling_interval=parse_timespan("00:00:02"),
+        max_polling_interval=parse_timespan("00:00:01"),
         message_encoding="base64",
     )
 

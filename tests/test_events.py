@@ -14,9 +14,10 @@ import pytest
 
 from devhost.harness import eventually
 from shared import runtime
+from shared.state import eventbuffer
 from shared.state.eventbuffer import DRAIN_QUEUE, LAST, MARKER, TABLE, DrainRequest, delete_row, lane_of, parse_drain
 from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO, Work
-from shared.sync.events import MAX_DATAVERSE_BODY
+from shared.sync.events import MAX_DATAVERSE_BODY, parse_dataverse
 from tests.test_handlers import SECRET, app_env, registered  # noqa: F401 - app_env is a fixture
 
 LEAD = "6d81597f-0f9f-e711-8122-000d3aa2331c"
@@ -73,6 +74,12 @@ def drain_all() -> list[Work]:
         registered()["drain_events"](func.QueueMessage(id=message.id, body=message.content.encode(),
                                                        pop_receipt=message.pop_receipt))
         svc.storage.queue(DRAIN_QUEUE).delete_message(message)
+    return _work_queued()
+
+
+def _work_queued() -> list[Work]:
+    """The work messages queued (taken off their queues)."""
+    svc = runtime.services(checked=False)
     work: list[Work] = []
     for name in (FROM_MARKETO, FROM_DYNAMICS):
         for message in svc.storage.queue(name).receive_messages(max_messages=32):
@@ -124,6 +131,15 @@ def test_a_context_trimmed_for_size_is_accepted(clean: None) -> None:
                                                                 **{"x-ms-dynamics-msg-size-exceeded": ""}))
     assert response.status_code == 202
     assert [w.ids for w in drain_all()] == [(LEAD,)]
+
+
+@pytest.mark.parametrize("given,read", [
+    ("A1B2C3D4-0000-4000-8000-00000000000F", "a1b2c3d4-0000-4000-8000-00000000000f"),
+    (None, None), ("", None), ("not-a-guid", None), (7, None)])
+def test_the_initiating_user_is_read_when_it_is_a_guid(given: Any, read: str | None) -> None:
+    """Only an echo check uses it: a context without a usable one is still an event."""
+    body = {**context(), "InitiatingUserId": given}
+    assert parse_dataverse(json.dumps(body).encode()).initiated_by == read
 
 
 def test_a_dataverse_delete_becomes_deleted_work(clean: None) -> None:
@@ -310,11 +326,47 @@ def test_a_busy_lanes_drain_stretches_its_window_and_keeps_every_id(clean: None)
     queue = svc.storage.queue(DRAIN_QUEUE)
     assert queue.get_queue_properties().approximate_message_count == 1
     (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
-    assert parse_drain(message.content) == DrainRequest("marketo-changed", opened)  # the same window
+    grew = opened + timedelta(seconds=1)
+    assert parse_drain(message.content) == DrainRequest("marketo-changed", opened, 20, grew)  # the same window
     queue.delete_message(message)
-    drained = svc.events.drain(parse_drain(message.content), now=opened + timedelta(seconds=10))
-    assert (drained.ids, drained.messages, drained.stretched) == (20, 1, False)  # the window's end
+    # Nothing new at the next look: perhaps a stall, so the window stays open...
+    drained = svc.events.drain(parse_drain(message.content), now=opened + timedelta(seconds=2))
+    assert (drained.ids, drained.messages, drained.stretched) == (20, 0, True)
+    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
+    assert parse_drain(message.content) == DrainRequest("marketo-changed", opened, 20, grew)
+    queue.delete_message(message)
+    # ...until the lane has not grown for QUIET_S: the burst is over.
+    drained = svc.events.drain(parse_drain(message.content), now=grew + timedelta(seconds=eventbuffer.QUIET_S))
+    assert (drained.ids, drained.messages, drained.stretched) == (20, 1, False)
     assert [sorted(w.ids) for w in drain_all()] == [list(range(10001, 10021))]
+    assert svc.events.pending() == {}
+
+
+def test_a_bursts_window_sends_full_messages_and_leaves_the_rest_for_the_next(clean: None) -> None:
+    """A window that ends with 320 ids sends one message of 300; the other 20 wait in a new
+    window (marker and drain message) for the burst's next ids, losing none."""
+    svc = runtime.services(checked=False)
+    svc.events.delay_s = 1
+    _buffer_ids("marketo-changed", range(20001, 20321))
+    opened = datetime.now(UTC)
+    drained = svc.events.drain(DrainRequest("marketo-changed", opened), now=opened + timedelta(seconds=1))
+    assert (drained.ids, drained.messages, drained.held) == (300, 1, 20)
+    (work,) = _work_queued()
+    assert sorted(work.ids) == list(range(20001, 20301))
+    assert svc.events.pending() == {"marketo-changed": 20}
+    assert ("marketo-changed", MARKER) in buffered()
+    queue = svc.storage.queue(DRAIN_QUEUE)
+    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
+    queue.delete_message(message)
+    request = parse_drain(message.content)
+    assert request.opened is not None and request.seen == 0  # a new window's first look
+    assert svc.events.drain(request, now=request.opened + timedelta(seconds=1)).stretched  # a burst's rate
+    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
+    queue.delete_message(message)
+    later = request.opened + timedelta(seconds=1 + eventbuffer.QUIET_S)
+    drained = svc.events.drain(parse_drain(message.content), now=later)
+    assert (drained.ids, drained.messages, drained.held) == (20, 1, 0)  # the burst is over
+    assert [sorted(w.ids) for w in _work_queued()] == [list(range(20301, 20321))]
     assert svc.events.pending() == {}
 
 
@@ -337,6 +389,69 @@ def test_the_drain_applies_a_small_lane_itself(clean: None) -> None:
     assert (drained.ids, drained.messages, drained.applied) == (3, 0, 1)
     assert [sorted(w.ids) for w in applied] == [[12001, 12002, 12003]]
     assert drain_all() == [] and svc.events.pending() == {}  # no work message: one queue hop fewer
+
+
+def test_while_the_drain_applies_its_rows_are_gone_and_its_work_waits_invisible(clean: None) -> None:
+    """Another drain of the lane meanwhile reads nothing (a burst's slow apply would otherwise
+    be applied again by every drain that runs before it ends); the held copy is withdrawn."""
+    svc = runtime.services(checked=False)
+    svc.events.direct_max = 300
+    _buffer_ids("marketo-changed", range(12101, 12104))
+    queue = svc.storage.queue(FROM_MARKETO)
+    seen: list[tuple[dict[str, int], int, list[Any]]] = []
+
+    def apply(work: Work) -> None:
+        visible = list(queue.peek_messages(max_messages=32))
+        seen.append((svc.events.pending(), svc.queues.depth(FROM_MARKETO), visible))
+
+    assert svc.events.drain("marketo-changed", apply=apply).applied == 1
+    assert seen == [({}, 1, [])]  # no rows left; one work message, invisible
+    assert svc.queues.depth(FROM_MARKETO) == 0  # withdrawn once applied
+
+
+def test_a_drain_that_dies_mid_apply_leaves_its_work_to_the_queue(clean: None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eventbuffer, "DIRECT_HOLD_S", 1)
+    svc = runtime.services(checked=False)
+    svc.events.direct_max = 300
+    _buffer_ids("marketo-changed", range(12201, 12204))
+
+    def die(work: Work) -> None:
+        raise SystemExit("the host was killed")
+
+    with pytest.raises(SystemExit):
+        svc.events.drain("marketo-changed", apply=die)
+    assert svc.events.pending() == {}
+    works = eventually(_work_queued, timeout=60)  # visible once the hold ends
+    assert [sorted(w.ids) for w in works] == [[12201, 12202, 12203]]
+
+
+def test_an_event_while_the_drain_works_joins_its_window_and_the_next_drain_reads_it(
+        clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker stays while the drain works: a receiver meanwhile only touches it (no drain
+    of its own reads the rows being drained); the drain's last look opens the next window."""
+    svc = runtime.services(checked=False)
+    svc.events.direct_max = 300
+    _buffer_ids("marketo-changed", range(16001, 16004))
+    scheduled: list[bool] = []
+    send_held = svc.queues.send_held
+
+    def receiver_meanwhile(item: Work, *, hold_s: int) -> Any:
+        if not scheduled:  # one receiver call, during the first drain
+            scheduled.append(svc.events.add(lane_of("marketo", "changed", None), [16009]))
+        return send_held(item, hold_s=hold_s)
+
+    monkeypatch.setattr(svc.queues, "send_held", receiver_meanwhile)
+    applied: list[Work] = []
+    assert svc.events.drain("marketo-changed", apply=applied.append).applied == 1
+    assert scheduled == [False]  # the window was open: one request, no drain message of its own
+    assert [sorted(w.ids) for w in applied] == [[16001, 16002, 16003]]
+    assert svc.events.pending() == {"marketo-changed": 1}
+    queue = svc.storage.queue(DRAIN_QUEUE)
+    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
+    queue.delete_message(message)
+    assert svc.events.drain(parse_drain(message.content), apply=applied.append).ids == 1
+    assert applied[-1].ids == (16009,) and svc.events.pending() == {}
 
 
 def test_ids_whose_apply_in_the_drain_failed_go_to_a_work_message(clean: None) -> None:

@@ -76,6 +76,42 @@ def test_an_event_for_our_own_write_costs_no_marketo_read(h: Harness) -> None:
     assert marketo_reads(h) == before
 
 
+def dataverse_reads(h: Harness) -> int:
+    return int(h.dataverse.stats()["requests_by_operation"].get("GET leads", 0))
+
+
+def test_a_marketo_event_for_an_unchanged_person_costs_no_dataverse_read(h: Harness) -> None:
+    """Marketo calls for LeadSync's own writes too, and its webhook does not say who made a
+    change: a person whose values all equal the last agreed ones is dropped after the
+    Marketo read, before it costs a Dataverse read; a changed one is read and applied."""
+    lead_id, marketo_id = linked_lead(h)
+    before = dataverse_reads(h)
+    assert event(h, "marketo", b'{"leadId": %d}' % marketo_id).status_code == 202
+    eventually(lambda: not services().events.pending(), timeout=60)
+    h.drain()
+    assert dataverse_reads(h) == before
+    h.marketo.update_lead(marketo_id, title="Navigator")
+    assert event(h, "marketo", b'{"leadId": %d}' % marketo_id).status_code == 202
+    eventually(lambda: (h.dataverse.get("leads", lead_id) or {}).get("jobtitle") == "Navigator", timeout=60)
+    assert dataverse_reads(h) > before
+
+
+def test_an_event_for_a_change_leadsync_made_is_dropped_before_it_is_buffered(h: Harness) -> None:
+    """A context naming LeadSync's own application user (WhoAmI) as the initiating user is
+    answered "ignored" and costs nothing more; the same change by anyone else is buffered."""
+    lead_id, _ = linked_lead(h)
+    ours = str(services().dataverse.who_am_i()["UserId"])
+    body = context("Update", "lead", lead_id)
+    mine = json.dumps({**body, "InitiatingUserId": ours.upper()}).encode()
+    # The app asks WhoAmI in the background on its first Dataverse event: until then it buffers.
+    eventually(lambda: event(h, "dataverse", mine).json()["status"] == "ignored", timeout=60)
+    eventually(lambda: not services().events.pending(), timeout=60)
+    answer = event(h, "dataverse", mine)
+    assert answer.status_code == 202 and answer.json()["status"] == "ignored"
+    assert services().events.pending() == {}
+    assert event(h, "dataverse", json.dumps(body).encode()).json()["status"] == "accepted"
+
+
 def test_a_marketo_event_reaches_dynamics_without_a_poll(h: Harness) -> None:
     lead_id, marketo_id = linked_lead(h)
     h.marketo.update_lead(marketo_id, title="Commodore")

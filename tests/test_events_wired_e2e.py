@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from devhost.harness import Harness, by_hand, eventually, running
+from shared.runtime import services
 
 pytestmark = pytest.mark.e2e
 
@@ -58,9 +59,15 @@ def test_edits_cross_by_events_alone_once_both_services_are_wired(h: Harness) ->
 
     eventually(marketo_title, timeout=60)  # no poll ran: the Dataverse webhook carried it
 
+    heard = services().events.last_received().get("dynamics")
+    assert heard is not None
+    calls = h.dataverse.webhook_stats()["sent"]
     h.marketo.update_lead(marketo_id, firstName="Augusta")
 
     def dynamics_first_name() -> Any:
         return (h.dataverse.get("leads", lead_id) or {}).get("firstname") == "Augusta"
 
     eventually(dynamics_first_name, timeout=60)  # and the Marketo campaign's webhook the other way
+    # LeadSync's own write came back as a Dataverse event: answered, and dropped before any read.
+    eventually(lambda: h.dataverse.webhook_stats()["sent"] > calls, timeout=60)
+    assert services().events.last_received().get("dynamics") == heard

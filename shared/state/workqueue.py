@@ -13,11 +13,15 @@ schema version; anything else is a BadMessage (the host moves it to the poison q
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from azure.core.exceptions import AzureError
+from azure.storage.queue import QueueMessage
 
 from shared.errors import BadMessage
 from shared.state.storage import Storage
@@ -26,6 +30,7 @@ SCHEMA_VERSION = 1
 FROM_MARKETO = "leadsync-from-marketo"
 FROM_DYNAMICS = "leadsync-from-dynamics"
 MAX_IDS = 300  # one Marketo read (300 ids) per message
+log = logging.getLogger("leadsync")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -97,6 +102,14 @@ def chunked(source: str, kind: str, ids: Sequence[Any], *, entity: str | None = 
     return [Work(source, kind, tuple(unique[i:i + size]), entity, reason) for i in range(0, len(unique), size)]
 
 
+@dataclass(frozen=True)
+class Held:
+    """A work message sent invisible (`WorkQueues.send_held`), and the receipt that withdraws it."""
+
+    queue: str
+    message: QueueMessage
+
+
 class WorkQueues:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
@@ -106,6 +119,28 @@ class WorkQueues:
         not spin while whatever blocked it clears)."""
         for item in items:
             self._storage.queue(item.queue).send_message(item.to_json(), visibility_timeout=delay_s or None)
+
+    def send_held(self, item: Work, *, hold_s: int) -> Held:
+        """Enqueue `item` invisible for `hold_s`: the safe copy of work applied meanwhile by
+        whoever holds it, who then withdraws it (done) or releases it (failed); if the
+        holder dies, the queue trigger applies it once the hold ends."""
+        queue = self._storage.queue(item.queue)
+        return Held(item.queue, queue.send_message(item.to_json(), visibility_timeout=hold_s))
+
+    def withdraw(self, held: Held) -> None:
+        """The held work was applied: delete its copy (if that fails, it is applied once more later)."""
+        try:
+            self._storage.queue(held.queue).delete_message(held.message)
+        except AzureError as exc:
+            log.warning("work %s: the applied copy stays and will be applied again (%s)", held.message.id,
+                        type(exc).__name__)
+
+    def release(self, held: Held) -> None:
+        """Applying the held work failed: let the queue trigger have it now (or, if that fails, when the hold ends)."""
+        try:
+            self._storage.queue(held.queue).update_message(held.message, visibility_timeout=0)
+        except AzureError as exc:
+            log.warning("work %s: it waits for its hold to end (%s)", held.message.id, type(exc).__name__)
 
     def depth(self, name: str) -> int:
         props = self._storage.queue(name).get_queue_properties()

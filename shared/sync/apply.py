@@ -36,11 +36,11 @@ from shared.sync import realtime
 from shared.sync.batch import Batch, Pending, eligible
 from shared.sync.closing import closed_lead
 from shared.sync.deletes import dynamics_deleted, mark_deleted_in_marketo, marketo_deleted
-from shared.sync.echo import dataverse_news
+from shared.sync.echo import dataverse_news, marketo_people_news
 from shared.sync.linking import likely_new, link_or_create
 from shared.sync.merges import dynamics_merged, follow_dynamics_merges, is_merged, marketo_merged, merged_away
 from shared.sync.report import Outcomes, flush
-from shared.sync.sides import read_both
+from shared.sync.sides import read_both, read_marketo
 from shared.sync.writes import merge_and_write
 
 log = logging.getLogger("leadsync")
@@ -62,7 +62,14 @@ def apply_work(svc: Services, work: Work) -> Outcomes:
             _dynamics_deleted(batch, work.entity, [str(i) for i in work.ids], check=work.reason == "event")
     elif work.source == "marketo":
         found = svc.links.get_many(int(i) for i in work.ids)
-        _reconcile(batch, [lk for lk in found.values() if lk.state != "creating"], prefetched={})
+        links = [lk for lk in found.values() if lk.state != "creating"]
+        people = None
+        if work.reason == "event" and links:
+            # Webhook events name our own writes too (the pollers drop those before
+            # enqueueing, `shared.sync.echo`); here they are dropped before a Dynamics read.
+            people = read_marketo(svc, links)
+            links = marketo_people_news(svc, links, people)
+        _reconcile(batch, links, prefetched={}, people=people)
         if work.reason == RETRY_CREATE:
             _create_unlinked(svc, work, [int(i) for i in work.ids if int(i) not in found])
     else:
@@ -120,12 +127,13 @@ def _dynamics_changed(batch: Batch, entity: str, ids: list[str], *, drop_echoes:
     _reconcile(batch, [*found.links.values(), *new_links], prefetched)
 
 
-def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+def _reconcile(batch: Batch, links: Sequence[Link], prefetched: Mapping[tuple[str, str], Mapping[str, Any]],
+               people: Mapping[int, dict[str, Any]] | None = None) -> None:
     svc = batch.svc
     if not links:
         return
     links = [lk for lk in links if lk.entity and lk.dynamics_id]
-    marketo, dynamics = read_both(svc, links, prefetched)
+    marketo, dynamics = read_both(svc, links, prefetched, people)
     pending: list[Pending] = []
     gone_marketo: list[Link] = []
     gone_dynamics: list[Link] = []

@@ -37,6 +37,19 @@ def marketo_news(svc: Services, changes: Sequence[LeadChange]) -> list[int]:
             if (link := links.get(lead_id)) is not None and not _echo(svc, link, fields)]
 
 
+def marketo_people_news(svc: Services, links: Sequence[Link],
+                        people: Mapping[int, Mapping[str, Any]]) -> list[Link]:
+    """The links whose Marketo person, as read, differs from its base (or is gone).
+
+    For change events: Marketo's webhook names a person, not what changed or who changed
+    it, so the person's mapped fields are compared whole; LeadSync's own writes coming back
+    are dropped here, before they cost a Dynamics read.
+    """
+    return [link for link in links
+            if (person := people.get(link.marketo_id)) is None
+            or not _echo(svc, link, {name: person.get(name) for name in svc.fields.marketo_fields()})]
+
+
 def dataverse_news(svc: Services, entity: str, records: Iterable[Mapping[str, Any]], *, delta: bool) -> list[str]:
     """Record ids whose mapped values differ from their base, or that need a decision.
 

@@ -6,15 +6,21 @@ sides fresh and merge against the base, so a duplicated, reordered, late, echoed
 event cannot carry a value into a write. Two wire formats:
 
     Dataverse  a RemoteExecutionContext (webhook step on Create/Update/Delete of lead or
-               contact): MessageName, PrimaryEntityName, PrimaryEntityId are all we read.
-               The body may arrive double-encoded (a JSON string holding the JSON object),
-               which is accepted once. Delete -> "deleted", Create/Update -> "changed".
+               contact): MessageName, PrimaryEntityName, PrimaryEntityId, and who made the
+               change (InitiatingUserId) are all we read. The body may arrive double-encoded
+               (a JSON string holding the JSON object), which is accepted once.
+               Delete -> "deleted", Create/Update -> "changed".
     Marketo    the Call Webhook payload `{"leadId": {{lead.Id}}}` (the same template as
                `sync-person`), from a trigger campaign on Data Value Changes / Person is
                Created. Always "changed"; a person not linked yet is left alone (the applier
                skips it, as for a poll), so an event never creates a Dynamics lead.
 
 Anything else is a BadMessage whose reason the receiver returns as a 400.
+
+A Dataverse change LeadSync made itself (its application user initiated it) is an echo: the
+receiver drops it before it costs a read on either side (`shared.clients.ownuser`).
+Marketo's webhook says nothing about who made a change, so its echoes are dropped later, by
+the applier's base comparison (`shared.sync.echo.marketo_people_news`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class Event:
     kind: str  # "changed" | "deleted"
     record_id: int | str  # Marketo person id, or a lower-case Dataverse GUID
     entity: str | None = None  # "lead" | "contact" for Dataverse
+    initiated_by: str | None = None  # the Dataverse user who made the change (lower case), when the context says
 
 
 def parse_dataverse(raw: bytes, headers: dict[str, str] | None = None) -> Event:
@@ -72,7 +79,11 @@ def parse_dataverse(raw: bytes, headers: dict[str, str] | None = None) -> Event:
         given = headers.get(header)
         if given is not None and given != value:
             raise BadMessage(f"header {header} {given!r} does not match the body's {value!r}")
-    return Event("dynamics", MESSAGES[message], record_id.lower(), entity)
+    initiated_by = body.get("InitiatingUserId")
+    if not isinstance(initiated_by, str) or not _GUID.fullmatch(initiated_by):
+        initiated_by = None  # optional to us: without it the event is simply never taken for an echo
+    return Event("dynamics", MESSAGES[message], record_id.lower(), entity,
+                 initiated_by.lower() if initiated_by else None)
 
 
 def parse_marketo(raw: bytes) -> Event:

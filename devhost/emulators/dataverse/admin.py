@@ -1,7 +1,8 @@
 """/_admin: test and demo control (no auth; not counted in Web API limits or stats).
 
 Writes here act "as a salesperson would" in the app: they skip Web API validation but bump
-row versions, so they show up in change tracking.
+row versions, so they show up in change tracking, and they are made by the salesperson user
+(`principals.SALESPERSON_USER`), whom their change events name.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..jsonresp import JSONResponse
+from .principals import SALESPERSON_USER
 from .store import ApiError
 
 if TYPE_CHECKING:
@@ -175,7 +177,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
             return err(404, "unknown entity set")
         if request.method == "POST":
             try:
-                with emu.store.lock:
+                with emu.store.acting_as(SALESPERSON_USER):
                     row = emu.store.create(set_name, await body(request), validate=False)
                     return JSONResponse(record(set_name, row), status_code=201)
             except ApiError as exc:
@@ -197,14 +199,14 @@ def admin_routes(emu: Emulator) -> list[Route]:
         if request.method == "PATCH":
             key = emu.store.entity(set_name).primary_id
             try:
-                with emu.store.lock, emu.store.transaction():
+                with emu.store.acting_as(SALESPERSON_USER), emu.store.transaction():
                     for r in records:
                         emu.store.update(set_name, str(r.get(key) or ""), r, validate=False)
             except ApiError as exc:
                 return err(exc.status, exc.message)
             return JSONResponse({"updated": len(records)})
         try:
-            with emu.store.lock, emu.store.transaction():
+            with emu.store.acting_as(SALESPERSON_USER), emu.store.transaction():
                 ids = [emu.store.create(set_name, r, validate=False)[emu.store.entity(set_name).primary_id]
                        for r in records]
         except ApiError as exc:
@@ -217,7 +219,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
             return err(404, "unknown entity set")
         rid = str(request.path_params["id"]).lower()
         try:
-            with emu.store.lock:
+            with emu.store.acting_as(SALESPERSON_USER):
                 if request.method == "GET":
                     row = emu.store.get(set_name, rid)
                     return JSONResponse(record(set_name, row)) if row else err(404, "not found")
@@ -236,7 +238,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
 
         rid = str(request.path_params["id"])
         existing = (await body(request)).get("existing_contact")
-        with emu.store.lock:
+        with emu.store.acting_as(SALESPERSON_USER):
             if existing:
                 patch = json.dumps({"parentcontactid@odata.bind": f"/contacts({existing})"}).encode()
                 resp = emu.webapi.dispatch(Req("PATCH", f"leads({rid})", [], {"if-match": "*"}, patch))
@@ -253,7 +255,7 @@ def admin_routes(emu: Emulator) -> list[Route]:
     async def merge(request: Request) -> Response:
         """A salesperson's merge: the Web API's Merge action with the body the UI would send."""
         payload = json.dumps(await body(request)).encode()
-        with emu.store.lock:
+        with emu.store.acting_as(SALESPERSON_USER):
             resp = emu.webapi.dispatch(Req("POST", "Merge", [], {}, payload))
         if resp.status != 204:
             return Response(resp.body, status_code=resp.status, media_type="application/json")

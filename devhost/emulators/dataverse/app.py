@@ -93,7 +93,7 @@ class Emulator:
         self.store = Store()
         self.webapi = WebApi(self.store, self.base_url)
         self.webhooks = Webhooks(self.store, Origin(f"{tenant}.crm.dynamics.com", tenant, self.webapi.org_id,
-                                                    self.webapi.user_id, self.webapi.bu_id))
+                                                    self.webapi.bu_id))
         self.lock = threading.Lock()
         self.tokens: dict[str, float] = {}  # access token → expiry (epoch s)
         self.signing_key = secrets.token_bytes(32)

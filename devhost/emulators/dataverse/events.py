@@ -45,12 +45,11 @@ def reference(logical_name: str, rid: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Origin:
-    """Who and where: the org, the calling user and its business unit."""
+    """Where: the org and the business unit (who made a change is the change's own `user_id`)."""
 
     organization: str  # e.g. contoso.crm.dynamics.com
     org_name: str
     org_id: str
-    user_id: str
     bu_id: str
 
 
@@ -109,7 +108,7 @@ class Encoder:
         return self.entity(entity, row[entity.primary_id], self.attributes(entity, row, names),
                            self.formatted(entity, row, names), with_type=False)
 
-    def target(self, change: Change, entity: EntityDef, origin: Origin) -> dict[str, Any]:
+    def target(self, change: Change, entity: EntityDef) -> dict[str, Any]:
         if change.message == "Delete":
             return {"__type": typed("EntityReference"), "Id": change.id, "KeyAttributes": [],
                     "LogicalName": entity.logical_name, "Name": None, "RowVersion": None}
@@ -119,9 +118,9 @@ class Encoder:
         else:
             names = [n for n in change.submitted if n != entity.primary_id] + [entity.primary_id, "modifiedon"]
         attrs = self.attributes(entity, row, names)
-        attrs += kv({"modifiedby": reference("systemuser", origin.user_id), "modifiedonbehalfby": None})
+        attrs += kv({"modifiedby": reference("systemuser", change.user_id), "modifiedonbehalfby": None})
         if change.message == "Create":
-            attrs += kv({"createdby": reference("systemuser", origin.user_id), "createdonbehalfby": None})
+            attrs += kv({"createdby": reference("systemuser", change.user_id), "createdonbehalfby": None})
         return self.entity(entity, change.id, attrs, [], with_type=True)
 
 
@@ -149,9 +148,9 @@ def context(encoder: Encoder, change: Change, step: StepInfo, origin: Origin, co
     operation_id = str(uuid.uuid4())
     doc: dict[str, Any] = {
         "BusinessUnitId": origin.bu_id, "CorrelationId": correlation_id, "Depth": 1,
-        "InitiatingUserAgent": "", "InitiatingUserAzureActiveDirectoryObjectId": origin.user_id,
-        "InitiatingUserId": origin.user_id,
-        "InputParameters": kv({"Target": encoder.target(change, entity, origin)}),
+        "InitiatingUserAgent": "", "InitiatingUserAzureActiveDirectoryObjectId": change.user_id,
+        "InitiatingUserId": change.user_id,
+        "InputParameters": kv({"Target": encoder.target(change, entity)}),
         "IsExecutingOffline": False, "IsInTransaction": False, "IsOfflinePlayback": False, "IsolationMode": 1,
         "MessageName": change.message, "Mode": step.mode, "OperationCreatedOn": date(now),
         "OperationId": operation_id, "OrganizationId": origin.org_id, "OrganizationName": origin.org_name,
@@ -165,7 +164,7 @@ def context(encoder: Encoder, change: Change, step: StepInfo, origin: Origin, co
         "PostEntityImages": kv(post), "PreEntityImages": kv(pre), "PrimaryEntityId": change.id,
         "PrimaryEntityName": entity.logical_name, "RequestId": request_id, "SecondaryEntityName": "none",
         "SharedVariables": [], "Stage": step.stage,
-        "UserAzureActiveDirectoryObjectId": origin.user_id, "UserId": origin.user_id,
+        "UserAzureActiveDirectoryObjectId": change.user_id, "UserId": change.user_id,
     }
     body = json.dumps(doc, separators=(",", ":")).encode()
     if len(body) <= MAX_BODY:

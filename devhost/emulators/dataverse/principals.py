@@ -15,6 +15,9 @@ from .metadata import Attr, EntityDef
 
 # The application user LeadSync signs in as; it owns what it creates unless told otherwise.
 APPLICATION_USER = "a1b2c3d4-0000-4000-8000-000000000001"
+# The person behind the admin API's edits ("as a salesperson would in the app"): a change
+# event names who made the change, and LeadSync tells its own writes from hers by it.
+SALESPERSON_USER = "a1b2c3d4-0000-4000-8000-000000000002"
 OWNER_SETS = ("systemusers", "teams")
 
 
@@ -51,6 +54,12 @@ def application_user() -> dict[str, Any]:
     """The row of the application user every fresh store holds (it exists in a real org too)."""
     return {"systemuserid": APPLICATION_USER, "fullname": "LeadSync Emulator", "internalemailaddress": None,
             "domainname": "leadsync-app@contoso.onmicrosoft.com", "isdisabled": False}
+
+
+def salesperson() -> dict[str, Any]:
+    """The row of the user the admin API's edits are made by (no e-mail: she owns nothing synced)."""
+    return {"systemuserid": SALESPERSON_USER, "fullname": "Sam Seller", "internalemailaddress": None,
+            "domainname": "sam.seller@contoso.onmicrosoft.com", "isdisabled": False}
 
 
 def bind_targets(attr: Attr, nav: str) -> tuple[str, ...]:

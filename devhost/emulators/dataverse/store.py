@@ -23,14 +23,14 @@ import weakref
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from . import typed
 from .filter import norm
 from .metadata import GUID_TYPES, INT_TYPES, OPTION_TYPES, STATUS_STATE, STRING_TYPES, Attr, EntityDef, build_entities
-from .principals import application_user, bind_targets, build_principals, check_owner
+from .principals import APPLICATION_USER, application_user, bind_targets, build_principals, check_owner, salesperson
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -79,6 +79,7 @@ class Change:
     submitted: dict[str, Any]
     pre: dict[str, Any] | None
     post: dict[str, Any] | None
+    user_id: str = APPLICATION_USER  # who made it: the store's actor at the time
 
 
 Check = Callable[["Store", dict[str, Any] | None, dict[str, Any] | None], None]
@@ -223,6 +224,7 @@ class Store:
         self.min_delta_version = self.version
         self._journal: list[tuple[str, str, dict[str, Any] | None, int | None]] | None = None
         self._changes: list[Change] = []  # written but not yet committed (inside a transaction)
+        self.actor = APPLICATION_USER  # whose writes these are: the Web API's caller unless `acting_as` says
         ext = _EXTENSIONS.get(self)
         for entity, seeds in ext.tables if ext else []:
             self._add_table(entity, seeds)
@@ -230,6 +232,7 @@ class Store:
 
         self.pipeline = Pipeline()  # plug-in steps and duplicate rules the admin API registers
         self.create("systemusers", application_user(), validate=False)
+        self.create("systemusers", salesperson(), validate=False)
         typed.seed(self)
 
     def extend(self, ext: Extension) -> None:
@@ -261,8 +264,20 @@ class Store:
         if check is not None:
             check(self, old, new)
 
+    @contextmanager
+    def acting_as(self, user_id: str) -> Iterator[None]:
+        """Writes made inside are `user_id`'s (the lock is held, so no other caller's interleave)."""
+        with self.lock:
+            before, self.actor = self.actor, user_id
+            try:
+                yield
+            finally:
+                self.actor = before
+
     def _changed(self, change: Change) -> None:
         """Outside a transaction a write commits at once; inside, at the outermost commit."""
+        if change.user_id != self.actor:
+            change = replace(change, user_id=self.actor)
         self._changes.append(change)
         if self._journal is None:
             self._flush()

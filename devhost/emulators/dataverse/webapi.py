@@ -99,7 +99,7 @@ class WebApi:
         self.root = self.base_url + API_PREFIX
         self.batch_operations = 0
         self.org_id = str(uuid.uuid4())
-        self.user_id = str(uuid.uuid4())
+        self.user_id = SYSTEM_USER  # WhoAmI names the application user every store holds
         self.bu_id = str(uuid.uuid4())
         self.metadata_stamps: dict[str, dict[str, str]] = {}  # RetrieveMetadataChanges stamps issued
         self.denied: set[str] = set()  # privileges the application user's roles lack, e.g. "prvReadLead"
