@@ -104,8 +104,10 @@ def main(argv: list[str]) -> int:
         tally = campaign.run()
         checks = fuzzed + ([] if args.quota_only else run_checks(campaign))
         if not args.quota_only:  # the quota phase alone writes its own keys only
-            record({"realtime.people": tally.realtime_people + len(tally.realtime_missing),
+            record({"realtime.people": tally.realtime_people + len(tally.realtime_missing)
+                    + len(tally.realtime_unaccepted),
                     "realtime.claims_unfinished": len(tally.realtime_missing),
+                    "realtime.unaccepted": len(tally.realtime_unaccepted),
                     "realtime.responses": dict(sorted(tally.realtime.items()))})
             if config.events:  # the sync's own checks, with both services' events wired and faulty (chaos/events.py)
                 by_name = {check.name: check for check in checks}

@@ -24,6 +24,7 @@ and the same fault plan, not the same interleaving.
 from __future__ import annotations
 
 import random
+import re
 import string
 import tempfile
 import threading
@@ -56,6 +57,9 @@ from shared.state.workqueue import FROM_DYNAMICS, FROM_MARKETO
 NEVER = "0 0 0 1 1 *"  # pollers run only when the campaign asks
 DOMAIN = "chaos.example.com"
 
+
+# The app's log lines for a `sync-person` request it kept: accepted, or answered from the link.
+ACCEPTED = re.compile(r"sync-person m(\d+) (?:accepted|->|finished)")
 
 @dataclass
 class Config:
@@ -96,7 +100,10 @@ class Tally:
     unknown_messages: int = 0
     realtime: dict[str, int] = field(default_factory=dict)  # status -> count
     realtime_people: int = 0
-    realtime_missing: list[str] = field(default_factory=list)  # webhook people left without a lead
+    realtime_missing: list[str] = field(default_factory=list)  # accepted webhook people left without a lead
+    # Webhook people none of whose calls the app accepted (each died with the host before
+    # the request was kept): Marketo logs the errors and nothing is left to finish.
+    realtime_unaccepted: list[str] = field(default_factory=list)
     sync_cycles: int = 0
     round_mismatches: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -399,12 +406,27 @@ class Campaign:
 
     oracle_lock = threading.Lock()
 
+    def accepted_webhook_people(self) -> set[int]:
+        """Marketo ids whose `sync-person` request the app kept, by its log (`accepted`, or
+        already linked, created or finished). A line the kill cut off only makes a person look
+        unaccepted when it also has no lead, i.e. the app would have had to lose it too."""
+        assert self.app is not None
+        text = self.app.log_path.read_text(encoding="utf-8", errors="replace")
+        return {int(m) for m in ACCEPTED.findall(text)}
+
     def collect_realtime(self) -> None:
+        accepted = self.accepted_webhook_people()
         for person, values in self._realtime_new:
             found = self.dataverse.find("leads", emailaddress1=person.email)
+            who = f"{person.key} (Marketo {person.marketo_id})"
+            if not found and person.marketo_id not in accepted:
+                self.log(f"real-time person {who}: the app accepted none of its calls (each died with the "
+                         "host first), so nothing was left to finish")
+                self.tally.realtime_unaccepted.append(who)
+                continue
             if not found:
-                self.log(f"real-time person {person.key} (Marketo {person.marketo_id}) has no Dynamics lead")
-                self.tally.realtime_missing.append(f"{person.key} (Marketo {person.marketo_id})")
+                self.log(f"real-time person {who} was accepted and has no Dynamics lead")
+                self.tally.realtime_missing.append(who)
                 continue
             person.dynamics_id = str(found[0]["leadid"]).lower()
             self.oracle.add(person, values)

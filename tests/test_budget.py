@@ -314,3 +314,31 @@ def test_processes_adapt_to_another_integration_spending_the_same_rate_limit(
     assert state.pressures >= 1
     # Measured: about 6 % refused; with the share held at 100 % (no adaptation) about 68 %.
     assert limited <= ours_calls // 5
+
+
+def test_renewal_failures_are_reported_once_then_once_a_minute_then_their_end(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage down for minutes must not write a traceback every few seconds."""
+    now = [0.0]
+    budget = CallBudget(clock=lambda: now[0], background=False)
+    down = [True]
+
+    def maintain() -> None:
+        if down[0]:
+            raise ConnectionError("storage is unreachable")
+
+    monkeypatch.setattr(budget, "maintain", maintain)
+    with caplog.at_level("INFO", logger="leadsync"):
+        for _ in range(5):  # the background thread's pace: a few times a second
+            budget.tend()
+            now[0] += 0.5
+        assert [(r.levelname, r.exc_info is not None) for r in caplog.records] == [("WARNING", True)]
+        now[0] = 61.0
+        budget.tend()
+        budget.tend()
+        assert len(caplog.records) == 2 and "after 61 s" in caplog.records[1].getMessage()
+        down[0] = False
+        budget.tend()
+        budget.tend()
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "INFO"]
+    assert "renewed again" in caplog.records[2].getMessage()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chaos.campaign import Campaign, Config, Tally
+from chaos.campaign import ACCEPTED, Campaign, Config, Tally
 from chaos.checks import Check, run_checks, table
 from chaos.oracle import DYNAMICS, MARKETO, Oracle, Person
 
@@ -93,3 +93,15 @@ def test_oracle_comparison_names_each_side_and_field() -> None:
     off = o.compare({1: {"title": "t0", "city": "c0"}, 2: {"title": "zz"}},
                     {"d-a": {"jobtitle": "t0", "address1_city": ""}, "d-b": {"jobtitle": "t0"}})
     assert {(m.person, m.side, m.field) for m in off} == {("a", DYNAMICS, "city"), ("b", MARKETO, "title")}
+
+
+def test_the_webhook_people_the_app_kept_are_read_from_its_log() -> None:
+    """A webhook person with no lead counts as unfinished only if the app kept its request."""
+    log = "\n".join([
+        "2026-11-30 12:04:22,481 leadsync INFO op=a sync-person m3001 accepted: the app finishes it if this call dies",
+        "2026-11-30 12:04:22,510 leadsync INFO op=b sync-person m3002 -> created",
+        "2026-11-30 12:09:18,943 leadsync INFO op=c sync-person m3005 finished after its call died -> exists",
+        "12:04:22 http  sync_person_http  POST /api/sync-person  201  1057 ms",
+        "2026-11-30 12:09:19,000 leadsync INFO op=d poll marketo-leadchanges: 3007 changed",
+    ])
+    assert {int(m) for m in ACCEPTED.findall(log)} == {3001, 3002, 3005}

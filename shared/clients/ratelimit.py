@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 log = logging.getLogger("leadsync")
+FAILURE_REPORT_S = 60.0  # while the budget's storage fails, one warning line this often
 _jitter = random.Random()
 
 
@@ -125,6 +126,8 @@ class CallBudget:
         self._last_busy = clock()
         self._last_pressure = float("-inf")
         self._closed = False
+        self._failing_since: float | None = None  # when renewals began to fail (None: they work)
+        self._warned_at = 0.0
         self._thread: threading.Thread | None = None
         self._background = background
         self.leases = 0
@@ -292,10 +295,26 @@ class CallBudget:
                 self._cond.wait(min(self.idle_s, max(self._slot_ttl / 4, 0.1)))
                 if self._closed:
                     return
-            try:
-                self.maintain()
-            except Exception:  # noqa: BLE001 - a storage hiccup must not end renewals; the next lease retries
+            self.tend()
+
+    def tend(self) -> None:
+        """`maintain()`, reporting failures without flooding the log while storage is down:
+        the first with its traceback, then one line a minute, then the recovery."""
+        try:
+            self.maintain()
+        except Exception as exc:  # noqa: BLE001 - a storage hiccup must not end renewals; the next lease retries
+            now = self._clock()
+            if self._failing_since is None:
+                self._failing_since = self._warned_at = now
                 log.warning("could not renew or give back the shared call budget", exc_info=True)
+            elif now - self._warned_at >= FAILURE_REPORT_S:
+                self._warned_at = now
+                log.warning("the shared call budget still cannot be renewed or given back after %.0f s (%s: %s)",
+                            now - self._failing_since, type(exc).__name__, exc)
+            return
+        if self._failing_since is not None:
+            log.info("the shared call budget is renewed again after %.0f s", self._clock() - self._failing_since)
+            self._failing_since = None
 
     def pressure(self, retry_after: float | None = None) -> None:
         """The service refused a call with a limit code (Marketo 606/615, Dataverse 429).

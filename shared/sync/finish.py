@@ -41,6 +41,7 @@ def accept_and_sync(svc: Services, lead_id: int, *, operation_id: str) -> Result
         return sync_linked(svc, lead_id, existing, operation_id=operation_id)
     request = Pending(lead_id, operation_id)
     receipt = svc.pending.accept(request)
+    log.info("op=%s sync-person m%d accepted: the app finishes it if this call dies", operation_id, lead_id)
     # The link read above still holds: only the atomic claim decides who creates the lead.
     result = sync_linked(svc, lead_id, existing, operation_id=operation_id)
     svc.pending.done(receipt)
