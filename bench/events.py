@@ -225,13 +225,18 @@ def dropped(system: BenchSystem, pool: list[tuple[str, int]], *, poll_s: int, du
 
 
 def _dropped(system: BenchSystem) -> int:
-    return int(system.marketo.webhook_stats()["dropped"]) + int(system.dataverse.webhook_stats()["dropped"])
+    return _webhook_calls(system, "dropped")
 
 
 def _lost(system: BenchSystem) -> int:
     """Webhook calls that never reached the app: dropped, or failed (no answer, or not a 2xx)."""
-    return sum(int(s["dropped"]) + int(s["failed"]) for s in (system.marketo.webhook_stats(),
-                                                                system.dataverse.webhook_stats()))
+    return _webhook_calls(system, "dropped", "failed")
+
+
+def _webhook_calls(system: BenchSystem, *counts: str) -> int:
+    """Both emulators' webhook calls so far, summed over the given counts."""
+    return sum(int(stats[name]) for stats in (system.marketo.webhook_stats(), system.dataverse.webhook_stats())
+               for name in counts)
 
 
 def measure(system: BenchSystem, *, burst_n: int, pool_n: int, duration_s: float, edits_per_s: float,

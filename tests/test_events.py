@@ -77,6 +77,14 @@ def drain_all() -> list[Work]:
     return _work_queued()
 
 
+def _next_drain() -> DrainRequest:
+    """The one drain message on the queue (waiting for it to be visible), taken off it."""
+    queue = runtime.services(checked=False).storage.queue(DRAIN_QUEUE)
+    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
+    queue.delete_message(message)
+    return parse_drain(message.content)
+
+
 def _work_queued() -> list[Work]:
     """The work messages queued (taken off their queues)."""
     svc = runtime.services(checked=False)
@@ -325,18 +333,16 @@ def test_a_busy_lanes_drain_stretches_its_window_and_keeps_every_id(clean: None)
     assert ("marketo-changed", MARKER) in buffered()  # receivers meanwhile rely on the drain scheduled
     queue = svc.storage.queue(DRAIN_QUEUE)
     assert queue.get_queue_properties().approximate_message_count == 1
-    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
     grew = opened + timedelta(seconds=1)
-    assert parse_drain(message.content) == DrainRequest("marketo-changed", opened, 20, grew)  # the same window
-    queue.delete_message(message)
+    request = _next_drain()
+    assert request == DrainRequest("marketo-changed", opened, 20, grew)  # the same window
     # Nothing new at the next look: perhaps a stall, so the window stays open...
-    drained = svc.events.drain(parse_drain(message.content), now=opened + timedelta(seconds=2))
+    drained = svc.events.drain(request, now=opened + timedelta(seconds=2))
     assert (drained.ids, drained.messages, drained.stretched) == (20, 0, True)
-    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
-    assert parse_drain(message.content) == DrainRequest("marketo-changed", opened, 20, grew)
-    queue.delete_message(message)
+    request = _next_drain()
+    assert request == DrainRequest("marketo-changed", opened, 20, grew)
     # ...until the lane has not grown for QUIET_S: the burst is over.
-    drained = svc.events.drain(parse_drain(message.content), now=grew + timedelta(seconds=eventbuffer.QUIET_S))
+    drained = svc.events.drain(request, now=grew + timedelta(seconds=eventbuffer.QUIET_S))
     assert (drained.ids, drained.messages, drained.stretched) == (20, 1, False)
     assert [sorted(w.ids) for w in drain_all()] == [list(range(10001, 10021))]
     assert svc.events.pending() == {}
@@ -355,16 +361,11 @@ def test_a_bursts_window_sends_full_messages_and_leaves_the_rest_for_the_next(cl
     assert sorted(work.ids) == list(range(20001, 20301))
     assert svc.events.pending() == {"marketo-changed": 20}
     assert ("marketo-changed", MARKER) in buffered()
-    queue = svc.storage.queue(DRAIN_QUEUE)
-    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
-    queue.delete_message(message)
-    request = parse_drain(message.content)
+    request = _next_drain()
     assert request.opened is not None and request.seen == 0  # a new window's first look
     assert svc.events.drain(request, now=request.opened + timedelta(seconds=1)).stretched  # a burst's rate
-    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
-    queue.delete_message(message)
     later = request.opened + timedelta(seconds=1 + eventbuffer.QUIET_S)
-    drained = svc.events.drain(parse_drain(message.content), now=later)
+    drained = svc.events.drain(_next_drain(), now=later)
     assert (drained.ids, drained.messages, drained.held) == (20, 1, 0)  # the burst is over
     assert [sorted(w.ids) for w in _work_queued()] == [list(range(20301, 20321))]
     assert svc.events.pending() == {}
@@ -447,10 +448,7 @@ def test_an_event_while_the_drain_works_joins_its_window_and_the_next_drain_read
     assert scheduled == [False]  # the window was open: one request, no drain message of its own
     assert [sorted(w.ids) for w in applied] == [[16001, 16002, 16003]]
     assert svc.events.pending() == {"marketo-changed": 1}
-    queue = svc.storage.queue(DRAIN_QUEUE)
-    (message,) = eventually(lambda: list(queue.receive_messages(visibility_timeout=30)), timeout=60)
-    queue.delete_message(message)
-    assert svc.events.drain(parse_drain(message.content), apply=applied.append).ids == 1
+    assert svc.events.drain(_next_drain(), apply=applied.append).ids == 1
     assert applied[-1].ids == (16009,) and svc.events.pending() == {}
 
 

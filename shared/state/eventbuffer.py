@@ -35,11 +35,12 @@ The design, in one table (`<prefix>events`) and one queue (`leadsync-events`):
 
 Why it loses nothing: a receiver either touched the marker before the drain deleted it
 (its rows are then in the drain's last look) or finds it gone (its transaction fails
-whole), inserts a new one and schedules another drain. Rows are deleted only once their ids are on a
-work queue: a direct apply first sends its work invisible for DIRECT_HOLD_S, and withdraws
-it when the apply returned (or makes it visible at once when the apply failed), so a drain
-that dies mid-apply leaves its work to the queue trigger. A drain that dies is retried by the queue (its message
-comes back); a marker left by a receiver that died before sending its drain message, or
+whole), inserts a new one and schedules another drain. Rows are deleted only once their ids
+are on a work queue: a direct apply first sends its work invisible for DIRECT_HOLD_S, and
+withdraws it when the apply returned (or makes it visible at once when the apply failed), so
+a drain that dies mid-apply leaves its work to the queue trigger. A drain that dies is
+retried by the queue (its message comes back); a marker left by a receiver that died before
+sending its drain message, or
 rows left without a marker, are drained by `sweep` from the Dataverse poll timer once a row
 is older than `stale_s` (later receivers touch the marker, but their id rows age).
 And the pollers still run: an event is a latency hint, never the only way a change arrives.
@@ -47,8 +48,8 @@ And the pollers still run: an event is a latency hint, never the only way a chan
 Cost per event, in storage requests: while a drain is pending, 1 (the transaction; it was 2,
 an upsert and a 409 on the marker, when the figures below were measured). Each drain: 1
 query per 1,000 rows, 1 delete per distinct id, 1 queue send per 300 ids, the marker's
-delete and one more query (before the last two, 1 marker delete),
-the drain message itself and the `!last` upsert of the receiver that scheduled it
+delete and one more look (when measured: the marker's delete alone), the drain message
+itself and the `!last` upsert of the receiver that scheduled it
 (measured before that row existed). Measured once on Azurite with a request counter, 1,000
 Marketo events for 400 people from 8 callers: 2,000 table requests in the receivers,
 1 drain message, 402 table requests in the drain, 2 work messages (a Marketo read each
@@ -214,13 +215,18 @@ class EventBuffer:
         if not written:  # still racing drains, or unsure: one drain too many is harmless, none is not
             for row in tail:
                 tablerows.upsert(table, row)
-        try:
-            self._send_drain(DrainRequest(lane.key, datetime.fromisoformat(now)))
-        except BaseException:
-            delete_row(table, lane.key, MARKER)  # let the next call schedule it (the sweep, if none comes)
-            raise
+        self._schedule(table, lane, datetime.fromisoformat(now))
         tablerows.upsert(table, {"PartitionKey": LAST, "RowKey": lane.key, "at": now})
         return True
+
+    def _schedule(self, table: Any, lane: Lane, opened: datetime) -> None:
+        """Send the drain of the window whose marker this caller just inserted; if that fails,
+        take the marker back, so the next receiver opens the window (or the sweep drains the rows)."""
+        try:
+            self._send_drain(DrainRequest(lane.key, opened))
+        except BaseException:
+            delete_row(table, lane.key, MARKER)
+            raise
 
     def _send_drain(self, request: DrainRequest) -> None:
         self._storage.queue(DRAIN_QUEUE).send_message(request.to_json(), visibility_timeout=self.delay_s or None)
@@ -290,11 +296,7 @@ class EventBuffer:
         at = datetime.now(UTC)
         if tablerows.create(table, {"PartitionKey": lane.key, "RowKey": MARKER, "at": at.isoformat()}) is None:
             return  # a receiver opened the next window: its drain reads these rows too
-        try:
-            self._send_drain(DrainRequest(lane.key, at))
-        except BaseException:
-            delete_row(table, lane.key, MARKER)  # the next receiver opens it (or the sweep drains the rows)
-            raise
+        self._schedule(table, lane, at)
 
     def sweep(self, *, stale_s: int = 30) -> list[Drained]:
         """Drain every lane holding a row (marker or id) older than `stale_s`: what a receiver or a
